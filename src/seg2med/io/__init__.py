@@ -1,0 +1,38 @@
+"""File input/output: the only layer that touches the file system.
+
+Everything else receives and returns in-memory :class:`Volume` objects.
+"""
+
+from seg2med.io.files import (
+    atomic_write,
+    ensure_writable,
+    read_json,
+    read_yaml,
+    write_json,
+    write_text,
+)
+from seg2med.io.nifti import (
+    Volume,
+    check_same_grid,
+    is_nifti_path,
+    list_nifti,
+    load_volume,
+    nifti_stem,
+    save_volume,
+)
+
+__all__ = [
+    "Volume",
+    "atomic_write",
+    "check_same_grid",
+    "ensure_writable",
+    "is_nifti_path",
+    "list_nifti",
+    "load_volume",
+    "nifti_stem",
+    "read_json",
+    "read_yaml",
+    "save_volume",
+    "write_json",
+    "write_text",
+]

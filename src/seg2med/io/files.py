@@ -1,0 +1,91 @@
+"""Atomic writes and small text formats (JSON, YAML)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seg2med.errors import ConfigError, InputError, OutputExistsError
+
+
+def ensure_writable(path: str | Path, overwrite: bool = False) -> Path:
+    """Return ``path`` as a Path; refuse an existing output unless ``overwrite``."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputExistsError(f"{p}: output exists (pass --overwrite to replace it)")
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only on success.
+
+    The temporary file keeps the final file's suffixes (``.nii.gz`` stays
+    ``.nii.gz``) so that writers choosing a format by extension still work.
+    Nothing is left behind when the body raises.
+    """
+    final = ensure_writable(path, overwrite)
+    suffix = "".join(final.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        if final.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(f"{final}: output exists (pass --overwrite to replace it)")
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    with atomic_write(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite)
+
+
+def read_json(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        msg = str(exc).replace("\n", " ")
+        raise ConfigError(f"{p}: not valid YAML ({msg})") from None

@@ -1,0 +1,23 @@
+"""Label schemes and tissue property tables (pure data; no torch, no file writing)."""
+
+from seg2med.labels.schemes import (
+    BACKGROUND,
+    EXTENSION_CLASSES,
+    LabelScheme,
+    canonical_scheme,
+    get_scheme,
+    guess_scheme,
+    list_schemes,
+    scheme_from_mapping,
+)
+
+__all__ = [
+    "BACKGROUND",
+    "EXTENSION_CLASSES",
+    "LabelScheme",
+    "canonical_scheme",
+    "get_scheme",
+    "guess_scheme",
+    "list_schemes",
+    "scheme_from_mapping",
+]
