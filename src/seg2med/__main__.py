@@ -1,0 +1,3 @@
+from seg2med.cli import main
+
+main()

@@ -1,0 +1,406 @@
+"""Typed Python API. The CLI only parses arguments and calls these functions.
+
+Typical use::
+
+    import seg2med
+    labels, report = seg2med.build_anatomy("seg.nii.gz", image="ct.nii.gz", modality="ct")
+    prior = seg2med.simulate_prior(labels, sequence="vibe-in", field=1.5)
+    seg2med.save(prior, "prior.nii.gz")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg2med import __version__
+from seg2med.errors import ConfigError, InputError
+from seg2med.io import Volume, load_volume, read_json, read_yaml, save_volume, write_json
+from seg2med.io.files import ensure_writable
+from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem
+from seg2med.labels import LabelScheme, canonical_scheme, get_scheme, list_schemes, scheme_from_mapping
+
+log = logging.getLogger(__name__)
+
+LabelsLike = str | Path | Volume
+
+
+# --------------------------------------------------------------------------- schemes / tables
+def resolve_scheme(scheme: str | LabelScheme | None, default: str = "total") -> LabelScheme:
+    """A built-in scheme name, a scheme YAML path, or a LabelScheme."""
+    if isinstance(scheme, LabelScheme):
+        return scheme
+    name = scheme or default
+    if name in list_schemes():
+        return get_scheme(name)
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml", ".json"):
+        data = read_json(p) if p.suffix == ".json" else read_yaml(p)
+        return scheme_from_mapping(data, str(p))
+    return get_scheme(name)  # raises ConfigError listing known schemes
+
+
+def load_tissue_table(path: str | Path | None = None):
+    """The default tissue property table, or the defaults overridden by a user YAML file."""
+    from seg2med.labels.tissues import load_default_tissue_table, tissue_table_from_mapping
+
+    if path is None:
+        return load_default_tissue_table()
+    data = read_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a tissue table must be a YAML mapping")
+    return tissue_table_from_mapping(data, str(path), base=load_default_tissue_table())
+
+
+def sidecar_path(nifti: str | Path) -> Path:
+    """``dir/name.nii.gz`` -> ``dir/name.json``."""
+    p = Path(nifti)
+    return p.with_name(nifti_stem(p) + ".json")
+
+
+# --------------------------------------------------------------------------- anatomy
+@dataclass
+class LabelVolume:
+    """A canonical label volume: integer labels, their scheme and how they were built."""
+
+    volume: Volume
+    scheme: LabelScheme
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
+    from seg2med.io.segmentations import load_segmentation
+
+    return load_segmentation(path)
+
+
+def _read_label_table(path: Path) -> LabelScheme | None:
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    data = read_json(side)
+    if isinstance(data, Mapping) and "labels" in data and data.get("kind") == "seg2med-labels":
+        return LabelScheme.from_table(data)
+    return None
+
+
+def build_anatomy(
+    labels: LabelsLike | Mapping[str, Volume],
+    *,
+    scheme: str | LabelScheme | None = None,
+    tissue_masks: str | Path | Volume | Mapping[str, Volume] | None = None,
+    image: str | Path | Volume | None = None,
+    modality: str | None = None,
+    strict: bool = False,
+) -> LabelVolume:
+    """One canonical label volume from TotalSegmentator output (file or per-class folder).
+
+    Label files written by seg2med (with a ``.json`` label table beside them)
+    are already canonical and are returned as they are.
+    """
+    from seg2med.anatomy import build_label_volume
+
+    if isinstance(labels, (str, Path)):
+        p = Path(labels)
+        table = _read_label_table(p) if p.is_file() else None
+        if table is not None:
+            vol = load_volume(p, kind="labels")
+            _check_known(vol, table, strict)
+            return LabelVolume(vol, table, {"source": "seg2med label volume", "path": str(p)})
+        organs: Volume | Mapping[str, Volume] = _load_segmentation(p)
+    else:
+        organs = labels
+    base = resolve_scheme(scheme)
+    tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
+    img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
+    if img is not None and modality is None:
+        raise ConfigError("an image for the body contour needs its modality ('ct' or 'mr')")
+    vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, strict=strict)
+    return LabelVolume(vol, canonical_scheme(base), report.to_dict())
+
+
+def _check_known(vol: Volume, scheme: LabelScheme, strict: bool) -> None:
+    unknown = scheme.unknown_ids(vol.array)
+    if unknown:
+        desc = ", ".join(f"{k} ({v} voxels)" for k, v in sorted(unknown.items()))
+        if strict:
+            raise ConfigError(f"{vol.name}: ids not in scheme {scheme.name!r}: {desc}")
+        log.warning("%s: ids not in scheme %r: %s", vol.name, scheme.name, desc)
+
+
+def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the label NIfTI and its JSON label table (``name.json``) beside it."""
+    out = Path(path)
+    side = sidecar_path(out)
+    ensure_writable(out, overwrite)
+    ensure_writable(side, overwrite)
+    table = {"kind": "seg2med-labels", "seg2med_version": __version__, **lv.scheme.to_table(), "report": lv.report}
+    save_volume(lv.volume, out, overwrite=overwrite)
+    write_json(side, table, overwrite=overwrite)
+    return out
+
+
+def make_phantom(seed: int = 0, spacing: float = 1.5, slices: int = 64, size: int = 256) -> LabelVolume:
+    """A procedural torso phantom in the canonical TotalSegmentator ``total`` scheme."""
+    from seg2med.anatomy import make_phantom as _make
+
+    vol = _make(seed=seed, spacing=spacing, slices=slices, size=size)
+    return LabelVolume(vol, canonical_scheme("total"), {"source": "phantom", "seed": seed, "spacing": spacing, "slices": slices, "size": size})
+
+
+# --------------------------------------------------------------------------- physics
+@dataclass
+class Prior:
+    """A float32 prior image with the sequence that made it."""
+
+    volume: Volume
+    sequence: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def get_sequence(name: str, field: float | None = None, tr: float | None = None, te: float | None = None,
+                 ti: float | None = None, flip: float | None = None):
+    """A sequence by name with optional parameter overrides (None keeps the default)."""
+    from seg2med.physics import get_sequence as _get
+
+    overrides = {k: v for k, v in {"field": field, "tr": tr, "te": te, "ti": ti, "flip": flip}.items() if v is not None}
+    return _get(name, **overrides)
+
+
+def simulate_prior(
+    labels: LabelsLike | LabelVolume,
+    sequence: str = "ct",
+    *,
+    field: float | None = None,
+    tr: float | None = None,
+    te: float | None = None,
+    ti: float | None = None,
+    flip: float | None = None,
+    tissues: str | Path | None = None,
+    scheme: str | LabelScheme | None = None,
+    tissue_masks: str | Path | None = None,
+    image: str | Path | Volume | None = None,
+    modality: str | None = None,
+    seed: int | None = None,
+    tissue_spread: float = 0.0,
+    bias_field: float = 0.0,
+    noise: float = 0.0,
+    blur: float = 0.0,
+    strict: bool = False,
+) -> Prior:
+    """Label map -> physics prior (CT HU or MR signal), float32 on the label grid.
+
+    With ``seed`` given (or any spread > 0) the randomised twin samples
+    per-tissue parameters, bias field, noise and blur; with all spreads 0 it
+    equals the deterministic prior.
+    """
+    from seg2med.physics import RandomPrior
+    from seg2med.physics import simulate_prior as _simulate
+
+    lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
+        labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, strict=strict
+    )
+    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
+    table = load_tissue_table(tissues)
+    t0 = time.perf_counter()
+    randomised = seed is not None or any(v > 0 for v in (tissue_spread, bias_field, noise, blur))
+    if randomised:
+        rp = RandomPrior(seq, tissue_spread=tissue_spread, bias_field=bias_field, noise=noise, blur=blur, seed=seed)
+        arr = rp(lv.volume.array, lv.scheme, table, lv.volume.spacing)
+    else:
+        arr = _simulate(lv.volume.array, lv.scheme, seq, table)
+    meta = {
+        "kind": "seg2med-prior",
+        "seg2med_version": __version__,
+        "sequence": seq.to_config(),
+        "modality": seq.modality,
+        "scheme": lv.scheme.name,
+        "tissue_table": str(tissues) if tissues else "default",
+        "seed": seed,
+        "randomisation": {"tissue_spread": tissue_spread, "bias_field": bias_field, "noise": noise, "blur": blur},
+        "seconds": round(time.perf_counter() - t0, 4),
+        "units": "HU" if seq.modality == "ct" else "a.u. (relative signal)",
+    }
+    return Prior(lv.volume.like(np.asarray(arr, dtype=np.float32)), seq, meta)
+
+
+def save_prior(prior: Prior, path: str | Path, overwrite: bool = False) -> Path:
+    """Write a prior (float32 NIfTI) and its JSON sidecar."""
+    out = Path(path)
+    ensure_writable(out, overwrite)
+    ensure_writable(sidecar_path(out), overwrite)
+    save_volume(prior.volume, out, overwrite=overwrite, dtype=np.float32)
+    write_json(sidecar_path(out), prior.metadata, overwrite=overwrite)
+    return out
+
+
+# --------------------------------------------------------------------------- dataset preparation
+def _expand(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    out: list[Path] = []
+    for it in items:
+        for part in str(it).split(","):
+            if not part:
+                continue
+            p = Path(part)
+            if p.is_dir():
+                out.extend(list_nifti(p))
+            elif p.exists() and not is_nifti_path(p):
+                raise InputError(f"{p}: not a NIfTI file (expected .nii or .nii.gz)")
+            else:
+                out.append(p)  # missing files are reported by load_volume
+    return out
+
+
+def pair_images_labels(images: Sequence[Path], labels: Sequence[Path]) -> list[tuple[str, Path, Path]]:
+    """Pair image and label files: by identical file name, else by position."""
+    if len(images) != len(labels):
+        raise InputError(f"{len(images)} images but {len(labels)} label maps: they must pair one to one")
+    by_name = {p.name: p for p in labels}
+    if all(p.name in by_name for p in images):
+        return [(nifti_stem(p), p, by_name[p.name]) for p in images]
+    pairs = []
+    seen: set[str] = set()
+    for img, lab in zip(images, labels):
+        sid = nifti_stem(img)
+        if sid in seen:
+            sid = f"{sid}-{len(seen)}"
+        seen.add(sid)
+        pairs.append((sid, img, lab))
+    return pairs
+
+
+def prepare_dataset(
+    images: str | Path | Sequence[str | Path],
+    labels: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    sequence: str = "ct",
+    scheme: str | None = None,
+    tissue_masks: str | Path | Sequence[str | Path] | None = None,
+    tissues: str | Path | None = None,
+    field: float | None = None,
+    tr: float | None = None,
+    te: float | None = None,
+    ti: float | None = None,
+    flip: float | None = None,
+    axes: Sequence[str] = ("axial",),
+    spacing: float = 1.0,
+    size: int = 256,
+    mr_percentiles: tuple[float, float] = (10.0, 90.0),
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Real images + label maps -> priors -> normalised, resampled slice dataset with a manifest."""
+    from seg2med.data.prepare import PrepareConfig, SubjectInput
+    from seg2med.data.prepare import prepare_dataset as _prepare
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: output exists (pass --overwrite to replace it)")
+    pairs = pair_images_labels(_expand(images), _expand(labels))
+    masks = _expand(tissue_masks) if tissue_masks is not None else []
+    if masks and len(masks) != len(pairs):
+        # a single TotalSegmentator tissue folder per subject is also accepted
+        tm = [Path(t) for t in ([tissue_masks] if isinstance(tissue_masks, (str, Path)) else tissue_masks)]
+        masks = tm if len(tm) == len(pairs) else []
+        if not masks:
+            raise InputError(f"{len(pairs)} subjects but tissue masks given for a different number")
+    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
+    base = resolve_scheme(scheme, default="total" if seq.modality == "ct" else "total_mr")
+    subjects = []
+    for i, (sid, img_path, lab_path) in enumerate(pairs):
+        if progress:
+            progress(f"prior {sid}")
+        img = load_volume(img_path, kind="image")
+        lv = build_anatomy(lab_path, scheme=base, tissue_masks=masks[i] if masks else None, image=img, modality=seq.modality)
+        from seg2med.io import check_same_grid
+
+        check_same_grid(img, lv.volume)
+        prior = simulate_prior(lv, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
+        body = lv.volume.array != 0
+        subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=lv.volume))
+    config = PrepareConfig(
+        spacing=spacing,
+        size=size,
+        axes=tuple(axes),
+        modality=seq.modality,
+        sequence=seq.to_config(),
+        scheme=base.name,
+        mr_percentiles=tuple(mr_percentiles),
+        split=tuple(split),
+        split_seed=seed,
+    )
+    return _prepare(subjects, out, config, overwrite=overwrite)
+
+
+__all__ = [
+    "LabelVolume",
+    "Prior",
+    "build_anatomy",
+    "get_sequence",
+    "load_tissue_table",
+    "make_phantom",
+    "pair_images_labels",
+    "prepare_dataset",
+    "resolve_scheme",
+    "save_label_volume",
+    "save_prior",
+    "sidecar_path",
+    "simulate_prior",
+]
+
+
+# --------------------------------------------------------------------------- demo
+def run_demo(
+    out: str | Path = "demo-out",
+    *,
+    labels: str | Path | None = None,
+    scheme: str | None = None,
+    seed: int = 0,
+    mr_sequence: str = "vibe-in",
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """The embedded demo: anatomy (phantom, or the user's label map) -> CT and MR priors -> NIfTI + PNG previews."""
+    from seg2med.io.preview import Panel, save_preview
+
+    out = Path(out)
+    step = progress or (lambda _msg: None)
+    names = {
+        "labels": out / "labels.nii.gz",
+        "ct_prior": out / "ct_prior.nii.gz",
+        "mr_prior": out / f"mr_prior_{mr_sequence}.nii.gz",
+        "preview": out / "preview_priors.png",
+    }
+    for p in list(names.values()) + [sidecar_path(names["labels"]), sidecar_path(names["ct_prior"]), sidecar_path(names["mr_prior"])]:
+        ensure_writable(p, overwrite)
+    step("anatomy")
+    lv = make_phantom(seed=seed) if labels is None else build_anatomy(labels, scheme=scheme)
+    save_label_volume(lv, names["labels"], overwrite=overwrite)
+    step("CT prior")
+    ct = simulate_prior(lv, "ct")
+    save_prior(ct, names["ct_prior"], overwrite=overwrite)
+    step("MR prior")
+    mr = simulate_prior(lv, mr_sequence)
+    save_prior(mr, names["mr_prior"], overwrite=overwrite)
+    step("previews")
+    save_preview(
+        [
+            Panel("labels", lv.volume, kind="labels"),
+            Panel("CT prior (HU)", ct.volume, window=(-400.0, 600.0)),
+            Panel(f"MR prior ({mr_sequence})", mr.volume),
+        ],
+        names["preview"],
+        overwrite=overwrite,
+        title="seg2med demo: one anatomy, CT and MR priors",
+    )
+    return names

@@ -1,0 +1,247 @@
+"""Command-line interface. Each command parses its options and calls :mod:`seg2med.api`.
+
+User errors (:class:`seg2med.errors.Seg2MedError`) are printed as one line on
+stderr with a non-zero exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seg2med import __version__
+from seg2med.errors import Seg2MedError
+
+app = typer.Typer(
+    name="seg2med",
+    help="seg2med: anatomy (label maps) -> physics priors -> synthetic CT / MR.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+@contextmanager
+def _progress(total: int, description: str):
+    """A rich progress bar; yields a callback(message) that advances it by one."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as prog:
+        task = prog.add_task(description, total=total)
+
+        def advance(msg: str) -> None:
+            prog.update(task, advance=1, description=f"{description}: {msg}")
+
+        yield advance
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"seg2med {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = None,
+) -> None:
+    _setup_logging(verbose)
+
+
+# --------------------------------------------------------------------------- labels
+@app.command("labels")
+def labels_cmd(scheme: Annotated[Optional[str], typer.Argument(help="Scheme to list (omit to list schemes).")] = None) -> None:
+    """List label schemes, or the classes (id, name) of one scheme."""
+    from seg2med.api import resolve_scheme
+    from seg2med.labels import list_schemes
+
+    if scheme is None:
+        table = Table("scheme", "classes", "description")
+        for name in list_schemes():
+            s = resolve_scheme(name)
+            table.add_row(name, str(len(s)), s.description)
+        out_console.print(table)
+        return
+    s = resolve_scheme(scheme)
+    table = Table("id", "name", title=f"{s.name}: {s.description}", caption=s.source)
+    for i, n in sorted(s.id_to_name.items()):
+        table.add_row(str(i), n)
+    out_console.print(table)
+
+
+# --------------------------------------------------------------------------- anatomy
+@app.command("anatomy")
+def anatomy_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="TotalSegmentator output: multilabel NIfTI or per-class folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Canonical label volume (.nii.gz); a .json label table is written beside it.")],
+    scheme: Annotated[str, typer.Option("--scheme", help="Label scheme of the input (name or YAML).")] = "total",
+    tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output (folder or multilabel).")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Image for the body contour.")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="Modality of --image: ct or mr.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Unknown label ids are an error, not a warning.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Build one canonical label volume (organs + tissue types + body) with an overlap report."""
+    from seg2med import api
+
+    api.sidecar_path(out)  # validate early
+    from seg2med.io.files import ensure_writable
+
+    ensure_writable(out, overwrite)
+    lv = api.build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, strict=strict)
+    api.save_label_volume(lv, out, overwrite=overwrite)
+    rep = lv.report
+    for rule in rep.get("overlaps", []) if isinstance(rep, dict) else []:
+        logging.getLogger("seg2med").info("overlap: %s", rule)
+    out_console.print(f"wrote {out} and {api.sidecar_path(out)}")
+
+
+# --------------------------------------------------------------------------- simulate
+@app.command("simulate")
+def simulate_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="Label map (NIfTI file or TotalSegmentator folder).")],
+    out: Annotated[Path, typer.Option("--out", help="Prior image (.nii.gz, float32); a .json sidecar is written beside it.")],
+    sequence: Annotated[str, typer.Option("--sequence", help="ct|gre|vibe-in|vibe-opp|dixon-water|dixon-fat|space|flair")] = "ct",
+    field: Annotated[Optional[float], typer.Option("--field", help="Field strength in tesla (1.5 or 3).")] = None,
+    tr: Annotated[Optional[float], typer.Option("--tr", help="Repetition time, ms.")] = None,
+    te: Annotated[Optional[float], typer.Option("--te", help="Echo time, ms.")] = None,
+    ti: Annotated[Optional[float], typer.Option("--ti", help="Inversion time, ms.")] = None,
+    flip: Annotated[Optional[float], typer.Option("--flip", help="Flip angle, degrees.")] = None,
+    tissues: Annotated[Optional[Path], typer.Option("--tissues", help="Tissue property YAML overriding the defaults.")] = None,
+    scheme: Annotated[str, typer.Option("--scheme", help="Label scheme of the input (name or YAML).")] = "total",
+    tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Image for the body contour.")] = None,
+    modality: Annotated[Optional[str], typer.Option("--modality", help="Modality of --image: ct or mr.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the randomised prior.")] = None,
+    tissue_spread: Annotated[float, typer.Option("--tissue-spread", help="Per-tissue parameter jitter (x table spread).")] = 0.0,
+    bias_field: Annotated[float, typer.Option("--bias-field", help="Smooth multiplicative bias amplitude.")] = 0.0,
+    noise: Annotated[float, typer.Option("--noise", help="Additive Gaussian noise sd.")] = 0.0,
+    blur: Annotated[float, typer.Option("--blur", help="Partial-volume blur sigma, mm.")] = 0.0,
+    strict: Annotated[bool, typer.Option("--strict", help="Unknown label ids are an error.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+) -> None:
+    """Label map -> physics prior image (CT HU or MR signal)."""
+    from seg2med import api
+    from seg2med.io.files import ensure_writable
+
+    ensure_writable(out, overwrite)
+    ensure_writable(api.sidecar_path(out), overwrite)
+    prior = api.simulate_prior(
+        labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues, scheme=scheme,
+        tissue_masks=tissue_masks, image=image, modality=modality, seed=seed, tissue_spread=tissue_spread,
+        bias_field=bias_field, noise=noise, blur=blur, strict=strict,
+    )
+    api.save_prior(prior, out, overwrite=overwrite)
+    out_console.print(f"wrote {out} ({prior.volume.shape}, {prior.metadata['units']})")
+
+
+# --------------------------------------------------------------------------- phantom
+@app.command("phantom")
+def phantom_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Label volume (.nii.gz); a .json label table is written beside it.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    spacing: Annotated[float, typer.Option("--spacing", help="In-plane and slice spacing, mm.")] = 1.5,
+    slices: Annotated[int, typer.Option("--slices")] = 64,
+    size: Annotated[int, typer.Option("--size", help="In-plane matrix size.")] = 256,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """A procedural digital torso phantom in the TotalSegmentator 'total' scheme."""
+    from seg2med import api
+    from seg2med.io.files import ensure_writable
+
+    ensure_writable(out, overwrite)
+    lv = api.make_phantom(seed=seed, spacing=spacing, slices=slices, size=size)
+    api.save_label_volume(lv, out, overwrite=overwrite)
+    out_console.print(f"wrote {out} {lv.volume.shape}")
+
+
+# --------------------------------------------------------------------------- prepare
+@app.command("prepare")
+def prepare_cmd(
+    images: Annotated[list[str], typer.Option("--images", help="Image files or a folder (repeat or comma-separate).")],
+    labels: Annotated[list[str], typer.Option("--labels", help="Label files or a folder, paired with --images.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder (shards + manifest.json).")],
+    sequence: Annotated[str, typer.Option("--sequence", help="Prior sequence (ct for CT data, e.g. vibe-in for MR).")] = "ct",
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme (default total for CT, total_mr for MR).")] = None,
+    tissue_masks: Annotated[Optional[list[str]], typer.Option("--tissue-masks", help="Tissue-type masks per subject.")] = None,
+    tissues: Annotated[Optional[Path], typer.Option("--tissues", help="Tissue property YAML.")] = None,
+    field: Annotated[Optional[float], typer.Option("--field")] = None,
+    axes: Annotated[str, typer.Option("--axes", help="Comma-separated: axial,coronal,sagittal.")] = "axial",
+    spacing: Annotated[float, typer.Option("--spacing", help="In-plane spacing, mm.")] = 1.0,
+    size: Annotated[int, typer.Option("--size", help="Slice size after pad/crop.")] = 256,
+    percentiles: Annotated[str, typer.Option("--percentiles", help="MR window percentiles, e.g. 10,90 or 1,99.")] = "10,90",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the subject split.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Real images + label maps -> priors -> normalised slice dataset with a manifest."""
+    from seg2med import api
+    from seg2med.errors import ConfigError
+
+    try:
+        p_lo, p_hi = (float(v) for v in percentiles.split(","))
+    except ValueError:
+        raise ConfigError(f"--percentiles: expected two numbers like 10,90, got {percentiles!r}") from None
+    n = len(api._expand(images))
+    with _progress(n, "prepare") as advance:
+        manifest = api.prepare_dataset(
+            images, labels, out, sequence=sequence, scheme=scheme, tissue_masks=tissue_masks, tissues=tissues,
+            field=field, axes=[a.strip() for a in axes.split(",") if a.strip()], spacing=spacing, size=size,
+            mr_percentiles=(p_lo, p_hi), seed=seed, overwrite=overwrite, progress=advance,
+        )
+    out_console.print(f"wrote {out} ({len(manifest.get('subjects', []))} subjects)")
+
+
+# --------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Use this label map instead of the phantom.")] = None,
+    scheme: Annotated[Optional[str], typer.Option("--scheme")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Run the embedded demo: phantom -> CT and MR priors -> NIfTI + PNG previews in OUT."""
+    from seg2med import api
+
+    with _progress(4, "demo") as advance:
+        written = api.run_demo(out, labels=labels, scheme=scheme, seed=seed, overwrite=overwrite, progress=advance)
+    for name, path in written.items():
+        out_console.print(f"{name}: {path}")
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, no traceback, exit code != 0."""
+    try:
+        app()
+    except Seg2MedError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
