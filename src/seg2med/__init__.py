@@ -1,2 +1,37 @@
-"""seg2med: label maps -> physics-based priors -> synthetic CT / MR."""
+"""seg2med: label maps -> physics-based priors -> synthetic CT / MR.
+
+The public Python API lives in :mod:`seg2med.api` and is re-exported here.
+"""
+
 __version__ = "0.1.0"
+
+from seg2med.api import (  # noqa: E402
+    LabelVolume,
+    Prior,
+    build_anatomy,
+    get_sequence,
+    load_tissue_table,
+    make_phantom,
+    prepare_dataset,
+    resolve_scheme,
+    run_demo,
+    save_label_volume,
+    save_prior,
+    simulate_prior,
+)
+
+__all__ = [
+    "LabelVolume",
+    "Prior",
+    "__version__",
+    "build_anatomy",
+    "get_sequence",
+    "load_tissue_table",
+    "make_phantom",
+    "prepare_dataset",
+    "resolve_scheme",
+    "run_demo",
+    "save_label_volume",
+    "save_prior",
+    "simulate_prior",
+]

@@ -1,0 +1,77 @@
+"""Training-data preparation: normalisation, invertible slice geometry, shards, dataset.
+
+Callers pass images, priors and body masks in (this layer computes neither
+priors nor masks). :class:`SliceDataset` is imported lazily (it needs torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seg2med.data.geometry import AXES, Reorientation, SliceGeometry, from_slices, mask_outside, to_slices
+from seg2med.data.normalize import (
+    CTWindow,
+    CTWindowd,
+    IntensityWindow,
+    PercentileWindow,
+    PercentileWindowd,
+    denormalize,
+    fit_percentile_window,
+    normalize_volume,
+    window_from_params,
+)
+from seg2med.data.prepare import (
+    MANIFEST,
+    PrepareConfig,
+    SubjectInput,
+    check_subjects,
+    get_subject,
+    load_manifest,
+    original_affine,
+    prepare_dataset,
+    read_shard,
+    read_subject_slices,
+    restore_labels,
+    restore_volume,
+    split_subjects,
+)
+
+__all__ = [
+    "AXES",
+    "MANIFEST",
+    "CTWindow",
+    "CTWindowd",
+    "IntensityWindow",
+    "PercentileWindow",
+    "PercentileWindowd",
+    "PrepareConfig",
+    "Reorientation",
+    "SliceDataset",
+    "SliceGeometry",
+    "SubjectInput",
+    "check_subjects",
+    "denormalize",
+    "fit_percentile_window",
+    "from_slices",
+    "get_subject",
+    "load_manifest",
+    "mask_outside",
+    "normalize_volume",
+    "original_affine",
+    "prepare_dataset",
+    "read_shard",
+    "read_subject_slices",
+    "restore_labels",
+    "restore_volume",
+    "split_subjects",
+    "to_slices",
+    "window_from_params",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SliceDataset":
+        from seg2med.data.dataset import SliceDataset
+
+        return SliceDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

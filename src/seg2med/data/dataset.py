@@ -1,0 +1,140 @@
+"""PyTorch dataset over the shards written by :func:`seg2med.data.prepare_dataset`."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from seg2med.data.geometry import check_axis
+from seg2med.data.prepare import SPLITS, load_manifest, read_shard
+from seg2med.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Series:
+    """The slices of one subject along one axis, spread over shards."""
+
+    subject: str
+    axis: str
+    files: tuple[str, ...]
+    starts: tuple[int, ...]
+    n: int
+
+    def locate(self, i: int) -> tuple[str, int]:
+        k = bisect.bisect_right(self.starts, i) - 1
+        return self.files[k], i - self.starts[k]
+
+
+class SliceDataset(Dataset):
+    """2D slices of one split as dicts of tensors.
+
+    Each item: ``image`` float32 ``[1, H, W]``; ``prior`` float32
+    ``[1 + 2k, H, W]`` with channel ``c`` = prior slice ``index - k + c`` of the
+    same subject/axis (edge-replicated, the centre slice is channel ``k``);
+    ``mask`` float32 ``[1, H, W]`` (0/1 body); ``labels`` int64 ``[1, H, W]``
+    when the dataset has labels; ``subject`` (id), ``axis``, ``index`` (slice
+    index along the axis). Shards are loaded lazily and kept in a small LRU
+    cache that each DataLoader worker holds on its own.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | Path,
+        split: str | None = "train",
+        axes: Sequence[str] | str | None = None,
+        neighbours: int = 0,
+        cache_shards: int = 8,
+    ) -> None:
+        self.root = Path(dataset_dir)
+        self.manifest = load_manifest(self.root)
+        if split is not None and split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)} or None for all)")
+        if int(neighbours) < 0:
+            raise ConfigError(f"neighbours must be >= 0, got {neighbours}")
+        self.split, self.neighbours, self.cache_shards = split, int(neighbours), max(1, int(cache_shards))
+        self.axes = self._axes(axes)
+        self.series = self._series()
+        self._items = [(s, i) for s, ser in enumerate(self.series) for i in range(ser.n)]
+        self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        if not self._items:
+            log.warning("%s: split %r holds no slices", self.root, split)
+
+    def _axes(self, axes: Sequence[str] | str | None) -> tuple[str, ...]:
+        prepared = tuple(self.manifest["config"]["axes"])
+        if axes is None:
+            return prepared
+        wanted = tuple(check_axis(a) for a in ([axes] if isinstance(axes, str) else axes))
+        missing = [a for a in wanted if a not in prepared]
+        if missing:
+            raise ConfigError(f"axes {missing} were not prepared in {self.root} (have {list(prepared)})")
+        return wanted
+
+    def _series(self) -> list[_Series]:
+        out = []
+        for rec in self.manifest["subjects"]:
+            if self.split is not None and rec["split"] != self.split:
+                continue
+            for axis in self.axes:
+                entries = rec["shards"][axis]
+                out.append(_Series(
+                    rec["id"], axis, tuple(e["file"] for e in entries), tuple(int(e["start"]) for e in entries),
+                    int(rec["geometry"][axis]["n_slices"]),
+                ))
+        return out
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(s.subject for s in self.series))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()  # every worker starts with its own empty cache
+        return state
+
+    def _shard(self, name: str) -> dict[str, np.ndarray]:
+        if name in self._cache:
+            self._cache.move_to_end(name)
+        else:
+            self._cache[name] = read_shard(self.root / name)
+            while len(self._cache) > self.cache_shards:
+                self._cache.popitem(last=False)
+        return self._cache[name]
+
+    def _slice(self, ser: _Series, i: int, key: str) -> np.ndarray:
+        name, j = ser.locate(i)
+        return self._shard(name)[key][j]
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"index {idx} out of range for {len(self)} slices")
+        s, i = self._items[idx]
+        ser = self.series[s]
+        name, j = ser.locate(i)
+        shard = self._shard(name)
+        k = self.neighbours
+        prior = np.stack([self._slice(ser, min(max(n, 0), ser.n - 1), "prior") for n in range(i - k, i + k + 1)])
+        item: dict[str, Any] = {
+            "image": torch.from_numpy(np.array(shard["image"][j], dtype=np.float32)[None]),
+            "prior": torch.from_numpy(prior.astype(np.float32, copy=False)),
+            "mask": torch.from_numpy(np.array(shard["mask"][j], dtype=np.float32)[None]),
+            "subject": ser.subject,
+            "axis": ser.axis,
+            "index": int(i),
+        }
+        if "labels" in shard:
+            item["labels"] = torch.from_numpy(np.array(shard["labels"][j], dtype=np.int64)[None])
+        return item

@@ -1,0 +1,264 @@
+"""Exactly invertible slice geometry: reorient, slice, resample in-plane, pad/crop.
+
+Forward (volume on its original grid -> stack of fixed-size 2D slices):
+
+1. :class:`Reorientation` - flips/permutations only, to the closest canonical
+   RAS frame (array axes 0 = R, 1 = A, 2 = S). Undone exactly.
+2. :class:`SliceGeometry` - slices along the axis of the view (axial: S,
+   coronal: A, sagittal: R), resamples each slice plane to ``spacing`` mm
+   (voxel centres aligned on the plane's centre; through-plane untouched) and
+   centre-pads/crops it to ``size``. ``undo`` maps a stack back to the
+   canonical grid (crop regions come back as ``fill``).
+
+Both records serialise to JSON-ready dicts (``to_dict``/``from_dict``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from seg2med.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+#: slicing axis of each view in the canonical RAS frame
+AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def check_axis(axis: str) -> str:
+    a = str(axis).lower()
+    if a not in AXES:
+        raise ConfigError(f"unknown slicing axis {axis!r} (expected one of {', '.join(AXES)})")
+    return a
+
+
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
+    """The orientation transform undoing ``ornt`` (axis i -> j with flip f  =>  j -> i with f)."""
+    inv = np.zeros_like(ornt)
+    for i, (j, flip) in enumerate(ornt):
+        inv[int(j)] = (i, flip)
+    return inv
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """Flip/permutation from an original grid to the closest canonical RAS grid."""
+
+    transform: np.ndarray  # (3, 2) nibabel orientation transform, original -> canonical
+    original_shape: tuple[int, int, int]
+    original_affine: np.ndarray
+    canonical_affine: np.ndarray
+
+    @classmethod
+    def from_affine(cls, affine: np.ndarray, shape: tuple[int, ...]) -> "Reorientation":
+        affine = np.asarray(affine, dtype=np.float64)
+        shape3 = tuple(int(s) for s in shape[:3])
+        ornt = nib.orientations.ornt_transform(
+            nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt("RAS")
+        )
+        canonical = affine @ nib.orientations.inv_ornt_aff(ornt, shape3)
+        return cls(ornt.astype(np.float64), shape3, affine, canonical)
+
+    @property
+    def canonical_shape(self) -> tuple[int, int, int]:
+        return tuple(int(self.original_shape[int(i)]) for i in _invert_ornt(self.transform)[:, 0])
+
+    @property
+    def canonical_spacing(self) -> tuple[float, float, float]:
+        return _spacing(self.canonical_affine)
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.array_equal(self.transform, [[0, 1], [1, 1], [2, 1]]))
+
+    def apply(self, arr: np.ndarray) -> np.ndarray:
+        """Original grid -> canonical grid (extra trailing axes are carried along)."""
+        if tuple(arr.shape[:3]) != self.original_shape:
+            raise InputError(f"array shape {arr.shape} does not match original grid {self.original_shape}")
+        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, self.transform))
+
+    def undo(self, arr: np.ndarray) -> np.ndarray:
+        """Canonical grid -> original grid, exactly."""
+        if tuple(arr.shape[:3]) != self.canonical_shape:
+            raise InputError(f"array shape {arr.shape} does not match canonical grid {self.canonical_shape}")
+        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, _invert_ornt(self.transform)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transform": self.transform.astype(int).tolist(),
+            "axcodes": "".join(nib.orientations.aff2axcodes(self.original_affine)),
+            "original_shape": list(self.original_shape),
+            "original_affine": self.original_affine.tolist(),
+            "canonical_shape": list(self.canonical_shape),
+            "canonical_affine": self.canonical_affine.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Reorientation":
+        return cls(
+            np.asarray(d["transform"], dtype=np.float64),
+            tuple(int(s) for s in d["original_shape"]),
+            np.asarray(d["original_affine"], dtype=np.float64),
+            np.asarray(d["canonical_affine"], dtype=np.float64),
+        )
+
+
+def _pad_crop(n: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Centre ``(pad_before, pad_after), (crop_before, crop_after)`` taking length n to size."""
+    if n <= size:
+        before = (size - n) // 2
+        return (before, size - n - before), (0, 0)
+    before = (n - size) // 2
+    return (0, 0), (before, n - size - before)
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Slicing + in-plane resampling + centre pad/crop of one view of a canonical volume."""
+
+    axis: str
+    canonical_shape: tuple[int, int, int]
+    in_plane_spacing: tuple[float, float]  # spacing of the two plane axes before resampling
+    spacing: float  # target in-plane spacing (mm)
+    resampled_shape: tuple[int, int]
+    size: tuple[int, int]
+    pad: tuple[tuple[int, int], tuple[int, int]]
+    crop: tuple[tuple[int, int], tuple[int, int]]
+
+    @classmethod
+    def plan(
+        cls,
+        canonical_shape: tuple[int, ...],
+        canonical_spacing: tuple[float, ...],
+        axis: str,
+        spacing: float = 1.0,
+        size: int | tuple[int, int] = 256,
+    ) -> "SliceGeometry":
+        """Work out the geometry of ``axis`` slices for a canonical grid."""
+        axis = check_axis(axis)
+        if not spacing > 0:
+            raise ConfigError(f"target spacing must be > 0 mm, got {spacing}")
+        size2 = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+        if len(size2) != 2 or min(size2) < 1:
+            raise ConfigError(f"slice size must be a positive int or a pair, got {size!r}")
+        shape = tuple(int(s) for s in canonical_shape[:3])
+        plane = [a for a in range(3) if a != AXES[axis]]
+        in_sp = tuple(float(canonical_spacing[a]) for a in plane)
+        res = tuple(max(1, int(round(shape[a] * s / spacing))) for a, s in zip(plane, in_sp))
+        pads, crops = zip(*(_pad_crop(n, m) for n, m in zip(res, size2)))
+        return cls(axis, shape, in_sp, float(spacing), res, size2, tuple(pads), tuple(crops))
+
+    @property
+    def slice_axis(self) -> int:
+        return AXES[self.axis]
+
+    @property
+    def plane_axes(self) -> tuple[int, int]:
+        return tuple(a for a in range(3) if a != self.slice_axis)
+
+    @property
+    def n_slices(self) -> int:
+        return self.canonical_shape[self.slice_axis]
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return tuple(self.canonical_shape[a] for a in self.plane_axes)
+
+    def _zoom(self) -> tuple[np.ndarray, np.ndarray]:
+        """Resampled index j -> plane index x = scale*j + offset (centres aligned)."""
+        n = np.asarray(self.plane_shape, dtype=np.float64)
+        m = np.asarray(self.resampled_shape, dtype=np.float64)
+        scale = self.spacing / np.asarray(self.in_plane_spacing)
+        return scale, (n - 1) / 2 - scale * (m - 1) / 2
+
+    def forward(self, vol: np.ndarray, order: int = 1) -> np.ndarray:
+        """Canonical volume -> ``[N, H, W]`` slices (resampled, padded with 0 / cropped)."""
+        if tuple(vol.shape) != self.canonical_shape:
+            raise InputError(f"volume shape {vol.shape} does not match canonical grid {self.canonical_shape}")
+        if vol.dtype == bool:
+            return self.forward(vol.astype(np.uint8), order=order).astype(bool)
+        stack = np.moveaxis(vol, self.slice_axis, 0)
+        scale, offset = self._zoom()
+        out = ndimage.affine_transform(
+            stack, np.r_[1.0, scale], offset=np.r_[0.0, offset],
+            output_shape=(self.n_slices, *self.resampled_shape), order=order, mode="nearest",
+        )
+        (c0, c1), (c2, c3) = self.crop
+        out = out[:, c0 : out.shape[1] - c1, c2 : out.shape[2] - c3]
+        return np.pad(out, ((0, 0), *self.pad), constant_values=0)
+
+    def undo(self, slices: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
+        """``[N, H, W]`` slices -> canonical volume; regions cropped away become ``fill``."""
+        slices = np.asarray(slices)
+        if slices.ndim != 3 or tuple(slices.shape) != (self.n_slices, *self.size):
+            raise InputError(f"expected slices of shape {(self.n_slices, *self.size)}, got {slices.shape}")
+        if slices.dtype == bool:
+            return self.undo(slices.astype(np.uint8), order=order, fill=fill).astype(bool)
+        (p0, p1), (p2, p3) = self.pad
+        inner = slices[:, p0 : slices.shape[1] - p1, p2 : slices.shape[2] - p3]
+        res = np.pad(inner, ((0, 0), *self.crop), constant_values=fill)
+        scale, offset = self._zoom()
+        back = ndimage.affine_transform(
+            res, np.r_[1.0, 1.0 / scale], offset=np.r_[0.0, -offset / scale],
+            output_shape=(self.n_slices, *self.plane_shape), order=order, mode="nearest",
+        )
+        return np.moveaxis(back, 0, self.slice_axis)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "axis": self.axis,
+            "slice_axis": self.slice_axis,
+            "plane_axes": list(self.plane_axes),
+            "n_slices": self.n_slices,
+            "canonical_shape": list(self.canonical_shape),
+            "in_plane_spacing": list(self.in_plane_spacing),
+            "spacing": self.spacing,
+            "resampled_shape": list(self.resampled_shape),
+            "size": list(self.size),
+            "pad": [list(p) for p in self.pad],
+            "crop": [list(c) for c in self.crop],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SliceGeometry":
+        pair = lambda v: tuple(int(x) for x in v)  # noqa: E731
+        return cls(
+            check_axis(d["axis"]),
+            tuple(int(s) for s in d["canonical_shape"]),
+            tuple(float(s) for s in d["in_plane_spacing"]),
+            float(d["spacing"]),
+            pair(d["resampled_shape"]),
+            pair(d["size"]),
+            tuple(pair(p) for p in d["pad"]),
+            tuple(pair(c) for c in d["crop"]),
+        )
+
+
+def to_slices(arr: np.ndarray, reorientation: Reorientation, geometry: SliceGeometry, order: int = 1) -> np.ndarray:
+    """Original-grid volume -> ``[N, H, W]`` slices of ``geometry``'s view."""
+    return geometry.forward(reorientation.apply(arr), order=order)
+
+
+def from_slices(
+    slices: np.ndarray, reorientation: Reorientation, geometry: SliceGeometry, order: int = 1, fill: float = 0.0
+) -> np.ndarray:
+    """``[N, H, W]`` slices -> volume on the original grid (inverse of :func:`to_slices`)."""
+    return reorientation.undo(geometry.undo(slices, order=order, fill=fill))
+
+
+def mask_outside(arr: np.ndarray, body: np.ndarray, background: float = 0.0) -> np.ndarray:
+    """Copy of ``arr`` with voxels outside ``body`` set to ``background``."""
+    body = np.asarray(body, dtype=bool)
+    if body.shape != arr.shape:
+        raise InputError(f"body mask shape {body.shape} does not match image shape {arr.shape}")
+    return np.where(body, arr, np.asarray(background, dtype=arr.dtype))

@@ -1,0 +1,455 @@
+"""Training-data preparation: (image, prior, body[, labels]) volumes -> sharded 2D slices.
+
+:func:`prepare_dataset` writes a dataset folder::
+
+    <out>/manifest.json
+    <out>/<subject>_<axis>_<k>.npz      (or .safetensors)
+
+Each shard holds ``image``/``prior`` (float32 in [0, 1], 0 = background),
+``mask`` (uint8 body mask), ``index`` (int32 slice indices) and ``labels``
+(smallest int type) when labels were given, as ``[n, H, W]`` arrays. The
+manifest records everything needed to undo the normalisation and to put
+(generated) slices back on each subject's original grid
+(:func:`restore_volume`). The folder is written beside the target and renamed
+into place at the end, so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg2med import __version__
+from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis, from_slices, mask_outside
+from seg2med.data.normalize import (
+    DEFAULT_CT_WINDOW,
+    DEFAULT_MR_PERCENTILES,
+    CTWindow,
+    check_modality,
+    check_percentiles,
+    denormalize,
+    normalize_volume,
+)
+from seg2med.errors import ConfigError, GridMismatchError, InputError, OutputExistsError
+from seg2med.io import Volume, atomic_write, check_same_grid, ensure_writable, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = "seg2med-slices"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+SHARD_FORMATS = ("npz", "safetensors")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+ProgressHook = Callable[[int], Any]
+
+
+# --------------------------------------------------------------------------- config / inputs
+@dataclass
+class PrepareConfig:
+    """Options of :func:`prepare_dataset` (seg2med paper defaults)."""
+
+    modality: str = "ct"
+    spacing: float = 1.0
+    size: int | tuple[int, int] = 256
+    axes: tuple[str, ...] = ("axial",)
+    sequence: dict[str, Any] | None = None
+    scheme: str | None = None
+    ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
+    mr_percentiles: tuple[float, float] = DEFAULT_MR_PERCENTILES
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test fractions (by subject)
+    split_seed: int = 0
+    shard_size: int = 256
+    shard_format: str = "npz"
+    compress: bool = True  # zlib-compressed .npz (about 6x smaller, loads about 2x slower)
+
+    def validate(self) -> "PrepareConfig":
+        """Normalise field types in place; raise :class:`ConfigError` on a bad value."""
+        self.modality = check_modality(self.modality)
+        if isinstance(self.axes, str):
+            self.axes = (self.axes,)
+        self.axes = tuple(dict.fromkeys(check_axis(a) for a in self.axes))
+        if not self.axes:
+            raise ConfigError("at least one slicing axis is needed")
+        CTWindow(*self.ct_window)
+        self.ct_window = tuple(float(v) for v in self.ct_window)
+        self.mr_percentiles = check_percentiles(self.mr_percentiles)
+        self.split = _check_fractions(self.split)
+        if int(self.shard_size) < 1:
+            raise ConfigError(f"shard size must be >= 1, got {self.shard_size}")
+        if self.shard_format not in SHARD_FORMATS:
+            raise ConfigError(f"unknown shard format {self.shard_format!r} (expected {' or '.join(SHARD_FORMATS)})")
+        SliceGeometry.plan((1, 1, 1), (1.0, 1.0, 1.0), self.axes[0], self.spacing, self.size)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PrepareConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown prepare options: {', '.join(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw).validate()
+
+
+@dataclass
+class SubjectInput:
+    """One subject: target image, its prior, the body mask and optional labels (same grid)."""
+
+    subject_id: str
+    image: Volume
+    prior: Volume
+    body: np.ndarray
+    labels: Volume | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, copied into the manifest
+
+
+def _check_fractions(fracs: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        f = tuple(float(x) for x in fracs)
+    except (TypeError, ValueError):
+        raise ConfigError(f"split fractions must be three numbers, got {fracs!r}") from None
+    if len(f) != 3 or min(f) < 0 or f[0] <= 0 or abs(sum(f) - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions (train, val, test) must be >= 0, train > 0, sum to 1; got {fracs!r}")
+    return f
+
+
+# --------------------------------------------------------------------------- splits
+def split_subjects(
+    subject_ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, list[str]]:
+    """Deterministic split BY SUBJECT into train/val/test (largest-remainder rounding).
+
+    The same ids, fractions and seed always give the same split; train gets at
+    least one subject whenever there is one.
+    """
+    fr = _check_fractions(fractions)
+    ids = sorted(subject_ids)
+    n = len(ids)
+    exact = [n * f for f in fr]
+    counts = [int(np.floor(x)) for x in exact]
+    by_remainder = sorted(range(3), key=lambda i: -(exact[i] - counts[i]))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    for i in (2, 1):  # take from test, then val, until train has one
+        if n and counts[0] == 0 and counts[i] > 0:
+            counts[i] -= 1
+            counts[0] += 1
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = [ids[i] for i in order]
+    bounds = np.cumsum([0, *counts])
+    return {name: sorted(shuffled[bounds[i] : bounds[i + 1]]) for i, name in enumerate(SPLITS)}
+
+
+# --------------------------------------------------------------------------- validation
+def _check_subject(s: SubjectInput) -> None:
+    if not isinstance(s.subject_id, str) or not _ID_RE.match(s.subject_id):
+        raise InputError(f"subject id {s.subject_id!r}: use letters, digits, '.', '_' or '-' only")
+    check_same_grid(s.image, s.prior)
+    body = s.body
+    if isinstance(body, Volume):
+        check_same_grid(s.image, body)
+        body = body.array
+    if tuple(np.shape(body)) != s.image.shape:
+        raise GridMismatchError(f"{s.subject_id}: body mask shape {np.shape(body)} != image shape {s.image.shape}")
+    if s.labels is not None:
+        check_same_grid(s.image, s.labels)
+    for name, vol in (("image", s.image), ("prior", s.prior)):
+        bad = int((~np.isfinite(np.asarray(vol.array, dtype=np.float32))).sum())
+        if bad:
+            raise InputError(f"{s.subject_id}: {name} ({vol.name}) holds {bad} NaN/inf voxels")
+    if not np.asarray(body).any():
+        raise InputError(f"{s.subject_id}: body mask is empty")
+
+
+def check_subjects(subjects: Sequence[SubjectInput]) -> None:
+    """Validate every subject (ids unique, grids shared, images finite) before anything is written."""
+    if not subjects:
+        raise InputError("no subjects to prepare")
+    ids = [s.subject_id for s in subjects]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"duplicate subject ids: {', '.join(dupes)}")
+    for s in subjects:
+        _check_subject(s)
+
+
+# --------------------------------------------------------------------------- shards
+def _label_dtype(arr: np.ndarray) -> type:
+    hi = int(arr.max()) if arr.size else 0
+    return np.uint8 if hi < 256 else np.int16 if hi < 32768 else np.int32
+
+
+def write_shard(path: Path, arrays: Mapping[str, np.ndarray], overwrite: bool = False, compress: bool = True) -> None:
+    """Write arrays atomically as ``.npz`` (zlib-compressed if ``compress``) or ``.safetensors`` (by suffix)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    with atomic_write(path, overwrite) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file(arrays, str(tmp))
+        else:
+            with open(tmp, "wb") as fh:
+                (np.savez_compressed if compress else np.savez)(fh, **arrays)
+
+
+def read_shard(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of one shard file."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: shard not found")
+    if p.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return dict(load_file(str(p)))
+    with np.load(p) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _write_axis_shards(
+    out: Path, sid: str, axis: str, arrays: Mapping[str, np.ndarray], cfg: PrepareConfig
+) -> list[dict[str, Any]]:
+    n = len(arrays["image"])
+    entries = []
+    for k, start in enumerate(range(0, n, int(cfg.shard_size))):
+        stop = min(n, start + int(cfg.shard_size))
+        name = f"{sid}_{axis}_{k:03d}.{cfg.shard_format}"
+        part = {key: a[start:stop] for key, a in arrays.items()}
+        part["index"] = np.arange(start, stop, dtype=np.int32)
+        write_shard(out / name, part, compress=bool(cfg.compress))
+        entries.append({"file": name, "start": start, "stop": stop})
+    return entries
+
+
+# --------------------------------------------------------------------------- one subject
+def _normalise_subject(s: SubjectInput, body: np.ndarray, cfg: PrepareConfig) -> tuple[dict, dict]:
+    arrays, params = {}, {}
+    for key, vol in (("image", s.image), ("prior", s.prior)):
+        norm, p = normalize_volume(vol.array, cfg.modality, body, cfg.ct_window, cfg.mr_percentiles)
+        arrays[key] = mask_outside(np.asarray(norm, dtype=np.float32), body)
+        params[key] = p
+    return arrays, params
+
+
+def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str) -> dict[str, Any]:
+    body = np.asarray(s.body.array if isinstance(s.body, Volume) else s.body, dtype=bool)
+    reo = Reorientation.from_affine(s.image.affine, s.image.shape)
+    arrays, params = _normalise_subject(s, body, cfg)
+    canon = {k: reo.apply(a) for k, a in arrays.items()}
+    canon["mask"] = reo.apply(body.astype(np.uint8))
+    if s.labels is not None:
+        lab = np.asarray(s.labels.array)
+        canon["labels"] = reo.apply(lab.astype(_label_dtype(lab)))
+    geometry, shards = {}, {}
+    for axis in cfg.axes:
+        geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
+        sliced = {k: geo.forward(a, order=0) for k, a in canon.items() if k not in ("image", "prior")}
+        for k in ("image", "prior"):  # mask again on the slice grid: exactly 0 wherever mask == 0
+            sliced[k] = np.where(sliced["mask"] > 0, np.clip(geo.forward(canon[k], order=1), 0.0, 1.0), 0.0)
+            sliced[k] = sliced[k].astype(np.float32)
+        geometry[axis] = geo.to_dict()
+        shards[axis] = _write_axis_shards(out, s.subject_id, axis, sliced, cfg)
+    log.info("%s (%s): %s", s.subject_id, split, ", ".join(f"{a} {geometry[a]['n_slices']} slices" for a in cfg.axes))
+    path = lambda v: str(v.path) if v is not None and v.path is not None else None  # noqa: E731
+    return {
+        "id": s.subject_id,
+        "split": split,
+        "modality": cfg.modality,
+        "sources": {"image": path(s.image), "prior": path(s.prior), "labels": path(s.labels)},
+        "original": {"shape": list(s.image.shape), "affine": s.image.affine.tolist(), "spacing": list(s.image.spacing)},
+        "orientation": reo.to_dict(),
+        "normalization": params,
+        "geometry": geometry,
+        "shards": shards,
+        "has_labels": s.labels is not None,
+        "extra": dict(s.extra),
+    }
+
+
+# --------------------------------------------------------------------------- dataset
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished temp folder onto ``out`` (replacing it only with ``overwrite``)."""
+    old = None
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"{out}: output exists (pass --overwrite to replace it)")
+        old = out.with_name(f".{out.name}-old-{uuid.uuid4().hex[:8]}")
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is None:
+        return
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+def prepare_dataset(
+    subjects: Sequence[SubjectInput],
+    out_dir: str | Path,
+    config: PrepareConfig | None = None,
+    overwrite: bool = False,
+    progress: ProgressHook | None = None,
+) -> dict[str, Any]:
+    """Write a sharded 2D-slice dataset folder and return its manifest.
+
+    All inputs are validated before anything is written. ``progress`` (if
+    given) is called with ``1`` after each subject (total = ``len(subjects)``).
+    """
+    cfg = dataclasses.replace(config or PrepareConfig()).validate()
+    check_subjects(subjects)
+    out = ensure_writable(out_dir, overwrite)
+    splits = split_subjects([s.subject_id for s in subjects], cfg.split, cfg.split_seed)
+    split_of = {sid: name for name, ids in splits.items() for sid in ids}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700)
+    try:
+        records = []
+        for s in subjects:
+            records.append(_prepare_subject(s, tmp, cfg, split_of[s.subject_id]))
+            if progress is not None:
+                progress(1)
+        manifest = _manifest(cfg, records, splits)
+        write_json(tmp / MANIFEST, manifest)
+        _publish(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %d subjects, %s", out, len(records), manifest["n_slices"])
+    return manifest
+
+
+def _manifest(cfg: PrepareConfig, records: list[dict[str, Any]], splits: dict[str, list[str]]) -> dict[str, Any]:
+    n_slices = {a: sum(r["geometry"][a]["n_slices"] for r in records) for a in cfg.axes}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "seg2med_version": __version__,
+        "config": cfg.to_dict(),
+        "modality": cfg.modality,
+        "arrays": {
+            "image": "float32 [n,H,W] in [0,1], 0 outside the body",
+            "prior": "float32 [n,H,W] in [0,1], 0 outside the body",
+            "mask": "uint8 [n,H,W] body mask",
+            "labels": "int [n,H,W] label map (only when has_labels)",
+            "index": "int32 [n] slice index along the axis",
+        },
+        "splits": splits,
+        "n_slices": n_slices,
+        "subjects": records,
+    }
+
+
+# --------------------------------------------------------------------------- reading back
+def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``<dataset_dir>/manifest.json``."""
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        raise InputError(f"{d}: dataset folder not found")
+    m = read_json(d / MANIFEST)
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise InputError(f"{d / MANIFEST}: not a seg2med slice dataset manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{d / MANIFEST}: unsupported format version {m.get('format_version')!r}")
+    return m
+
+
+def get_subject(manifest: Mapping[str, Any], subject_id: str) -> dict[str, Any]:
+    """The manifest record of ``subject_id``."""
+    for rec in manifest["subjects"]:
+        if rec["id"] == subject_id:
+            return rec
+    raise InputError(f"subject {subject_id!r} not in the dataset")
+
+
+def _axis_record(manifest_subject: Mapping[str, Any], axis: str) -> tuple[Reorientation, SliceGeometry]:
+    axis = check_axis(axis)
+    if axis not in manifest_subject["geometry"]:
+        raise ConfigError(f"subject {manifest_subject['id']!r} has no {axis} slices in this dataset")
+    return (
+        Reorientation.from_dict(manifest_subject["orientation"]),
+        SliceGeometry.from_dict(manifest_subject["geometry"][axis]),
+    )
+
+
+def read_subject_slices(
+    dataset_dir: str | Path, manifest_subject: Mapping[str, Any], axis: str, key: str = "image"
+) -> np.ndarray:
+    """All ``key`` slices (``[N, H, W]``) of one subject along ``axis``, from its shards."""
+    _axis_record(manifest_subject, axis)
+    parts = [read_shard(Path(dataset_dir) / e["file"]) for e in manifest_subject["shards"][check_axis(axis)]]
+    if key not in parts[0]:
+        raise InputError(f"shards of {manifest_subject['id']!r} hold no {key!r} array")
+    return np.concatenate([p[key] for p in parts], axis=0)
+
+
+def _as_stack(slices: Any) -> np.ndarray:
+    arr = np.asarray(slices.detach().cpu().numpy() if hasattr(slices, "detach") else slices)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise InputError(f"expected slices [N, H, W] or [N, 1, H, W], got shape {arr.shape}")
+    return arr
+
+
+def restore_volume(
+    slices: Any, manifest_subject: Mapping[str, Any], axis: str, modality: str | None = None, key: str = "image"
+) -> np.ndarray:
+    """Put normalised slices (e.g. generated images) back on the subject's original grid.
+
+    Linear in-plane interpolation; the normalisation of ``key`` is undone (HU
+    for CT). ``modality``, when given, must match the dataset's.
+    """
+    if modality is not None and check_modality(modality) != manifest_subject.get("modality", modality.lower()):
+        raise ConfigError(f"modality {modality!r} does not match the dataset ({manifest_subject['modality']})")
+    reo, geo = _axis_record(manifest_subject, axis)
+    vol = from_slices(_as_stack(slices).astype(np.float32), reo, geo, order=1, fill=0.0)
+    return np.asarray(denormalize(vol, manifest_subject["normalization"][key]), dtype=np.float32)
+
+
+def restore_labels(slices: Any, manifest_subject: Mapping[str, Any], axis: str) -> np.ndarray:
+    """Put label/mask slices back on the original grid (nearest neighbour, 0 where cropped)."""
+    reo, geo = _axis_record(manifest_subject, axis)
+    return from_slices(_as_stack(slices), reo, geo, order=0, fill=0)
+
+
+def original_affine(manifest_subject: Mapping[str, Any]) -> np.ndarray:
+    """The subject's original 4x4 affine (for writing restored volumes)."""
+    return np.asarray(manifest_subject["original"]["affine"], dtype=np.float64)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PrepareConfig",
+    "SubjectInput",
+    "check_subjects",
+    "get_subject",
+    "load_manifest",
+    "original_affine",
+    "prepare_dataset",
+    "read_shard",
+    "read_subject_slices",
+    "restore_labels",
+    "restore_volume",
+    "split_subjects",
+    "write_shard",
+]

@@ -1,0 +1,295 @@
+"""Canonical label volume, body contours and the procedural phantom (seg2med.anatomy)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from seg2med.anatomy import (
+    ORGAN_OVER_ORGAN,
+    ORGAN_OVER_TISSUE,
+    TISSUE_OVER_TISSUE,
+    axial_axis,
+    body_mask_from_ct,
+    body_mask_from_labels,
+    body_mask_from_mr,
+    build_label_volume,
+    labels_from_masks,
+    make_phantom,
+    priority_order,
+)
+from seg2med.errors import ConfigError, GridMismatchError, InputError
+from seg2med.io.nifti import Volume, load_volume, save_volume
+from seg2med.io.segmentations import load_mask_folder, load_segmentation
+from seg2med.labels import canonical_scheme, get_scheme
+
+TOTAL = get_scheme("total")
+CANON = canonical_scheme("total")
+TISSUES = ("subcutaneous_fat", "torso_fat", "skeletal_muscle")
+
+
+@pytest.fixture(scope="module")
+def seg(ts_dir: Path) -> Volume:
+    return load_segmentation(ts_dir / "example_seg.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def tissue_masks(ts_dir: Path) -> dict[str, Volume]:
+    return load_segmentation(ts_dir / "example_seg_tissue_types")
+
+
+@pytest.fixture(scope="module")
+def canonical(seg, tissue_masks):
+    return build_label_volume(seg, TOTAL, tissue_masks)
+
+
+# --------------------------------------------------------------------------- io helper
+def test_load_mask_folder_reads_boolean_masks_on_one_grid(ts_dir, tissue_masks, tmp_path):
+    assert sorted(tissue_masks) == sorted(TISSUES)
+    assert all(v.array.dtype == bool for v in tissue_masks.values())
+    ref = next(iter(tissue_masks.values()))
+    save_volume(ref, tmp_path / "a.nii.gz")
+    shifted = Volume(ref.array, ref.affine.copy())
+    shifted.affine[0, 3] += 3.0
+    save_volume(shifted, tmp_path / "b.nii.gz")
+    with pytest.raises(GridMismatchError):
+        load_mask_folder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError):
+        load_mask_folder(tmp_path / "empty")
+    with pytest.raises(InputError):
+        load_segmentation(tmp_path / "missing.nii.gz")
+
+
+# --------------------------------------------------------------------------- canonical volume
+def test_canonical_volume_keeps_grid_organs_and_counts_tissue_losses(seg, tissue_masks, canonical):
+    vol, report = canonical
+    lab, out = seg.array, vol.array
+    assert vol.shape == seg.shape and np.array_equal(vol.affine, seg.affine)
+    assert vol.header is seg.header
+    assert np.issubdtype(out.dtype, np.integer)
+    organ = lab > 0
+    np.testing.assert_array_equal(out[organ], lab[organ])  # organs always win
+
+    for name in TISSUES:
+        m = tissue_masks[name].array
+        # independent count: tissue voxels claimed by an organ, per winning organ
+        winners = np.bincount(lab[m & organ], minlength=TOTAL.ids[-1] + 1)
+        expected = {TOTAL.name_of(i): int(c) for i, c in enumerate(winners) if c}
+        got = {o.winner: o.voxels for o in report.overlaps if o.rule == ORGAN_OVER_TISSUE and o.loser == name}
+        assert got == expected
+        assert report.lost(ORGAN_OVER_TISSUE, loser=name) == int((m & organ).sum())
+        # the tissue type holds exactly its voxels where no organ is
+        assert np.array_equal(out == CANON.id_of(name), m & ~organ)
+    assert report.lost(ORGAN_OVER_TISSUE, loser="skeletal_muscle") > 10000  # autochthon/psoas are in the mask
+    assert report.lost(TISSUE_OVER_TISSUE) == 0  # TotalSegmentator's tissue masks are disjoint
+
+    body_id = CANON.id_of("body")
+    assert report.body_filled == int((out == body_id).sum()) > 0
+    assert report.contour_source == "labels"
+    assert report.labelled_outside_body == 0
+    assert report.class_voxels["liver"] == int((lab == TOTAL.id_of("liver")).sum())
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["shape"] == list(seg.shape) and d["overlaps"][0].keys() == {"rule", "winner", "loser", "voxels"}
+
+
+def test_multilabel_and_folder_inputs_give_identical_volumes(seg, tissue_masks, canonical, tmp_path):
+    organ_dir, tissue_file = tmp_path / "organs", tmp_path / "tissue_types.nii.gz"
+    organ_dir.mkdir()
+    for i in np.unique(seg.array)[1:]:
+        save_volume(seg.like(seg.array == i), organ_dir / f"{TOTAL.name_of(i)}.nii.gz")
+    ttypes = get_scheme("tissue_types")
+    tl = np.zeros(seg.shape, np.uint8)
+    for name, m in tissue_masks.items():
+        tl[m.array] = ttypes.id_of(name)
+    save_volume(seg.like(tl), tissue_file)
+
+    organs = load_segmentation(organ_dir)
+    assert isinstance(organs, dict) and len(organs) == len(np.unique(seg.array)) - 1
+    vol_f, rep_f = build_label_volume(organs, TOTAL, load_segmentation(tissue_file))
+    vol_m, rep_m = canonical
+    np.testing.assert_array_equal(vol_f.array, vol_m.array)
+    assert np.allclose(vol_f.affine, vol_m.affine)
+    assert rep_f.lost(ORGAN_OVER_ORGAN) == 0  # masks cut from one label map never overlap
+    assert rep_f.lost(ORGAN_OVER_TISSUE) == rep_m.lost(ORGAN_OVER_TISSUE)
+
+
+def test_overlapping_masks_follow_the_priority_rules():
+    shape = (20, 20, 10)
+    liver = np.zeros(shape, bool)
+    liver[2:15, 2:15] = True
+    aorta = np.zeros(shape, bool)
+    aorta[10:18, 10:18] = True
+    gall = np.zeros(shape, bool)
+    gall[4:7, 4:7, 2:5] = True
+    labels, rep = labels_from_masks({"liver": liver, "aorta": aorta, "gallbladder": gall}, TOTAL)
+    assert (labels[aorta] == TOTAL.id_of("aorta")).all()  # vessel over solid organ
+    assert (labels[gall] == TOTAL.id_of("gallbladder")).all()  # same tier: lower id wins
+    assert rep.lost(ORGAN_OVER_ORGAN, "aorta", "liver") == int((liver & aorta).sum()) == 250
+    assert rep.lost(ORGAN_OVER_ORGAN, "gallbladder", "liver") == 27
+    order = priority_order(TOTAL)
+    assert order.index("aorta") < order.index("spinal_cord") < order.index("adrenal_gland_right") \
+        < order.index("kidney_cyst_left") < order.index("liver") < order.index("colon") \
+        < order.index("lung_lower_lobe_left") < order.index("vertebrae_L1") < order.index("autochthon_left")
+
+    labels, rep = labels_from_masks({"liver": liver, "tumour": gall}, TOTAL)
+    assert rep.unknown_classes == {"tumour": 27} and int((labels > 0).sum()) == int(liver.sum())
+    with pytest.raises(ConfigError, match="tumour"):
+        labels_from_masks({"liver": liver, "tumour": gall}, TOTAL, strict=True)
+
+    tissues = {"torso_fat": liver, "skeletal_muscle": aorta}
+    seg = Volume(np.where(gall, TOTAL.id_of("gallbladder"), 0).astype(np.int32), np.eye(4))
+    vol, rep = build_label_volume(seg, TOTAL, {k: seg.like(v) for k, v in tissues.items()})
+    assert rep.lost(TISSUE_OVER_TISSUE, "skeletal_muscle", "torso_fat") == 250
+    assert rep.lost(ORGAN_OVER_TISSUE, "gallbladder", "torso_fat") == 27
+
+
+def test_unknown_ids_are_reported_or_raise(seg, caplog):
+    arr = seg.array.copy()
+    arr[0, 0, :5] = 150
+    arr[1, 1, :3] = 250
+    bad = Volume(arr, seg.affine, seg.header, Path("bad_seg.nii.gz"))
+    with caplog.at_level(logging.WARNING, logger="seg2med"):
+        vol, rep = build_label_volume(bad, TOTAL)
+    assert rep.unknown_ids == {150: 5, 250: 3}
+    assert "150" in caplog.text and "250" in caplog.text
+    assert not np.isin(vol.array, [150, 250]).any()
+    assert rep.to_dict()["unknown_ids"] == {"150": 5, "250": 3}
+    with pytest.raises(ConfigError, match=r"bad_seg\.nii\.gz.*150 \(5 voxels\).*250 \(3 voxels\)"):
+        build_label_volume(bad, TOTAL, strict=True)
+
+
+def test_empty_label_map_and_grid_mismatch_raise(seg, tissue_masks):
+    empty = Volume(np.zeros(seg.shape, np.int32), seg.affine, None, Path("empty_seg.nii.gz"))
+    with pytest.raises(InputError, match="empty_seg"):
+        build_label_volume(empty, TOTAL)
+    shift = np.zeros((4, 4))
+    shift[:3, 3] = 1.0
+    moved = {k: Volume(v.array, v.affine + shift, None, v.path) for k, v in tissue_masks.items()}
+    with pytest.raises(GridMismatchError):
+        build_label_volume(seg, TOTAL, moved)
+    with pytest.raises(ConfigError):
+        build_label_volume(seg, TOTAL, image=Volume(np.zeros(seg.shape, np.float32), seg.affine), modality="pet")
+
+
+# --------------------------------------------------------------------------- body contours
+def test_ct_body_contour_contains_organs_excludes_air_and_table(ts_dir):
+    ct = load_volume(ts_dir / "example_ct.nii.gz")
+    lab = load_volume(ts_dir / "example_seg_fast_force_split.nii.gz", kind="labels").array
+    body = body_mask_from_ct(ct.array, ct.spacing, affine=ct.affine)
+    assert body.shape == ct.shape and body.dtype == bool
+    assert body[lab > 0].mean() >= 0.99
+    assert ct.array[~body].mean() < -800
+    # the table: dense voxels in the 3 most posterior rows (y is anterior in RAS), not part of the body
+    assert int((ct.array[:, :3, :] > -500).sum()) > 1000
+    assert int(body[:, :3, :].sum()) == 0
+    # no thresholded structure outside the body anywhere near the patient's size
+    outside = (ct.array > -500) & ~body
+    assert outside.sum() < 0.03 * body.sum()
+    assert 0.4 < body.mean() < 0.8
+
+
+def test_mr_body_contour_through_build(ts_dir):
+    mr = load_volume(ts_dir / "example_mr_sm.nii.gz")
+    seg = load_segmentation(ts_dir / "example_seg_mr.nii.gz")
+    assert axial_axis(mr.affine) == 2  # LPS: still axis 2
+    body = body_mask_from_mr(mr.array, mr.spacing, affine=mr.affine)
+    assert body[seg.array > 0].mean() >= 0.95
+    assert mr.array[~body].mean() < 0.2 * mr.array[body].mean()
+    vol, rep = build_label_volume(seg, "total_mr", image=mr, modality="MR")
+    assert rep.contour_source == "mr" and rep.unknown_ids == {}
+    assert rep.labelled_outside_body <= 0.05 * int((seg.array > 0).sum())
+    assert np.array_equal(vol.array == canonical_scheme("total_mr").id_of("body"), body & (seg.array == 0))
+
+
+def test_labels_contour_matches_ct_contour_and_ignores_axis_order(ts_dir, seg, tissue_masks):
+    ct = load_volume(ts_dir / "example_ct_sm.nii.gz")
+    union = (seg.array > 0) | np.logical_or.reduce([m.array for m in tissue_masks.values()])
+    from_labels = body_mask_from_labels(union, seg.spacing, affine=seg.affine)
+    from_ct = body_mask_from_ct(ct.array, ct.spacing, affine=ct.affine)
+    assert from_labels[union].all()
+    assert (from_labels & from_ct).sum() >= 0.98 * from_labels.sum()
+    assert (from_labels & from_ct).sum() >= 0.9 * from_ct.sum()  # misses only the skin layer
+    # same anatomy stored with the superior-inferior axis first: same mask, transposed
+    perm = (2, 0, 1)
+    aff = seg.affine[:, list(perm) + [3]]
+    assert axial_axis(aff) == 0
+    moved = body_mask_from_labels(union.transpose(perm), [seg.spacing[i] for i in perm], affine=aff)
+    np.testing.assert_array_equal(moved, from_labels.transpose(perm))
+
+
+# --------------------------------------------------------------------------- phantom
+def _world_centroid(vol: Volume, label: int) -> np.ndarray:
+    return nib.affines.apply_affine(vol.affine, ndi.center_of_mass(vol.array == label))
+
+
+def test_phantom_is_seeded_and_fast():
+    t0 = time.perf_counter()
+    a = make_phantom(seed=3)
+    assert time.perf_counter() - t0 < 2.0
+    assert np.array_equal(a.array, make_phantom(seed=3).array)
+    assert not np.array_equal(a.array, make_phantom(seed=4).array)
+    assert a.shape == (256, 256, 64) and np.issubdtype(a.array.dtype, np.integer)
+
+
+def test_phantom_anatomy_is_plausible(ts_dir):
+    ph = make_phantom(seed=0)
+    ids = CANON.classes
+    vox_ml = float(np.prod(ph.spacing)) / 1000.0
+    counts = np.bincount(ph.array.ravel(), minlength=256)
+    assert set(np.unique(ph.array)) <= set(CANON.ids) | {0}
+    expected_ml = {  # plausible for a 96 mm high slab of upper abdomen
+        "liver": (300, 2000), "spleen": (40, 400), "kidney_left": (30, 250), "kidney_right": (30, 250),
+        "stomach": (40, 600), "small_bowel": (50, 1000), "colon": (50, 1000), "aorta": (10, 80),
+        "inferior_vena_cava": (10, 80), "spinal_cord": (3, 30), "lung_lower_lobe_left": (5, 1000),
+        "lung_lower_lobe_right": (5, 1000), "autochthon_left": (30, 300), "autochthon_right": (30, 300),
+        "iliopsoas_left": (5, 200), "iliopsoas_right": (5, 200), "body": (300, 6000),
+        "subcutaneous_fat": (200, 4000), "skeletal_muscle": (100, 3000),
+    }
+    for name, (lo, hi) in expected_ml.items():
+        assert lo <= counts[ids[name]] * vox_ml <= hi, name
+    levels = [f"vertebrae_{lv}" for lv in ("T11", "T12", "L1", "L2", "L3", "L4")]
+    z = [_world_centroid(ph, ids[lv])[2] for lv in levels]
+    assert np.all(np.diff(z) < 0)  # T11 on top, L4 at the bottom
+    assert _world_centroid(ph, ids["lung_lower_lobe_left"])[2] > _world_centroid(ph, ids["kidney_left"])[2]
+
+    # left/right as in the real RAS CT of subject A
+    real = load_volume(ts_dir / "example_seg_fast_force_split.nii.gz", kind="labels")
+    real_dx = _world_centroid(real, ids["liver"])[0] - _world_centroid(real, ids["spleen"])[0]
+    ph_liver, ph_spleen = _world_centroid(ph, ids["liver"]), _world_centroid(ph, ids["spleen"])
+    assert np.sign(ph_liver[0] - ph_spleen[0]) == np.sign(real_dx) != 0
+    assert ph_liver[0] > 0 > ph_spleen[0]
+    cx = _world_centroid(ph, ids["spinal_cord"])[0]
+    assert _world_centroid(ph, ids["kidney_right"])[0] > cx > _world_centroid(ph, ids["kidney_left"])[0]
+    assert _world_centroid(ph, ids["aorta"])[0] < cx < _world_centroid(ph, ids["inferior_vena_cava"])[0]
+
+    # the cord runs in the canal: enclosed by a vertebra in every slice
+    vert = np.isin(ph.array, [ids[lv] for lv in levels])
+    cord = ph.array == ids["spinal_cord"]
+    assert cord.any(axis=(0, 1)).all()
+    for k in range(ph.shape[2]):
+        filled = ndi.binary_fill_holes(vert[:, :, k])
+        assert filled[cord[:, :, k]].all(), k
+
+    # canonical already: nothing unknown, nothing relabelled
+    vol, rep = build_label_volume(ph, CANON)
+    assert rep.unknown_ids == {} and rep.labelled_outside_body == 0
+
+
+def test_phantom_grid_follows_spacing_and_thickness():
+    ph = make_phantom(seed=1, spacing=2.0, slices=20, size=128, slice_thickness=5.0)
+    assert ph.shape == (128, 128, 20)
+    assert ph.spacing == pytest.approx((2.0, 2.0, 5.0))
+    assert np.allclose(ph.affine[:3, :3], np.diag([2.0, 2.0, 5.0]))
+    assert np.allclose(nib.affines.apply_affine(ph.affine, (np.array(ph.shape) - 1) / 2), 0)
+    assert nib.aff2axcodes(ph.affine) == ("R", "A", "S")
+    assert (ph.array == CANON.id_of("liver")).any() and (ph.array == CANON.id_of("spinal_cord")).any()
+    with pytest.raises(ConfigError):
+        make_phantom(spacing=0)

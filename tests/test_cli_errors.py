@@ -1,0 +1,136 @@
+"""Bad input: one clear line naming the file and the problem, exit code != 0, no traceback, no output."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cli_helpers import run_cli
+
+
+def _assert_clean_error(res, *needles: str) -> None:
+    assert res.code != 0
+    assert "Traceback" not in res.err and "Traceback" not in res.out
+    text = " ".join(res.err.split())
+    for n in needles:
+        assert n in text, (n, res.err)
+
+
+def _save(arr, path, affine=None):
+    nib.save(nib.Nifti1Image(arr, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def small_labels(tmp_path):
+    arr = np.zeros((12, 12, 6), np.int16)
+    arr[3:9, 3:9, 1:5] = 5  # liver
+    arr[5:7, 5:7, 2:4] = 52  # aorta
+    return _save(arr, tmp_path / "seg.nii.gz", np.diag([2.0, 2.0, 3.0, 1.0]))
+
+
+def test_missing_file(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", tmp_path / "nope.nii.gz", "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "nope.nii.gz", "file not found")
+    assert not out.exists()
+
+
+def test_not_a_nifti(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "notes.nii"
+    bad.write_bytes(b"this is not an image at all" * 20)
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", bad, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "notes.nii")
+    assert not out.exists()
+    txt = tmp_path / "labels.txt"
+    txt.write_text("x")
+    res = run_cli(["simulate", "--labels", txt, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "labels.txt", "not a NIfTI")
+
+
+def test_corrupt_gzip(tmp_path, small_labels, capsys, monkeypatch):
+    data = small_labels.read_bytes()
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", broken, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "broken.nii.gz")
+    assert not out.exists()
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(gzip.compress(b"x" * 10)[:-6] + b"\x00" * 6)
+    res = run_cli(["simulate", "--labels", garbage, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "garbage.nii.gz")
+
+
+def test_grid_mismatch_names_both_shapes_and_affines(tmp_path, small_labels, capsys, monkeypatch):
+    img = _save(np.zeros((10, 12, 6), np.float32), tmp_path / "ct.nii.gz")
+    out = tmp_path / "l.nii.gz"
+    res = run_cli(["anatomy", "--labels", small_labels, "--image", img, "--modality", "ct", "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "different voxel grids", "(12, 12, 6)", "(10, 12, 6)", "affine")
+    assert not out.exists()
+
+
+def test_empty_label_map(tmp_path, capsys, monkeypatch):
+    empty = _save(np.zeros((8, 8, 4), np.uint8), tmp_path / "empty.nii.gz")
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", empty, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "empty.nii.gz", "empty")
+    assert not out.exists()
+
+
+def test_nan_in_image(tmp_path, small_labels, capsys, monkeypatch):
+    arr = np.zeros((12, 12, 6), np.float32)
+    arr[0, 0, 0] = np.nan
+    arr[1, 0, 0] = np.inf
+    img = _save(arr, tmp_path / "ct.nii.gz", np.diag([2.0, 2.0, 3.0, 1.0]))
+    out = tmp_path / "l.nii.gz"
+    res = run_cli(["anatomy", "--labels", small_labels, "--image", img, "--modality", "ct", "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "ct.nii.gz", "2 NaN/inf")
+    assert not out.exists()
+
+
+def test_unknown_scheme_and_sequence(tmp_path, small_labels, capsys, monkeypatch):
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--scheme", "totl"], capsys, monkeypatch)
+    _assert_clean_error(res, "unknown label scheme 'totl'")
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--sequence", "mprage"], capsys, monkeypatch)
+    _assert_clean_error(res, "mprage")
+    assert not out.exists()
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_output_exists_without_overwrite_is_refused_and_untouched(tmp_path, small_labels, capsys, monkeypatch):
+    out = tmp_path / "p.nii.gz"
+    out.write_bytes(b"precious")
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "p.nii.gz", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert nib.load(str(out)).get_fdata().shape == (12, 12, 6)
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "keep.txt").write_text("keep")
+    res = run_cli(["prepare", "--images", small_labels, "--labels", small_labels, "--out", ds], capsys, monkeypatch)
+    _assert_clean_error(res, "ds", "--overwrite")
+    assert (ds / "keep.txt").read_text() == "keep"
+
+
+def test_console_script_prints_one_line_without_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("seg2med")
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    proc = subprocess.run([str(exe), "simulate", "--labels", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path / "y.nii.gz")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len([l for l in proc.stderr.strip().splitlines() if l.strip()]) == 1
+    assert "x.nii.gz: file not found" in proc.stderr
