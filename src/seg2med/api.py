@@ -212,9 +212,9 @@ def simulate_prior(
     randomised = seed is not None or any(v > 0 for v in (tissue_spread, bias_field, noise, blur))
     if randomised:
         rp = RandomPrior(seq, tissue_spread=tissue_spread, bias_field=bias_field, noise=noise, blur=blur, seed=seed)
-        arr = rp(lv.volume.array, lv.scheme, table, lv.volume.spacing)
+        arr, params = rp(lv.volume.array, lv.scheme, table, lv.volume.spacing)
     else:
-        arr = _simulate(lv.volume.array, lv.scheme, seq, table)
+        arr, params = _simulate(lv.volume.array, lv.scheme, seq, table), None
     meta = {
         "kind": "seg2med-prior",
         "seg2med_version": __version__,
@@ -224,6 +224,7 @@ def simulate_prior(
         "tissue_table": str(tissues) if tissues else "default",
         "seed": seed,
         "randomisation": {"tissue_spread": tissue_spread, "bias_field": bias_field, "noise": noise, "blur": blur},
+        "sampled_parameters": params.to_dict() if params is not None and hasattr(params, "to_dict") else None,
         "seconds": round(time.perf_counter() - t0, 4),
         "units": "HU" if seq.modality == "ct" else "a.u. (relative signal)",
     }

@@ -10,6 +10,16 @@ from seg2med.labels.schemes import (
     list_schemes,
     scheme_from_mapping,
 )
+from seg2med.labels.tissues import (
+    FIELD_STRENGTHS,
+    PROPERTY_FIELDS,
+    REFERENCE_FIELDS,
+    TissueProperties,
+    TissueTable,
+    check_field_strength,
+    load_default_tissue_table,
+    tissue_table_from_mapping,
+)
 
 __all__ = [
     "BACKGROUND",
@@ -20,4 +30,12 @@ __all__ = [
     "guess_scheme",
     "list_schemes",
     "scheme_from_mapping",
+    "FIELD_STRENGTHS",
+    "PROPERTY_FIELDS",
+    "REFERENCE_FIELDS",
+    "TissueProperties",
+    "TissueTable",
+    "check_field_strength",
+    "load_default_tissue_table",
+    "tissue_table_from_mapping",
 ]

@@ -1,0 +1,50 @@
+"""Physics priors: label volume + tissue table + sequence -> CT HU or MR signal image (numpy only)."""
+
+from seg2med.physics.prior import apply_lut, lut_from_arrays, prior_lut, simulate_prior
+from seg2med.physics.randomize import PriorParams, RandomPrior, bias_field
+from seg2med.physics.sequences import (
+    CT,
+    GRE,
+    DixonFat,
+    DixonWater,
+    Flair,
+    Sequence,
+    Space,
+    VibeIn,
+    VibeOpp,
+    fat_frequency_hz,
+    get_sequence,
+    in_phase_te,
+    list_sequences,
+    opposed_phase_te,
+    sequence_class,
+    sequence_from_config,
+    spoiled_gre,
+)
+
+__all__ = [
+    "CT",
+    "GRE",
+    "DixonFat",
+    "DixonWater",
+    "Flair",
+    "PriorParams",
+    "RandomPrior",
+    "Sequence",
+    "Space",
+    "VibeIn",
+    "VibeOpp",
+    "apply_lut",
+    "bias_field",
+    "fat_frequency_hz",
+    "get_sequence",
+    "in_phase_te",
+    "list_sequences",
+    "lut_from_arrays",
+    "opposed_phase_te",
+    "prior_lut",
+    "sequence_class",
+    "sequence_from_config",
+    "simulate_prior",
+    "spoiled_gre",
+]
