@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import seg2med
-from seg2med.io import load_volume, save_volume
+from seg2med.io import load_volume
 
 
 def _organ_means(image: np.ndarray, labels: np.ndarray, ids) -> dict[int, float]:

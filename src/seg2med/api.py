@@ -242,7 +242,8 @@ def save_prior(prior: Prior, path: str | Path, overwrite: bool = False) -> Path:
 
 
 # --------------------------------------------------------------------------- dataset preparation
-def _expand(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Files from a path, a folder (its NIfTI files, sorted) or a list / comma-separated string of them."""
     items = [spec] if isinstance(spec, (str, Path)) else list(spec)
     out: list[Path] = []
     for it in items:
@@ -304,31 +305,14 @@ def prepare_dataset(
     from seg2med.data.prepare import PrepareConfig, SubjectInput
     from seg2med.data.prepare import prepare_dataset as _prepare
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: output exists (pass --overwrite to replace it)")
-    pairs = pair_images_labels(_expand(images), _expand(labels))
-    masks = _expand(tissue_masks) if tissue_masks is not None else []
+    out = ensure_writable(out, overwrite)
+    pairs = pair_images_labels(expand_paths(images), expand_paths(labels))
+    # tissue-type masks: one entry (a TotalSegmentator tissue_types folder or multilabel file) per subject
+    masks = [] if tissue_masks is None else [Path(t) for t in ([tissue_masks] if isinstance(tissue_masks, (str, Path)) else tissue_masks)]
     if masks and len(masks) != len(pairs):
-        # a single TotalSegmentator tissue folder per subject is also accepted
-        tm = [Path(t) for t in ([tissue_masks] if isinstance(tissue_masks, (str, Path)) else tissue_masks)]
-        masks = tm if len(tm) == len(pairs) else []
-        if not masks:
-            raise InputError(f"{len(pairs)} subjects but tissue masks given for a different number")
+        raise InputError(f"{len(pairs)} subjects but {len(masks)} tissue-mask entries: give one per subject")
     seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
     base = resolve_scheme(scheme, default="total" if seq.modality == "ct" else "total_mr")
-    subjects = []
-    for i, (sid, img_path, lab_path) in enumerate(pairs):
-        if progress:
-            progress(f"prior {sid}")
-        img = load_volume(img_path, kind="image")
-        lv = build_anatomy(lab_path, scheme=base, tissue_masks=masks[i] if masks else None, image=img, modality=seq.modality)
-        from seg2med.io import check_same_grid
-
-        check_same_grid(img, lv.volume)
-        prior = simulate_prior(lv, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
-        body = lv.volume.array != 0
-        subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=lv.volume))
     config = PrepareConfig(
         spacing=spacing,
         size=size,
@@ -339,8 +323,17 @@ def prepare_dataset(
         mr_percentiles=tuple(mr_percentiles),
         split=tuple(split),
         split_seed=seed,
-    )
-    return _prepare(subjects, out, config, overwrite=overwrite)
+    ).validate()
+    subjects = []
+    for i, (sid, img_path, lab_path) in enumerate(pairs):
+        if progress:
+            progress(f"prior {sid}")
+        img = load_volume(img_path, kind="image")
+        lv = build_anatomy(lab_path, scheme=base, tissue_masks=masks[i] if masks else None, image=img, modality=seq.modality)
+        prior = simulate_prior(lv, seq.name, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
+        body = lv.volume.array != 0
+        subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=lv.volume))
+    return _prepare(subjects, out, config, overwrite=overwrite, progress=progress)
 
 
 __all__ = [

@@ -43,15 +43,16 @@ def _setup_logging(verbose: bool) -> None:
 
 @contextmanager
 def _progress(total: int, description: str):
-    """A rich progress bar; yields a callback(message) that advances it by one."""
+    """A rich progress bar; yields a callback that advances it by one (a str argument names the step)."""
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as prog:
         task = prog.add_task(description, total=total)
 
-        def advance(msg: str) -> None:
-            prog.update(task, advance=1, description=f"{description}: {msg}")
+        def advance(msg: str | int = "") -> None:
+            label = f"{description}: {msg}" if isinstance(msg, str) and msg else description
+            prog.update(task, advance=1, description=label)
 
         yield advance
 
@@ -203,8 +204,8 @@ def prepare_cmd(
         p_lo, p_hi = (float(v) for v in percentiles.split(","))
     except ValueError:
         raise ConfigError(f"--percentiles: expected two numbers like 10,90, got {percentiles!r}") from None
-    n = len(api._expand(images))
-    with _progress(n, "prepare") as advance:
+    n = len(api.expand_paths(images))
+    with _progress(2 * n, "prepare") as advance:  # one step for the prior, one for the slices
         manifest = api.prepare_dataset(
             images, labels, out, sequence=sequence, scheme=scheme, tissue_masks=tissue_masks, tissues=tissues,
             field=field, axes=[a.strip() for a in axes.split(",") if a.strip()], spacing=spacing, size=size,

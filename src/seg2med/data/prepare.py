@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +37,11 @@ from seg2med.data.normalize import (
     denormalize,
     normalize_volume,
 )
-from seg2med.errors import ConfigError, GridMismatchError, InputError, OutputExistsError
-from seg2med.io import Volume, atomic_write, check_same_grid, ensure_writable, read_json, write_json
+from seg2med.errors import ConfigError, GridMismatchError, InputError
+from seg2med.io import Volume, check_same_grid, read_json, write_json
+from seg2med.io.files import atomic_dir
+from seg2med.io.nifti import smallest_int_dtype
+from seg2med.io.shards import read_shard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -191,37 +190,6 @@ def check_subjects(subjects: Sequence[SubjectInput]) -> None:
 
 
 # --------------------------------------------------------------------------- shards
-def _label_dtype(arr: np.ndarray) -> type:
-    hi = int(arr.max()) if arr.size else 0
-    return np.uint8 if hi < 256 else np.int16 if hi < 32768 else np.int32
-
-
-def write_shard(path: Path, arrays: Mapping[str, np.ndarray], overwrite: bool = False, compress: bool = True) -> None:
-    """Write arrays atomically as ``.npz`` (zlib-compressed if ``compress``) or ``.safetensors`` (by suffix)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    with atomic_write(path, overwrite) as tmp:
-        if path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
-
-            save_file(arrays, str(tmp))
-        else:
-            with open(tmp, "wb") as fh:
-                (np.savez_compressed if compress else np.savez)(fh, **arrays)
-
-
-def read_shard(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of one shard file."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: shard not found")
-    if p.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(p)))
-    with np.load(p) as z:
-        return {k: z[k] for k in z.files}
-
-
 def _write_axis_shards(
     out: Path, sid: str, axis: str, arrays: Mapping[str, np.ndarray], cfg: PrepareConfig
 ) -> list[dict[str, Any]]:
@@ -255,7 +223,7 @@ def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str)
     canon["mask"] = reo.apply(body.astype(np.uint8))
     if s.labels is not None:
         lab = np.asarray(s.labels.array)
-        canon["labels"] = reo.apply(lab.astype(_label_dtype(lab)))
+        canon["labels"] = reo.apply(lab.astype(smallest_int_dtype(lab)))
     geometry, shards = {}, {}
     for axis in cfg.axes:
         geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
@@ -283,23 +251,6 @@ def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str)
 
 
 # --------------------------------------------------------------------------- dataset
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished temp folder onto ``out`` (replacing it only with ``overwrite``)."""
-    old = None
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise OutputExistsError(f"{out}: output exists (pass --overwrite to replace it)")
-        old = out.with_name(f".{out.name}-old-{uuid.uuid4().hex[:8]}")
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is None:
-        return
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
-
-
 def prepare_dataset(
     subjects: Sequence[SubjectInput],
     out_dir: str | Path,
@@ -314,14 +265,10 @@ def prepare_dataset(
     """
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
     check_subjects(subjects)
-    out = ensure_writable(out_dir, overwrite)
+    out = Path(out_dir)
     splits = split_subjects([s.subject_id for s in subjects], cfg.split, cfg.split_seed)
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700)
-    try:
+    with atomic_dir(out, overwrite) as tmp:
         records = []
         for s in subjects:
             records.append(_prepare_subject(s, tmp, cfg, split_of[s.subject_id]))
@@ -329,10 +276,6 @@ def prepare_dataset(
                 progress(1)
         manifest = _manifest(cfg, records, splits)
         write_json(tmp / MANIFEST, manifest)
-        _publish(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s: %d subjects, %s", out, len(records), manifest["n_slices"])
     return manifest
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ def atomic_write(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp_path
         if final.exists() and not overwrite:  # appeared while we were writing
@@ -46,6 +49,42 @@ def atomic_write(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``.
+
+    An existing ``path`` is refused unless ``overwrite`` (and then swapped out
+    only after the new folder is complete). On failure the temporary folder is
+    removed and ``path`` is untouched.
+    """
+    out = ensure_writable(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700)
+    try:
+        yield tmp
+        old = None
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise OutputExistsError(f"{out}: output exists (pass --overwrite to replace it)")
+            old = out.with_name(f".{out.name}-old-{uuid.uuid4().hex[:8]}")
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(obj: Any) -> Any:

@@ -148,7 +148,8 @@ def check_same_grid(a: Volume, b: Volume, atol: float = 1e-3) -> None:
         )
 
 
-def _label_dtype(arr: np.ndarray) -> type:
+def smallest_int_dtype(arr: np.ndarray) -> type:
+    """Smallest of uint8 / int16 / int32 that holds the (non-negative) integer array."""
     hi = int(arr.max()) if arr.size else 0
     return np.uint8 if hi < 256 else np.int16 if hi < 32768 else np.int32
 
@@ -164,7 +165,7 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if dtype is None:
-        dtype = _label_dtype(arr) if np.issubdtype(arr.dtype, np.integer) else np.float32
+        dtype = smallest_int_dtype(arr) if np.issubdtype(arr.dtype, np.integer) else np.float32
     arr = arr.astype(dtype, copy=False)
     if vol.header is not None:
         hdr = vol.header.copy()

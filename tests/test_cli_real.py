@@ -1,0 +1,109 @@
+"""The command line on real data: simulate, anatomy, prepare (round trip), phantom, labels, demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_helpers import run_cli
+from seg2med.data.prepare import load_manifest, read_subject_slices, restore_labels, restore_volume
+from seg2med.io import load_volume
+
+
+def test_simulate_cli_writes_float_prior_on_input_grid(ts_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "mr.nii.gz"
+    res = run_cli(["simulate", "--labels", ts_dir / "example_seg_mr.nii.gz", "--scheme", "total_mr", "--out", out,
+                   "--sequence", "vibe-opp", "--field", "3", "--flip", "12"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    prior, seg = load_volume(out), load_volume(ts_dir / "example_seg_mr.nii.gz", kind="labels")
+    assert prior.shape == seg.shape and np.array_equal(prior.affine, seg.affine)  # LPS input kept as is
+    meta = json.loads((tmp_path / "mr.json").read_text())
+    assert meta["sequence"]["name"] == "vibe-opp" and meta["sequence"]["field"] == 3.0 and meta["sequence"]["flip"] == 12.0
+    assert meta["scheme"] == "total_mr+seg2med"
+    assert prior.array.max() > 0 and prior.array.dtype == np.float32
+
+
+def test_simulate_cli_seed_reproduces_and_zero_spread_matches(ts_dir, tmp_path, capsys, monkeypatch):
+    seg = ts_dir / "example_seg.nii.gz"
+    args = ["simulate", "--labels", seg, "--sequence", "ct"]
+    for name, extra in [("a", ["--seed", "3", "--noise", "10", "--tissue-spread", "1"]),
+                        ("b", ["--seed", "3", "--noise", "10", "--tissue-spread", "1"]),
+                        ("c", ["--seed", "4", "--noise", "10", "--tissue-spread", "1"]),
+                        ("d", []), ("e", ["--seed", "9"])]:
+        assert run_cli(args + ["--out", tmp_path / f"{name}.nii.gz", *extra], capsys, monkeypatch).code == 0
+    arr = {n: load_volume(tmp_path / f"{n}.nii.gz").array for n in "abcde"}
+    assert np.array_equal(arr["a"], arr["b"])
+    assert not np.array_equal(arr["a"], arr["c"])
+    assert np.array_equal(arr["d"], arr["e"])  # a seed with zero spread = deterministic prior
+
+
+def test_anatomy_cli_report_counts(ts_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "canon.nii.gz"
+    res = run_cli(["anatomy", "--labels", ts_dir / "example_seg.nii.gz", "--tissue-masks", ts_dir / "example_seg_tissue_types",
+                   "--image", ts_dir / "example_ct_sm.nii.gz", "--modality", "ct", "--out", out], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    table = json.loads((tmp_path / "canon.json").read_text())
+    assert table["labels"]["200"] == "body" and table["labels"]["5"] == "liver"
+    organs = load_volume(ts_dir / "example_seg.nii.gz", kind="labels").array
+    muscle = load_volume(ts_dir / "example_seg_tissue_types" / "skeletal_muscle.nii.gz", kind="mask").array
+    lost = sum(o["voxels"] for o in table["report"]["overlaps"]
+               if o["rule"] == "organ_over_tissue" and o["loser"] == "skeletal_muscle")
+    assert lost == int((muscle & (organs > 0)).sum())
+
+
+def test_prepare_cli_round_trip_restores_ct(ts_dir, tmp_path, capsys, monkeypatch):
+    ds = tmp_path / "ds"
+    res = run_cli(["prepare", "--images", ts_dir / "example_ct_sm.nii.gz", "--labels", ts_dir / "example_seg.nii.gz",
+                   "--tissue-masks", ts_dir / "example_seg_tissue_types", "--sequence", "ct", "--out", ds,
+                   "--axes", "axial,coronal", "--spacing", "1.0", "--size", "384"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    m = load_manifest(ds)
+    assert m["config"]["sequence"]["name"] == "ct" and m["config"]["scheme"] == "total"
+    subj = m["subjects"][0]
+    ct = load_volume(ts_dir / "example_ct_sm.nii.gz")
+    for axis in ("axial", "coronal"):
+        body = restore_labels(read_subject_slices(ds, subj, axis, key="mask"), subj, axis).astype(bool)
+        assert body.sum() > 0.9 * (ct.array > -500).sum()  # the body contour (table removed)
+        stored = read_subject_slices(ds, subj, axis, key="image")
+        assert stored.shape[1:] == (384, 384) and stored.min() >= 0 and stored.max() <= 1
+        back = restore_volume(stored, subj, axis, modality="ct")
+        assert back.shape == ct.shape
+        # 3 mm -> 1 mm puts every original voxel centre on the fine grid: only float rounding remains
+        err = np.abs(back - np.clip(ct.array, -1000, 1000))[body]
+        assert err.max() < 0.5, (axis, err.max())
+        prior = restore_volume(read_subject_slices(ds, subj, axis, key="prior"), subj, axis, modality="ct")
+        liver = load_volume(ts_dir / "example_seg.nii.gz", kind="labels").array == 5
+        assert abs(np.median(prior[liver]) - 55.0) < 5  # the CT prior's liver value survives the round trip
+
+
+def test_phantom_and_labels_cli(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ph.nii.gz"
+    res = run_cli(["phantom", "--out", out, "--seed", "2", "--spacing", "2", "--slices", "24", "--size", "128"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    vol = load_volume(out, kind="labels")
+    assert vol.shape == (128, 128, 24) and vol.spacing == pytest.approx((2.0, 2.0, 2.0))
+    assert {5, 1, 52, 63, 79, 200, 201}.issubset(set(np.unique(vol.array).tolist()))
+    res = run_cli(["labels", "total_mr"], capsys, monkeypatch)
+    assert res.code == 0 and "intervertebral_discs" in res.out
+
+
+def test_demo_writes_named_outputs_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "demo"
+    res = run_cli(["demo", "--out", out], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    for name in ("labels.nii.gz", "labels.json", "ct_prior.nii.gz", "mr_prior_vibe-in.nii.gz", "preview_priors.png"):
+        assert (out / name).stat().st_size > 0
+    from PIL import Image
+
+    img = np.asarray(Image.open(out / "preview_priors.png").convert("L"))
+    assert img.shape[0] > 200 and img.std() > 10  # a real picture, not a blank canvas
+    labels = load_volume(out / "labels.nii.gz", kind="labels")
+    ct = load_volume(out / "ct_prior.nii.gz")
+    assert np.array_equal(labels.affine, ct.affine)
+    assert ct.array[labels.array == 5].mean() == pytest.approx(55.0)  # liver
+    before = (out / "ct_prior.nii.gz").read_bytes()
+    res = run_cli(["demo", "--out", out], capsys, monkeypatch)
+    assert res.code != 0 and "--overwrite" in res.err
+    assert (out / "ct_prior.nii.gz").read_bytes() == before
