@@ -133,3 +133,17 @@ def test_console_script_prints_one_line_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert len([l for l in proc.stderr.strip().splitlines() if l.strip()]) == 1
     assert "x.nii.gz: file not found" in proc.stderr
+
+
+def test_unknown_ids_warn_by_default_and_fail_with_strict(tmp_path, small_labels, capsys, monkeypatch):
+    arr = np.asarray(nib.load(str(small_labels)).dataobj).copy()
+    arr[0, 0, 0:3] = 150  # not a TotalSegmentator 'total' id
+    seg = _save(arr, tmp_path / "odd.nii.gz", np.diag([2.0, 2.0, 3.0, 1.0]))
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", seg, "--out", out], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert "150" in res.err and "3 voxels" in " ".join(res.err.split())
+    out2 = tmp_path / "q.nii.gz"
+    res = run_cli(["simulate", "--labels", seg, "--out", out2, "--strict"], capsys, monkeypatch)
+    _assert_clean_error(res, "odd.nii.gz", "150", "3 voxels")
+    assert not out2.exists()
