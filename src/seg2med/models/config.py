@@ -1,0 +1,167 @@
+"""Model and noise-schedule configuration (JSON-ready dataclasses) and their MONAI builders.
+
+The conditional model is seg2med's "2-channel DDPM": MONAI's 2D
+``DiffusionModelUNet`` whose input is the noisy image concatenated with the
+physics prior (plus, for 2.5D, ``neighbours`` prior slices on each side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from seg2med.errors import ConfigError
+
+#: Architecture presets. ``paper`` follows the seg2med paper; ``small`` and
+#: ``tiny`` are CPU-sized. Any field can be overridden (YAML ``model:`` block).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "channels": (64, 128, 256, 256),
+        "num_res_blocks": 2,
+        "attention_levels": (False, False, False, True),
+        "num_head_channels": 32,
+        "norm_num_groups": 32,
+    },
+    "small": {
+        "channels": (32, 64, 128, 128),
+        "num_res_blocks": 2,
+        "attention_levels": (False, False, False, True),
+        "num_head_channels": 32,
+        "norm_num_groups": 32,
+    },
+    "tiny": {
+        "channels": (16, 32, 64, 64),
+        "num_res_blocks": 1,
+        "attention_levels": (False, False, False, True),
+        "num_head_channels": 16,
+        "norm_num_groups": 16,
+    },
+}
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+SCHEDULES = ("linear_beta", "scaled_linear_beta")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network (stored in every checkpoint's config.json)."""
+
+    preset: str = "small"
+    channels: tuple[int, ...] = PRESETS["small"]["channels"]
+    num_res_blocks: int = 2
+    attention_levels: tuple[bool, ...] = PRESETS["small"]["attention_levels"]
+    num_head_channels: int = 32
+    norm_num_groups: int = 32
+    image_channels: int = 1
+    neighbours: int = 0  # 2.5D: +-k neighbouring prior slices as extra condition channels
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        if len(self.channels) != len(self.attention_levels):
+            raise ConfigError(f"model: {len(self.channels)} channel levels but {len(self.attention_levels)} attention flags")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ConfigError(f"model: every channel count {self.channels} must be divisible by norm_num_groups={self.norm_num_groups}")
+        if self.neighbours < 0:
+            raise ConfigError("model: neighbours must be >= 0")
+
+    @property
+    def condition_channels(self) -> int:
+        return 1 + 2 * int(self.neighbours)
+
+    @classmethod
+    def from_preset(cls, preset: str = "small", **overrides: Any) -> "ModelConfig":
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown model preset {preset!r} (known: {', '.join(PRESETS)})")
+        return cls.from_dict({"preset": preset, **PRESETS[preset], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"model config: unknown keys {unknown} (known: {sorted(names)})")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        d["attention_levels"] = list(self.attention_levels)
+        return d
+
+
+@dataclass
+class SchedulerConfig:
+    """The noise schedule the model was trained with (DDPM) or the rectified-flow schedule."""
+
+    kind: str = "ddpm"  # "ddpm" (DDPM training, DDPM/DDIM sampling) or "rflow"
+    num_train_timesteps: int = 1000
+    schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: str = "epsilon"  # epsilon | v_prediction | sample (ddpm); rflow predicts velocity
+    clip_sample: bool = True  # images live in [-1, 1]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ddpm", "rflow"):
+            raise ConfigError(f"scheduler: unknown kind {self.kind!r} (ddpm or rflow)")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"scheduler: unknown schedule {self.schedule!r} (known: {', '.join(SCHEDULES)})")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"scheduler: unknown prediction type {self.prediction_type!r} (known: {', '.join(PREDICTION_TYPES)})")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SchedulerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"scheduler config: unknown keys {unknown} (known: {sorted(names)})")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_model(cfg: ModelConfig):
+    """MONAI 2D ``DiffusionModelUNet``: in = image + condition channels, out = image channels."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=cfg.image_channels + cfg.condition_channels,
+        out_channels=cfg.image_channels,
+        channels=cfg.channels,
+        attention_levels=cfg.attention_levels,
+        num_res_blocks=cfg.num_res_blocks,
+        num_head_channels=cfg.num_head_channels,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def build_scheduler(cfg: SchedulerConfig, sampler: str | None = None):
+    """A MONAI scheduler: the training one (``sampler=None``), or ``ddpm`` / ``ddim`` / ``rflow`` for sampling."""
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+
+    if cfg.kind == "rflow" or sampler == "rflow":
+        if cfg.kind != "rflow":
+            raise ConfigError("sampler 'rflow' needs a model trained with the rflow scheduler")
+        return RFlowScheduler(num_train_timesteps=cfg.num_train_timesteps, use_discrete_timesteps=False, spatial_dim=2)
+    common = dict(
+        num_train_timesteps=cfg.num_train_timesteps,
+        schedule=cfg.schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        prediction_type=cfg.prediction_type,
+        clip_sample=cfg.clip_sample,
+    )
+    if sampler in (None, "ddpm"):
+        return DDPMScheduler(**common)
+    if sampler == "ddim":
+        return DDIMScheduler(**common)
+    raise ConfigError(f"unknown sampler {sampler!r} (ddpm, ddim or rflow)")
+
+
+def count_parameters(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
