@@ -206,6 +206,9 @@ def _write_axis_shards(
 
 
 # --------------------------------------------------------------------------- one subject
+FLOAT_KEYS = ("image", "prior")
+
+
 def _normalise_subject(s: SubjectInput, body: np.ndarray, cfg: PrepareConfig) -> tuple[dict, dict]:
     arrays, params = {}, {}
     for key, vol in (("image", s.image), ("prior", s.prior)):
@@ -215,22 +218,38 @@ def _normalise_subject(s: SubjectInput, body: np.ndarray, cfg: PrepareConfig) ->
     return arrays, params
 
 
+def model_slices(
+    volumes: Mapping[str, np.ndarray], body: np.ndarray, reo: Reorientation, geo: SliceGeometry
+) -> dict[str, np.ndarray]:
+    """Original-grid arrays -> the model's 2D slices ([N, H, W]) along ``geo``'s axis.
+
+    ``volumes`` holds normalised float volumes in [0, 1] (``image``, ``prior``)
+    and optionally integer ``labels``. Float volumes are resampled linearly,
+    labels and the body ``mask`` by nearest neighbour; float slices are exactly
+    0 wherever the resampled mask is 0. Used identically by dataset preparation
+    and by generation.
+    """
+    canon = {k: reo.apply(np.asarray(a)) for k, a in volumes.items()}
+    canon["mask"] = reo.apply(np.asarray(body, dtype=np.uint8))
+    sliced = {k: geo.forward(a, order=0) for k, a in canon.items() if k not in FLOAT_KEYS}
+    for k in FLOAT_KEYS:
+        if k in canon:
+            resampled = np.clip(geo.forward(canon[k], order=1), 0.0, 1.0)
+            sliced[k] = np.where(sliced["mask"] > 0, resampled, 0.0).astype(np.float32)
+    return sliced
+
+
 def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str) -> dict[str, Any]:
     body = np.asarray(s.body.array if isinstance(s.body, Volume) else s.body, dtype=bool)
     reo = Reorientation.from_affine(s.image.affine, s.image.shape)
     arrays, params = _normalise_subject(s, body, cfg)
-    canon = {k: reo.apply(a) for k, a in arrays.items()}
-    canon["mask"] = reo.apply(body.astype(np.uint8))
     if s.labels is not None:
         lab = np.asarray(s.labels.array)
-        canon["labels"] = reo.apply(lab.astype(smallest_int_dtype(lab)))
+        arrays["labels"] = lab.astype(smallest_int_dtype(lab))
     geometry, shards = {}, {}
     for axis in cfg.axes:
         geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
-        sliced = {k: geo.forward(a, order=0) for k, a in canon.items() if k not in ("image", "prior")}
-        for k in ("image", "prior"):  # mask again on the slice grid: exactly 0 wherever mask == 0
-            sliced[k] = np.where(sliced["mask"] > 0, np.clip(geo.forward(canon[k], order=1), 0.0, 1.0), 0.0)
-            sliced[k] = sliced[k].astype(np.float32)
+        sliced = model_slices(arrays, body, reo, geo)
         geometry[axis] = geo.to_dict()
         shards[axis] = _write_axis_shards(out, s.subject_id, axis, sliced, cfg)
     log.info("%s (%s): %s", s.subject_id, split, ", ".join(f"{a} {geometry[a]['n_slices']} slices" for a in cfg.axes))
