@@ -9,6 +9,7 @@ from seg2med.api import (  # noqa: E402
     LabelVolume,
     Prior,
     build_anatomy,
+    generate,
     get_sequence,
     load_tissue_table,
     make_phantom,
@@ -16,6 +17,7 @@ from seg2med.api import (  # noqa: E402
     resolve_scheme,
     run_demo,
     save_label_volume,
+    save_generated,
     save_prior,
     simulate_prior,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "Prior",
     "__version__",
     "build_anatomy",
+    "generate",
     "get_sequence",
     "load_tissue_table",
     "make_phantom",
@@ -32,6 +35,7 @@ __all__ = [
     "resolve_scheme",
     "run_demo",
     "save_label_volume",
+    "save_generated",
     "save_prior",
     "simulate_prior",
 ]

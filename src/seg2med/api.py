@@ -338,6 +338,8 @@ def prepare_dataset(
 
 __all__ = [
     "LabelVolume",
+    "generate",
+    "save_generated",
     "Prior",
     "build_anatomy",
     "get_sequence",
@@ -398,3 +400,75 @@ def run_demo(
         title="seg2med demo: one anatomy, CT and MR priors",
     )
     return names
+
+
+# --------------------------------------------------------------------------- generation
+def generate(
+    labels: LabelsLike | LabelVolume,
+    sequence: str | None = None,
+    *,
+    model: str | Path = "ct-demo",
+    steps: int = 50,
+    sampler: str = "ddim",
+    seed: int = 0,
+    samples: int = 1,
+    batch: int = 8,
+    axis: str = "axial",
+    device: str = "auto",
+    scheme: str | LabelScheme | None = None,
+    tissue_masks: str | Path | None = None,
+    tissues: str | Path | None = None,
+    strict: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Label map -> synthetic CT / MR volume(s) on the label map's grid.
+
+    ``model`` is a run folder or a shipped model name (``ct-demo``, ``mr-demo``).
+    The prior is simulated with exactly the sequence the model was trained
+    with; asking for another ``sequence`` is an error. Returns a
+    :class:`seg2med.inference.GenerationResult` (``.samples[0].array`` is the
+    volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
+    """
+    from seg2med.inference import generate_volume, load_model
+    from seg2med.inference.generate import pick_device
+
+    dev = pick_device(device)
+    lm = load_model(model, device=dev)
+    trained = lm.sequence_config["name"]
+    if sequence is not None and sequence != trained:
+        raise ConfigError(f"model {model} was trained for sequence {trained!r}, not {sequence!r}")
+    default_scheme = lm.data.get("scheme") or "total"
+    lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
+        labels, scheme=scheme or default_scheme, tissue_masks=tissue_masks, strict=strict
+    )
+    result = generate_volume(
+        lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
+        samples=samples, batch=batch, axis=axis, device=dev, progress=progress,
+    )
+    result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name})
+    return result
+
+
+def generated_paths(out: str | Path, samples: int) -> dict[str, Path]:
+    """Output names: ``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json``."""
+    out = Path(out)
+    stem = nifti_stem(out)
+    paths = {"sample0": out, "sidecar": sidecar_path(out)}
+    for k in range(1, samples):
+        paths[f"sample{k}"] = out.with_name(f"{stem}_sample{k}.nii.gz")
+    if samples > 1:
+        paths["std"] = out.with_name(f"{stem}_std.nii.gz")
+    return paths
+
+
+def save_generated(result, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write every sample, the std map (K > 1) and the JSON sidecar; refuses existing files without ``overwrite``."""
+    paths = generated_paths(out, len(result.samples))
+    for p in paths.values():
+        ensure_writable(p, overwrite)
+    for k, vol in enumerate(result.samples):
+        save_volume(vol, paths[f"sample{k}"], overwrite=overwrite, dtype=np.float32)
+    if result.std is not None:
+        save_volume(result.std, paths["std"], overwrite=overwrite, dtype=np.float32)
+    write_json(paths["sidecar"], result.metadata, overwrite=overwrite)
+    return paths
