@@ -117,6 +117,7 @@ class SubjectInput:
     body: np.ndarray
     labels: Volume | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, copied into the manifest
+    split: str | None = None  # fixed split ("train" / "val" / "test"); None = drawn by split_subjects
 
 
 def _check_fractions(fracs: Sequence[float]) -> tuple[float, float, float]:
@@ -285,7 +286,13 @@ def prepare_dataset(
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
     check_subjects(subjects)
     out = Path(out_dir)
-    splits = split_subjects([s.subject_id for s in subjects], cfg.split, cfg.split_seed)
+    for s in subjects:
+        if s.split is not None and s.split not in SPLITS:
+            raise ConfigError(f"subject {s.subject_id}: unknown split {s.split!r} (expected one of {', '.join(SPLITS)})")
+    splits = split_subjects([s.subject_id for s in subjects if s.split is None], cfg.split, cfg.split_seed)
+    for s in subjects:
+        if s.split is not None:
+            splits[s.split] = sorted([*splits[s.split], s.subject_id])
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
     with atomic_dir(out, overwrite) as tmp:
         records = []
