@@ -11,6 +11,9 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 
+_PAD = 5  # (11 - 1) // 2: half of the Gaussian window scikit-image uses for sigma 1.5
+
+
 def _check(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     if pred.shape != ref.shape:
         raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
@@ -23,10 +26,20 @@ def _check(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> np.nda
 
 
 def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float, mask: np.ndarray | None = None, axis: int = -1) -> float:
-    """Mean SSIM over ``mask`` (2D maps computed per slice along ``axis`` for 3D input)."""
+    """Mean SSIM over ``mask`` (2D maps computed per slice along ``axis`` for 3D input).
+
+    Without a mask the map is averaged away from the image border, exactly as
+    :func:`skimage.metrics.structural_similarity` does.
+    """
     pred = np.asarray(pred, np.float64)
     ref = np.asarray(ref, np.float64)
     m = _check(pred, ref, mask)
+    if mask is None:  # like scikit-image: leave out the half-window border of every 2D plane
+        m = np.zeros_like(m)
+        inner = [slice(_PAD, -_PAD)] * pred.ndim
+        if pred.ndim == 3:
+            inner[axis] = slice(None)
+        m[tuple(inner)] = True
     kw = dict(data_range=float(data_range), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True)
     if pred.ndim == 2:
         _, smap = structural_similarity(pred, ref, **kw)
