@@ -91,19 +91,19 @@ def test_phantom_and_labels_cli(tmp_path, capsys, monkeypatch):
 
 def test_demo_writes_named_outputs_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
-    res = run_cli(["demo", "--out", out], capsys, monkeypatch)
+    res = run_cli(["demo", "--out", out, "--priors-only"], capsys, monkeypatch)
     assert res.code == 0, res.err
-    for name in ("labels.nii.gz", "labels.json", "ct_prior.nii.gz", "mr_prior_vibe-in.nii.gz", "preview_priors.png"):
+    for name in ("labels.nii.gz", "labels.json", "ct_prior.nii.gz", "mr_prior.nii.gz", "preview_ct.png", "preview_mr.png"):
         assert (out / name).stat().st_size > 0
     from PIL import Image
 
-    img = np.asarray(Image.open(out / "preview_priors.png").convert("L"))
+    img = np.asarray(Image.open(out / "preview_ct.png").convert("L"))
     assert img.shape[0] > 200 and img.std() > 10  # a real picture, not a blank canvas
     labels = load_volume(out / "labels.nii.gz", kind="labels")
     ct = load_volume(out / "ct_prior.nii.gz")
     assert np.array_equal(labels.affine, ct.affine)
     assert ct.array[labels.array == 5].mean() == pytest.approx(55.0)  # liver
     before = (out / "ct_prior.nii.gz").read_bytes()
-    res = run_cli(["demo", "--out", out], capsys, monkeypatch)
+    res = run_cli(["demo", "--out", out, "--priors-only"], capsys, monkeypatch)
     assert res.code != 0 and "--overwrite" in res.err
     assert (out / "ct_prior.nii.gz").read_bytes() == before

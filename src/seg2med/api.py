@@ -362,43 +362,50 @@ def run_demo(
     labels: str | Path | None = None,
     scheme: str | None = None,
     seed: int = 0,
-    mr_sequence: str = "vibe-in",
+    steps: int = 20,
+    synthesize: bool = True,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
-    """The embedded demo: anatomy (phantom, or the user's label map) -> CT and MR priors -> NIfTI + PNG previews."""
+    """The embedded demo, all from ONE anatomy (the phantom, or the user's label map).
+
+    Writes the canonical labels, the CT prior and the MR (VIBE in-phase) prior
+    and, with the shipped ``ct-demo`` / ``mr-demo`` models, the synthetic CT and
+    MR generated from them (DDIM, ``steps`` steps), plus PNG previews in three
+    planes (prior | synthetic).
+    """
+    from seg2med.inference import list_models
     from seg2med.io.preview import Panel, save_preview
 
     out = Path(out)
     step = progress or (lambda _msg: None)
-    names = {
-        "labels": out / "labels.nii.gz",
-        "ct_prior": out / "ct_prior.nii.gz",
-        "mr_prior": out / f"mr_prior_{mr_sequence}.nii.gz",
-        "preview": out / "preview_priors.png",
-    }
-    for p in list(names.values()) + [sidecar_path(names["labels"]), sidecar_path(names["ct_prior"]), sidecar_path(names["mr_prior"])]:
+    shipped = set(list_models()) if synthesize else set()
+    plan = [("ct", "ct", "ct-demo"), ("mr", "vibe-in", "mr-demo")]
+    names = {"labels": out / "labels.nii.gz"}
+    for mod, seq, model in plan:
+        names[f"{mod}_prior"] = out / f"{mod}_prior.nii.gz"
+        if model in shipped:
+            names[f"{mod}_synthetic"] = out / f"{mod}_synthetic.nii.gz"
+        names[f"{mod}_preview"] = out / f"preview_{mod}.png"
+    sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
+    for p in [*names.values(), *sidecars]:
         ensure_writable(p, overwrite)
     step("anatomy")
     lv = make_phantom(seed=seed) if labels is None else build_anatomy(labels, scheme=scheme)
     save_label_volume(lv, names["labels"], overwrite=overwrite)
-    step("CT prior")
-    ct = simulate_prior(lv, "ct")
-    save_prior(ct, names["ct_prior"], overwrite=overwrite)
-    step("MR prior")
-    mr = simulate_prior(lv, mr_sequence)
-    save_prior(mr, names["mr_prior"], overwrite=overwrite)
-    step("previews")
-    save_preview(
-        [
-            Panel("labels", lv.volume, kind="labels"),
-            Panel("CT prior (HU)", ct.volume, window=(-400.0, 600.0)),
-            Panel(f"MR prior ({mr_sequence})", mr.volume),
-        ],
-        names["preview"],
-        overwrite=overwrite,
-        title="seg2med demo: one anatomy, CT and MR priors",
-    )
+    for mod, seq, model in plan:
+        step(f"{mod.upper()} prior")
+        prior = simulate_prior(lv, seq)
+        save_prior(prior, names[f"{mod}_prior"], overwrite=overwrite)
+        window = (-400.0, 600.0) if mod == "ct" else None
+        panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
+        if model in shipped:
+            step(f"synthetic {mod.upper()} ({model})")
+            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=16)
+            save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite)
+            panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
+        save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite,
+                     title=f"seg2med demo: {mod.upper()} from one anatomy (prior | synthetic)")
     return names
 
 

@@ -221,13 +221,18 @@ def demo_cmd(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Use this label map instead of the phantom.")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the synthesis.")] = 20,
+    no_synthesis: Annotated[bool, typer.Option("--priors-only", help="Only simulate the priors.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
-    """Run the embedded demo: phantom -> CT and MR priors -> NIfTI + PNG previews in OUT."""
+    """Run the embedded demo: one anatomy -> CT and MR priors -> synthetic CT and MR -> NIfTI + PNG previews in OUT."""
     from seg2med import api
+    from seg2med.inference import list_models
 
-    with _progress(4, "demo") as advance:
-        written = api.run_demo(out, labels=labels, scheme=scheme, seed=seed, overwrite=overwrite, progress=advance)
+    n = 3 + (0 if no_synthesis else len({"ct-demo", "mr-demo"} & set(list_models())))
+    with _progress(n, "demo") as advance:
+        written = api.run_demo(out, labels=labels, scheme=scheme, seed=seed, steps=steps, synthesize=not no_synthesis,
+                               overwrite=overwrite, progress=advance)
     for name, path in written.items():
         out_console.print(f"{name}: {path}")
 
@@ -268,6 +273,59 @@ def generate_cmd(
         )
     written = api.save_generated(result, out, overwrite=overwrite)
     out_console.print(f"wrote {', '.join(str(p) for p in written.values())} ({result.metadata['seconds']} s)")
+
+
+# --------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Prepared slice dataset (seg2med prepare).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: config.json, weights, checkpoints, val PNGs, log.csv.")],
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Model size: paper | small | tiny (default small).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML with model:, scheduler:, training: blocks.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Total optimisation steps.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Global batch size (split over torchrun processes).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    prediction: Annotated[Optional[str], typer.Option("--prediction", help="epsilon | v | sample.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="ddpm | rflow.")] = None,
+    beta_schedule: Annotated[Optional[str], typer.Option("--beta-schedule", help="linear | scaled_linear.")] = None,
+    neighbours: Annotated[Optional[int], typer.Option("--neighbours", help="2.5D: +-K neighbouring prior slices.")] = None,
+    ckpt_every: Annotated[Optional[int], typer.Option("--ckpt-every", help="Checkpoint every N steps (0: at the end).")] = None,
+    val_every: Annotated[Optional[int], typer.Option("--val-every", help="Validation PNG every N steps (0: never).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+) -> None:
+    """Train the conditional diffusion model prior -> image (also under torchrun --nproc_per_node=N -m seg2med train)."""
+    import os
+
+    from seg2med.errors import ConfigError
+    from seg2med.io import read_yaml
+    from seg2med.io.checkpoints import CONFIG, read_checkpoint_config
+    from seg2med.training import check_blocks, resolve_configs, train
+
+    names = {"prediction": {"epsilon": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction", "sample": "sample"},
+             "beta_schedule": {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta",
+                               "linear_beta": "linear_beta", "scaled_linear_beta": "scaled_linear_beta"}}
+    for opt, value in (("prediction", prediction), ("beta_schedule", beta_schedule)):
+        if value is not None and value not in names[opt]:
+            raise ConfigError(f"--{opt.replace('_', '-')}: unknown value {value!r} (known: {', '.join(names[opt])})")
+    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+    blocks = check_blocks(read_yaml(config)) if config is not None else None
+    base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
+    model_cfg, sched_cfg, train_cfg = resolve_configs(
+        preset, blocks, model=given(neighbours=neighbours),
+        scheduler=given(kind=scheduler, prediction_type=names["prediction"].get(prediction or ""),
+                        schedule=names["beta_schedule"].get(beta_schedule or "")),
+        training=given(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=val_every,
+                       precision=precision, device=device),
+        base=base,
+    )
+    summary = train(data, out, model_cfg, sched_cfg, train_cfg, resume=resume, overwrite=overwrite)
+    if os.environ.get("RANK", "0") == "0":
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        out_console.print(f"{out}: step {summary['step']}, loss {fmt(summary['final_loss'])}, val loss {fmt(summary['val_loss'])}")
 
 
 def main() -> None:
