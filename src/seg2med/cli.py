@@ -311,7 +311,10 @@ def train_cmd(
     for opt, value in (("prediction", prediction), ("beta_schedule", beta_schedule)):
         if value is not None and value not in names[opt]:
             raise ConfigError(f"--{opt.replace('_', '-')}: unknown value {value!r} (known: {', '.join(names[opt])})")
-    given = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+
+    def given(**kw: object) -> dict[str, object]:
+        return {k: v for k, v in kw.items() if v is not None}
+
     blocks = check_blocks(read_yaml(config)) if config is not None else None
     base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
     model_cfg, sched_cfg, train_cfg = resolve_configs(
@@ -324,8 +327,8 @@ def train_cmd(
     )
     summary = train(data, out, model_cfg, sched_cfg, train_cfg, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        out_console.print(f"{out}: step {summary['step']}, loss {fmt(summary['final_loss'])}, val loss {fmt(summary['val_loss'])}")
+        loss, val = (("-" if v is None else f"{v:.4f}") for v in (summary["final_loss"], summary["val_loss"]))
+        out_console.print(f"{out}: step {summary['step']}, loss {loss}, val loss {val}")
 
 
 def main() -> None:

@@ -1,0 +1,124 @@
+"""Training batches: step-seeded slice indices, loading, augmentation, and the dataset summary of a run."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from seg2med.data.dataset import SliceDataset
+from seg2med.errors import ConfigError, InputError
+from seg2med.training.runtime import step_generator
+
+log = logging.getLogger(__name__)
+
+
+def open_split(data_dir: str | Path, split: str, neighbours: int) -> SliceDataset:
+    """A split of a prepared dataset (every prepared axis)."""
+    return SliceDataset(data_dir, split=split, neighbours=neighbours)
+
+
+def check_slice_size(ds: SliceDataset, levels: int) -> None:
+    """The UNet halves the slices ``levels - 1`` times: they must divide evenly."""
+    size = ds.manifest["config"]["size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    f = 2 ** (levels - 1)
+    if h % f or w % f:
+        raise ConfigError(f"slice size {h}x{w} of {ds.root} is not divisible by {f} ({levels} model levels)")
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int, rank: int, world_size: int) -> list[int]:
+    """This process's share of the global batch of ``step`` (distinct slices when the split is large enough)."""
+    g = step_generator(seed, step)
+    idx = torch.randperm(n, generator=g)[:batch] if n >= batch else torch.randint(n, (batch,), generator=g)
+    per = batch // world_size
+    return idx[rank * per : (rank + 1) * per].tolist()
+
+
+class StepBatches(Sampler[list[int]]):
+    """Batch sampler yielding :func:`batch_indices` for steps ``start + 1 .. stop``."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1) -> None:
+        self.args = (n, batch, seed)
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, batch, seed = self.args
+        for step in range(self.start + 1, self.stop + 1):
+            yield batch_indices(n, batch, seed, step, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in ("image", "prior", "mask")}
+
+
+def batches(ds: SliceDataset, sampler: StepBatches, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches in step order (a DataLoader with workers, or plain in-process loading)."""
+    if num_workers == 0:
+        return (collate([ds[i] for i in idx]) for idx in sampler)
+    return iter(DataLoader(ds, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                           persistent_workers=False, pin_memory=torch.cuda.is_available()))
+
+
+def augment(batch: Mapping[str, torch.Tensor], g: torch.Generator, flips: bool, jitter: float) -> dict[str, torch.Tensor]:
+    """Left-right flips (image, prior and mask together) and a per-slice scaling of the prior, drawn from ``g``."""
+    out = dict(batch)
+    n = out["image"].shape[0]
+    flip = torch.rand(n, generator=g) < 0.5
+    scale = 1.0 + jitter * (2.0 * torch.rand(n, generator=g) - 1.0)
+    if flips and flip.any():
+        for k in ("image", "prior", "mask"):
+            out[k] = torch.where(flip[:, None, None, None], out[k].flip(-1), out[k])
+    if jitter > 0:
+        out["prior"] = (out["prior"] * scale[:, None, None, None]).clamp(0.0, 1.0)
+    return out
+
+
+def data_summary(data_dir: str | Path, train: SliceDataset, val: SliceDataset, neighbours: int) -> dict[str, Any]:
+    """What a checkpoint needs to know about its training data (copied from the manifest)."""
+    m = train.manifest
+    cfg = m["config"]
+    return {
+        "path": str(Path(data_dir).resolve()),
+        "modality": m.get("modality", cfg.get("modality")),
+        "sequence": cfg.get("sequence"),
+        "scheme": cfg.get("scheme"),
+        "spacing": cfg.get("spacing"),
+        "size": cfg.get("size"),
+        "axes": list(train.axes),
+        "ct_window": cfg.get("ct_window"),
+        "mr_percentiles": cfg.get("mr_percentiles"),
+        "neighbours": int(neighbours),
+        "image_normalization": image_window(m, train.subjects),
+        "train": {"subjects": train.subjects, "slices": len(train)},
+        "val": {"subjects": val.subjects, "slices": len(val)},
+    }
+
+
+def image_window(manifest: Mapping[str, Any], subjects: list[str]) -> dict[str, Any] | None:
+    """Median image window of the training subjects: maps generated [0, 1] images back to image units.
+
+    For CT every subject shares the HU window; for MR each subject had its own
+    percentile window and the median is the natural choice for new anatomies.
+    """
+    recs = [r for r in manifest["subjects"] if r["id"] in set(subjects)]
+    params = [r.get("normalization", {}).get("image", {}) for r in recs]
+    params = [p for p in params if "low" in p and "high" in p]
+    if not params:
+        return None
+    low = float(np.median([p["low"] for p in params]))
+    high = float(np.median([p["high"] for p in params]))
+    return {"method": "window", "low": low, "high": high, "source": f"median over {len(params)} training subjects"}
+
+
+def require_slices(ds: SliceDataset, what: str) -> None:
+    if len(ds) == 0:
+        raise InputError(f"{ds.root}: the {what} split holds no slices")

@@ -1,0 +1,166 @@
+"""The run folder: checkpoints (safetensors + JSON), resume state and the CSV log.
+
+Layout::
+
+    config.json  model.safetensors  ema.safetensors     latest checkpoint (what inference loads)
+    checkpoints/step_NNNNNN/                            config.json + both weights, one per checkpoint
+    state/progress.json                                 step reached, wall time, losses, loss scaler
+    state/step_NNNNNN/optimizer.{safetensors,json}      optimizer of that step (only the latest kept)
+    val/step_NNNNNN.png                                 validation grids
+    log.csv                                             step, loss, val_loss, lr, it_s, seconds
+
+A checkpoint is complete once ``state/progress.json`` names its step: the
+step's folders are written (atomically) first, so a run killed at any moment
+resumes from a consistent set of weights, EMA and optimizer state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seg2med.errors import ConfigError, InputError, OutputExistsError
+from seg2med.io.checkpoints import (
+    CONFIG,
+    EMA_WEIGHTS,
+    WEIGHTS,
+    load_optimizer_state,
+    load_weights,
+    read_checkpoint_config,
+    save_optimizer_state,
+    save_weights,
+    write_checkpoint_config,
+)
+from seg2med.io.files import atomic_dir, read_json, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+STATE, PROGRESS, CHECKPOINTS, VAL, LOG = "state", "progress.json", "checkpoints", "val", "log.csv"
+LOG_FIELDS = ("step", "loss", "val_loss", "lr", "it_s", "seconds")
+RUN_ITEMS = (CONFIG, WEIGHTS, EMA_WEIGHTS, STATE, CHECKPOINTS, VAL, LOG)
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Decide what to do with ``out``; True when an existing run is resumed. Writes nothing."""
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other")
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    is_run = (out / CONFIG).is_file()
+    if resume:
+        if not (is_run and (out / STATE / PROGRESS).is_file()):
+            raise ConfigError(f"{out}: no checkpoint to resume from (no {CONFIG} and {STATE}/{PROGRESS})")
+        return True
+    if (is_run or (out.is_dir() and any(out.iterdir()))) and not overwrite:
+        what = "a training run" if is_run else "a non-empty folder"
+        raise OutputExistsError(f"{out}: is {what} (pass --resume to continue it or --overwrite to replace it)")
+    return False
+
+
+def clear_run(out: Path) -> None:
+    """Remove the artefacts of a previous run from ``out`` (nothing else) and create the folder."""
+    for name in RUN_ITEMS:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_weights(folder: Path, model: Mapping[str, torch.Tensor], ema: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
+    save_weights(folder / WEIGHTS, model, overwrite=True)
+    save_weights(folder / EMA_WEIGHTS, ema, overwrite=True)
+    write_checkpoint_config(folder, config)
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    config: Mapping[str, Any],
+    model: Mapping[str, torch.Tensor],
+    ema: Mapping[str, torch.Tensor],
+    optimizer: Mapping[str, Any],
+    progress: Mapping[str, Any],
+) -> None:
+    """Write the checkpoint of ``step`` (see the module docstring for the order)."""
+    name = step_name(step)
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / CHECKPOINTS / name, overwrite=True) as tmp:
+        _write_weights(tmp, model, ema, config)
+    (out / STATE).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / STATE / name, overwrite=True) as tmp:
+        save_optimizer_state(tmp, optimizer)
+    write_json(out / STATE / PROGRESS, {**progress, "step": step, "state": name}, overwrite=True)
+    for old in (out / STATE).glob("step_*"):
+        if old.name != name and old.is_dir():
+            shutil.rmtree(old)
+    _write_weights(out, model, ema, config)
+    log.debug("checkpoint %s written", name)
+
+
+@dataclass
+class ResumeState:
+    """Everything a run needs to continue exactly where its last checkpoint left it."""
+
+    step: int
+    config: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    progress: dict[str, Any]
+
+
+def load_checkpoint(out: Path) -> ResumeState:
+    """Read the latest complete checkpoint of a run folder."""
+    progress = read_json(out / STATE / PROGRESS)
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        raise InputError(f"{out / STATE / PROGRESS}: not a seg2med progress file")
+    step, name = progress["step"], progress.get("state", step_name(progress["step"]))
+    weights = out / CHECKPOINTS / name
+    config = read_checkpoint_config(out)
+    if not (weights / WEIGHTS).is_file():  # checkpoints/ pruned: the top-level files must be of that step
+        if config.get("training", {}).get("step") != step:
+            raise InputError(f"{out}: weights of step {step} not found (neither {weights} nor the top-level files)")
+        weights = out
+    return ResumeState(
+        step, config, load_weights(weights / WEIGHTS), load_weights(weights / EMA_WEIGHTS),
+        load_optimizer_state(out / STATE / name), progress,
+    )
+
+
+class RunLog:
+    """``log.csv``, appended row by row (rank 0 only); on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, out: Path, resume_step: int | None = None) -> None:
+        self.path = out / LOG
+        if resume_step is None or not self.path.is_file():
+            write_text(self.path, ",".join(LOG_FIELDS) + "\n", overwrite=True)
+        else:
+            with self.path.open(encoding="utf-8") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, LOG_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        write_text(self.path, buf.getvalue(), overwrite=True)
+
+    def append(self, step: int, loss: float, val_loss: float | None, lr: float, it_s: float, seconds: float) -> None:
+        vals = (step, f"{loss:.6g}", "" if val_loss is None else f"{val_loss:.6g}", f"{lr:.6g}", f"{it_s:.4g}", f"{seconds:.2f}")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(",".join(str(v) for v in vals) + "\n")
