@@ -1,0 +1,48 @@
+"""Copy a trained run into the package as a shipped model: fp16 EMA weights + a cleaned config.json.
+
+Usage: python scripts/ship_demo_model.py RUN_DIR NAME [--command "exact training command"]
+Writes src/seg2med/resources/models/NAME/{config.json, ema.safetensors}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import torch
+
+from seg2med.io.checkpoints import EMA_WEIGHTS, load_weights, read_checkpoint_config, save_weights, write_checkpoint_config
+
+DEST = Path(__file__).resolve().parents[1] / "src" / "seg2med" / "resources" / "models"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--command", default="", help="the exact training command (recorded in config.json)")
+    args = ap.parse_args()
+    cfg = read_checkpoint_config(args.run)
+    state = load_weights(args.run / cfg.get("weights", {}).get("ema", EMA_WEIGHTS))
+    out = DEST / args.name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    save_weights(out / EMA_WEIGHTS, state, dtype=torch.float16)
+    data = dict(cfg.get("data", {}))
+    data["path"] = f"runs/datasets/{Path(str(data.get('path', ''))).name} (built by scripts/build_demo_datasets.py)"
+    cfg.pop("format", None), cfg.pop("format_version", None), cfg.pop("seg2med_version", None)
+    cfg.update({
+        "data": data,
+        "weights": {"ema": EMA_WEIGHTS, "dtype": "float16"},
+        "shipped": {"name": args.name, "date": dt.date.today().isoformat(), "training_command": args.command,
+                    "model_card": "MODEL_CARD.md"},
+    })
+    write_checkpoint_config(out, cfg)
+    print(f"shipped {args.run} as {out} ({(out / EMA_WEIGHTS).stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
