@@ -1,0 +1,802 @@
+"""Sampling cost and quality of seg2med's conditional diffusion model, all measured in one run.
+
+Usage::
+
+    python benchmarks/sampling.py [--out FILE.md] [--device auto|cpu|cuda]
+                                  [--presets small,paper] [--sizes 128,256]
+                                  [--model RUN_DIR] [--quick]
+
+Writes one Markdown report (default ``benchmarks/results/sampling-<device>.md``)
+and prints it. Sections:
+
+1. matmul ceiling (GFLOP/s) of the machine, fp32 and bf16;
+2. parameters and FLOPs per forward pass (``FlopCounterMode``, batch 1);
+3. forward-pass time at batch 1 and 8, achieved GFLOP/s and fraction of the ceiling;
+4. seconds per slice: DDPM 500 steps (the seg2med paper setting) vs DDIM 50/20/10
+   and the cost ratio; rows too slow to run end-to-end are per-step cost x steps
+   and say so;
+5. quality vs steps: SSIM of DDIM-N to DDPM-1000 (same seed, prior and start noise)
+   for a *trained* checkpoint only (``--model`` or the shipped ``ct-demo``);
+6. a summary line per target, reported honestly (yes / no / skipped).
+
+``--quick`` is the CI smoke run (tiny sizes, few repeats, < 60 s on 2 CPU cores).
+Timings use ``time.perf_counter`` (with ``torch.cuda.synchronize()`` on CUDA),
+warm-up first, median of the repeats. Not part of the test suite's timing checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters
+from seg2med.sampling.sampler import Denoiser, conditional_denoiser, sample
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+PAPER_STEPS = 500  # seg2med paper: DDPM, 500 sampling steps
+REFERENCE_STEPS = 1000  # quality reference: DDPM over all training timesteps
+COST_TARGET = 50.0  # DDIM-N should cost <= 1/50 of DDPM-500
+SSIM_TARGET = 0.99
+CEILING_TARGET = 0.80
+MIN_MATMUL_S = 0.05  # a ceiling matmul call takes at least 50 ms
+MIN_PROBE_RUNS = 3  # the per-step costs behind the cost ratio: at least 3 runs each
+BF16_USEFUL = 0.5  # auto mode: time bf16 models only if the bf16 ceiling >= half the fp32 one
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class Settings:
+    """Everything a run needs, resolved from the command line and the device defaults."""
+
+    device: torch.device
+    out: Path
+    quick: bool
+    presets: list[str]
+    sizes: list[int]
+    batches: list[int]
+    repeats: int
+    budget_s: float  # soft time cap of one forward timing (after warm-up)
+    e2e_budget_s: float  # a sampling row runs end-to-end only when it fits in this
+    sample_batch: int
+    ddim_steps: list[int]
+    probe_steps: int  # steps per run when measuring the per-step cost
+    warmup: int
+    bf16: str  # auto | on | off
+    tf32: bool
+    model_dir: Path | None
+    seed: int
+    note: str = ""
+    argv: list[str] = field(default_factory=list)
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options (``None`` values mean: the device's default)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, help="Markdown file (default benchmarks/results/sampling-<device>.md)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--presets", type=_str_list, help="model presets (default small,paper)")
+    p.add_argument("--sizes", type=_int_list, help="image sizes in pixels (default 128,256)")
+    p.add_argument("--batches", type=_int_list, help="forward-pass batch sizes (default 1,8)")
+    p.add_argument("--repeats", type=int, help="most timed repeats per measurement (default cpu 5, cuda 20)")
+    p.add_argument("--sample-batch", type=int, help="slices sampled at once (default cpu 1, cuda 8)")
+    p.add_argument("--ddim-steps", type=_int_list, help="DDIM step counts (default 50,20,10)")
+    p.add_argument("--e2e-budget", type=float,
+                   help="seconds: a sampling row runs end-to-end when its estimate fits, else per-step x steps "
+                        "(default cpu 20, cuda 120)")
+    p.add_argument("--bf16", default="auto", choices=("auto", "on", "off"),
+                   help="bf16 autocast timings; auto: when bf16 is supported and its matmul ceiling is at "
+                        "least half the fp32 one (an emulated bf16 on CPU is skipped)")
+    p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 for fp32 matmul/conv (default: strict fp32)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--model", type=Path, help="trained run/checkpoint folder for the quality measurement "
+                                              "(default: the shipped ct-demo model, if any; none with --quick)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--note", default="", help="a line of free text for the report header (e.g. why a run was reduced)")
+    p.add_argument("--quick", action="store_true", help="smoke run: preset small at 64 px, batch 1 and 2, DDIM 5")
+    return p.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    return torch.device(name)
+
+
+def shipped_model_dir() -> Path | None:
+    """``seg2med/resources/models/ct-demo`` when the package ships it."""
+    d = Path(str(resources.files("seg2med") / "resources" / "models" / "ct-demo"))
+    return d if (d / "config.json").is_file() else None
+
+
+def resolve_settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
+    """Fill every unset option with the quick / CPU / CUDA default."""
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.quick:
+        d: dict[str, Any] = {"presets": ["small"], "sizes": [64], "batches": [1, 2], "repeats": 3,
+                             "budget_s": 1.0, "e2e_budget_s": 5.0, "sample_batch": 1, "ddim_steps": [5],
+                             "probe_steps": 2}
+    else:
+        d = {"presets": ["small", "paper"], "sizes": [128, 256], "batches": [1, 8],
+             "repeats": 20 if cuda else 5, "budget_s": 2.0 if cuda else 5.0,
+             "e2e_budget_s": 120.0 if cuda else 20.0, "sample_batch": 8 if cuda else 1,
+             "ddim_steps": [50, 20, 10], "probe_steps": 5 if cuda else 2}
+    for key, value in (("presets", args.presets), ("sizes", args.sizes), ("batches", args.batches),
+                       ("repeats", args.repeats), ("sample_batch", args.sample_batch),
+                       ("ddim_steps", args.ddim_steps), ("e2e_budget_s", args.e2e_budget)):
+        if value is not None:
+            d[key] = value
+    model_dir = args.model if args.model is not None else (None if args.quick else shipped_model_dir())
+    out = args.out or RESULTS / f"sampling-{device.type}.md"
+    return Settings(device=device, out=out, quick=args.quick, warmup=3 if cuda else 1, bf16=args.bf16,
+                    tf32=args.tf32, model_dir=model_dir, seed=args.seed, note=args.note, argv=list(argv), **d)
+
+
+def configure_backends(s: Settings, threads: int | None) -> None:
+    """Thread count (CPU) and fp32 precision (CUDA: strict fp32 unless ``--tf32``)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if s.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = s.tf32
+        torch.backends.cudnn.allow_tf32 = s.tf32
+        torch.backends.cudnn.benchmark = True
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (the report goes to stdout)."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Median of ``n`` timed calls (seconds)."""
+
+    median_s: float
+    n: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int,
+                     budget_s: float = math.inf, min_repeats: int = 1) -> dict[str, Timing]:
+    """Warm up, then time the callables in turn (round robin, so that a changing machine load hits
+    all of them alike) up to ``repeats`` rounds; after ``min_repeats`` rounds stop early when the next
+    round would take the total past ``budget_s``. Median per callable."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    total, rounds = 0.0, 0
+    while rounds < max(1, repeats):
+        round_s = 0.0
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+            round_s += times[name][-1]
+        total, rounds = total + round_s, rounds + 1
+        if rounds >= min_repeats and total + round_s > budget_s:
+            break
+    return {name: Timing(statistics.median(ts), len(ts)) for name, ts in times.items()}
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int,
+              budget_s: float = math.inf, min_repeats: int = 1) -> Timing:
+    """:func:`time_interleaved` for a single callable."""
+    return time_interleaved({"": fn}, device, warmup, repeats, budget_s, min_repeats)[""]
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``dtype == "bf16"``, nothing for fp32."""
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- machine
+def cpu_name() -> str:
+    """CPU model from /proc/cpuinfo (Linux), else ``platform``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_description(s: Settings) -> str:
+    """One line: device, threads, library versions."""
+    threads = f"{torch.get_num_threads()} torch threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    if s.device.type == "cuda":
+        props = torch.cuda.get_device_properties(s.device)
+        dev = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+               f"fp32 {'with TF32' if s.tf32 else 'strict (TF32 off)'}, host {cpu_name()}, {threads}")
+    else:
+        dev = f"CPU {cpu_name()} ({os.cpu_count()} logical cores), {threads}"
+    import monai
+
+    return f"{dev}; torch {torch.__version__}, MONAI {monai.__version__}, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    """1-minute load average (other processes sharing the CPU skew the timings), if known."""
+    with contextlib.suppress(OSError, AttributeError):
+        return f"{os.getloadavg()[0]:.2f}"
+    return "n/a"
+
+
+def bf16_support(device: torch.device) -> tuple[bool, str]:
+    """Whether bf16 works here. CUDA: ``torch.cuda.is_bf16_supported()``; CPU: a bf16 matmul and an
+    autocast conv must run."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, "torch.cuda.is_bf16_supported()" if ok else "not supported by this GPU"
+    try:
+        a = torch.randn(64, 64, dtype=torch.bfloat16)
+        (a @ a).float().sum().item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.functional.conv2d(torch.randn(1, 4, 16, 16), torch.randn(4, 4, 3, 3)).sum().item()
+    except RuntimeError as exc:
+        return False, f"bf16 does not run: {str(exc).splitlines()[0]}"
+    return True, "bf16 matmul and autocast conv run"
+
+
+# --------------------------------------------------------------------------- 1. matmul ceiling
+@dataclass
+class Ceiling:
+    """Measured matmul throughput of one dtype."""
+
+    dtype: str
+    supported: bool
+    note: str
+    gflops: float = 0.0
+    n: int = 0
+    iters: int = 0
+    repeats: int = 0
+    gflops_end: float = math.nan  # re-measured after the model timings (the load may have changed)
+
+    @property
+    def best(self) -> float:
+        """The higher of the two measurements: fractions of it are conservative."""
+        return self.gflops if math.isnan(self.gflops_end) else max(self.gflops, self.gflops_end)
+
+
+def _matmul_fn(n: int, iters: int, dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+
+    def run() -> None:
+        for _ in range(iters):
+            torch.mm(a, b, out=c)
+
+    return run
+
+
+def matmul_ceiling(name: str, device: torch.device, repeats: int, note: str) -> Ceiling:
+    """Square matmuls, size doubled (then calls batched) until one timed call takes >= 50 ms;
+    median GFLOP/s of ``repeats`` calls after warm-up."""
+    dtype = torch.float32 if name == "fp32" else torch.bfloat16
+    n, max_n, iters = (1024, 16384, 1) if device.type == "cuda" else (256, 4096, 1)
+    while True:
+        t = time_call(_matmul_fn(n, iters, dtype, device), device, warmup=1, repeats=1).median_s
+        if t >= MIN_MATMUL_S:
+            break
+        if n < max_n:
+            n *= 2
+        else:
+            iters = math.ceil(iters * 1.5 * MIN_MATMUL_S / max(t, 1e-6))
+    timing = time_call(_matmul_fn(n, iters, dtype, device), device, warmup=1, repeats=repeats)
+    flops = 2.0 * n**3 * iters
+    return Ceiling(name, True, note, flops / timing.median_s / 1e9, n, iters, timing.n)
+
+
+def remeasure_ceiling(c: Ceiling, device: torch.device, repeats: int) -> None:
+    """Time the same matmul again (after the model timings) into ``c.gflops_end``."""
+    dtype = torch.float32 if c.dtype == "fp32" else torch.bfloat16
+    t = time_call(_matmul_fn(c.n, c.iters, dtype, device), device, warmup=1, repeats=repeats)
+    c.gflops_end = 2.0 * c.n**3 * c.iters / t.median_s / 1e9
+
+
+def measure_ceilings(s: Settings) -> dict[str, Ceiling]:
+    """fp32 always; bf16 when it runs on this device."""
+    log("matmul ceiling fp32")
+    out = {"fp32": matmul_ceiling("fp32", s.device, s.repeats, "TF32 allowed" if s.tf32 and s.device.type == "cuda" else "")}
+    ok, why = bf16_support(s.device)
+    if ok:
+        log("matmul ceiling bf16")
+        out["bf16"] = matmul_ceiling("bf16", s.device, s.repeats, why)
+    else:
+        out["bf16"] = Ceiling("bf16", False, why)
+    return out
+
+
+def bf16_decision(s: Settings, ceilings: dict[str, Ceiling]) -> tuple[bool, str]:
+    """Whether to time the models in bf16 autocast, and why (shown in the report)."""
+    bf = ceilings["bf16"]
+    if s.bf16 == "off":
+        return False, "bf16 timings off (--bf16 off)"
+    if not bf.supported:
+        return False, f"bf16 timings skipped: {bf.note}"
+    ratio = bf.gflops / ceilings["fp32"].gflops
+    if s.bf16 == "auto" and s.device.type == "cpu" and ratio < BF16_USEFUL:
+        return False, (f"bf16 runs but is not accelerated here (matmul {bf.gflops:.2f} GFLOP/s = "
+                       f"{ratio:.1%} of fp32): bf16 model timings skipped (--bf16 on forces them)")
+    return True, "bf16 autocast timed"
+
+
+# --------------------------------------------------------------------------- 2./3. forward pass
+@dataclass
+class FlopsRow:
+    preset: str
+    size: int
+    params: int
+    flops: int  # per forward pass at batch 1
+
+
+@dataclass
+class ForwardRow:
+    preset: str
+    size: int
+    dtype: str
+    batch: int
+    timing: Timing
+    flops: int  # batch 1
+    ceiling: Ceiling  # of the same dtype
+
+    @property
+    def gflops(self) -> float:
+        return self.flops * self.batch / self.timing.median_s / 1e9
+
+    @property
+    def fraction(self) -> float:
+        return self.gflops / self.ceiling.best if self.ceiling.best > 0 else math.nan
+
+
+def make_model(preset: str, device: torch.device, seed: int) -> tuple[torch.nn.Module, ModelConfig]:
+    """A randomly initialised (seeded) network of ``preset`` in eval mode."""
+    cfg = ModelConfig.from_preset(preset)
+    torch.manual_seed(seed)
+    return build_model(cfg).to(device).eval(), cfg
+
+
+def model_inputs(cfg: ModelConfig, batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy image + condition channels, and random timesteps."""
+    x = torch.randn(batch, cfg.image_channels + cfg.condition_channels, size, size, device=device)
+    return x, torch.randint(0, 1000, (batch,), device=device)
+
+
+def count_flops(model: torch.nn.Module, cfg: ModelConfig, size: int, device: torch.device) -> int:
+    """FLOPs of one batch-1 forward pass (``FlopCounterMode``: conv/matmul/attention, 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t = model_inputs(cfg, 1, size, device)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x, timesteps=t)
+    return int(counter.get_total_flops())
+
+
+def time_forward(model: torch.nn.Module, cfg: ModelConfig, size: int, batch: int, dtype: str,
+                 s: Settings) -> Timing:
+    """Median forward time under ``torch.inference_mode`` (and bf16 autocast when asked)."""
+    x, t = model_inputs(cfg, batch, size, s.device)
+
+    def run() -> None:
+        with torch.inference_mode(), autocast(s.device, dtype):
+            model(x, timesteps=t)
+
+    return time_call(run, s.device, s.warmup, s.repeats, s.budget_s)
+
+
+# --------------------------------------------------------------------------- 4. sampling cost
+@dataclass
+class SamplingRow:
+    """Cost of one sampler setting; seconds are for the whole batch."""
+
+    preset: str
+    size: int
+    sampler: str
+    steps: int
+    batch: int
+    step: Timing  # per-step cost of this sampler
+    estimate_s: float  # per-step cost x steps
+    measured: Timing | None = None  # end-to-end, when it fitted the budget
+    ratio: float = math.nan  # DDPM-500 cost / this cost
+    ratio_from: str = ""
+
+    @property
+    def seconds(self) -> float:
+        """End-to-end time when measured, else the per-step estimate."""
+        return self.measured.median_s if self.measured is not None else self.estimate_s
+
+
+def _sample_fn(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: int, noise: torch.Tensor,
+               s: Settings) -> Callable[[], torch.Tensor]:
+    sched = SchedulerConfig()  # seg2med paper: DDPM, 1000 training steps, linear betas, epsilon
+
+    def run() -> torch.Tensor:
+        gen = torch.Generator(device=s.device).manual_seed(s.seed)
+        return sample(denoiser, shape, sched, sampler=sampler, steps=steps, generator=gen, device=s.device, noise=noise)
+
+    return run
+
+
+def per_step_costs(denoiser: Denoiser, shape: tuple[int, ...], noise: torch.Tensor, s: Settings) -> dict[str, Timing]:
+    """Seconds per DDPM and per DDIM step (network + scheduler update), from interleaved runs of
+    ``probe_steps`` steps (at least 3 runs each)."""
+    fns = {name: _sample_fn(denoiser, shape, name, s.probe_steps, noise, s) for name in ("ddpm", "ddim")}
+    timings = time_interleaved(fns, s.device, 0, s.repeats, s.budget_s, min_repeats=MIN_PROBE_RUNS)
+    return {name: Timing(t.median_s / s.probe_steps, t.n) for name, t in timings.items()}
+
+
+def sampling_rows(model: torch.nn.Module, cfg: ModelConfig, preset: str, size: int, s: Settings) -> list[SamplingRow]:
+    """DDPM-500 and DDIM-N for one model/size at ``sample_batch``; end-to-end when it fits the budget."""
+    gen = torch.Generator(device="cpu").manual_seed(s.seed)
+    shape = (s.sample_batch, cfg.image_channels, size, size)
+    condition = (torch.rand(s.sample_batch, cfg.condition_channels, size, size, generator=gen) * 2 - 1).to(s.device)
+    noise = torch.randn(shape, generator=gen).to(s.device)
+    denoiser = conditional_denoiser(model, condition)
+    _sample_fn(denoiser, shape, "ddim", 1, noise, s)()  # warm-up at this batch
+    step = per_step_costs(denoiser, shape, noise, s)
+    rows = []
+    for sampler, steps in [("ddpm", PAPER_STEPS)] + [("ddim", n) for n in s.ddim_steps]:
+        row = SamplingRow(preset, size, sampler, steps, s.sample_batch, step[sampler], step[sampler].median_s * steps)
+        if row.estimate_s <= s.e2e_budget_s:
+            fn = _sample_fn(denoiser, shape, sampler, steps, noise, s)
+            row.measured = time_call(fn, s.device, 0, 3, s.e2e_budget_s)
+        rows.append(row)
+    set_ratios(rows)
+    return rows
+
+
+def set_ratios(rows: list[SamplingRow]) -> None:
+    """DDPM-500 cost / each row's cost, on a like-for-like basis: end-to-end times when both were
+    measured, else the per-step estimates of both (interleaved, so a changing load hits both alike)."""
+    paper = rows[0]
+    for r in rows:
+        if paper.measured is not None and r.measured is not None:
+            r.ratio, r.ratio_from = paper.measured.median_s / r.measured.median_s, "end-to-end"
+        else:
+            r.ratio, r.ratio_from = paper.estimate_s / r.estimate_s, "per-step x steps"
+
+
+# --------------------------------------------------------------------------- 5. quality vs steps
+@dataclass
+class Quality:
+    """SSIM of DDIM-N (and of a second DDPM-1000 seed) to DDPM-1000, or why it was skipped."""
+
+    skipped: str = ""
+    source: str = ""
+    ssim: dict[int, float] = field(default_factory=dict)  # DDIM steps -> SSIM
+    reference_spread: float = math.nan  # DDPM-1000 seed+1 vs seed
+    seconds: float = 0.0
+
+
+def training_summary(cfg: dict[str, Any]) -> str:
+    """A few scalar entries of the checkpoint's ``training`` block (how trained it is), if any."""
+    block = cfg.get("training")
+    if not isinstance(block, dict):
+        return "no training summary in config.json"
+    items = [f"{k} {v}" for k, v in block.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)]
+    return "training: " + (", ".join(items[:5]) or "no scalar entries")
+
+
+def weights_path(folder: Path, cfg: dict[str, Any]) -> Path:
+    """``ema.safetensors`` (or the name the config gives) when present, else the plain model weights."""
+    names = {"model": "model.safetensors", "ema": "ema.safetensors", **cfg.get("weights", {})}
+    return folder / names["ema"] if (folder / names["ema"]).is_file() else folder / names["model"]
+
+
+def check_model_dir(folder: Path) -> None:
+    """Fail before the timings, not after them, when ``--model`` is not a usable checkpoint."""
+    from seg2med.errors import InputError
+    from seg2med.io.checkpoints import read_checkpoint_config
+
+    path = weights_path(folder, read_checkpoint_config(folder))
+    if not path.is_file():
+        raise InputError(f"{folder}: no weights ({path.name})")
+
+
+def load_trained(folder: Path, device: torch.device) -> tuple[torch.nn.Module, ModelConfig, SchedulerConfig, dict, str]:
+    """Network (EMA weights if present), its configs, data settings and a description from a checkpoint folder."""
+    from seg2med.io.checkpoints import load_weights, read_checkpoint_config
+
+    cfg = read_checkpoint_config(folder)
+    mcfg = ModelConfig.from_dict(cfg["model"])
+    scfg = SchedulerConfig.from_dict(cfg.get("scheduler", {}))
+    path = weights_path(folder, cfg)
+    model = build_model(mcfg)
+    model.load_state_dict(load_weights(path))
+    return model.to(device).eval(), mcfg, scfg, dict(cfg.get("data", {})), f"{path.name}; {training_summary(cfg)}"
+
+
+def phantom_condition(mcfg: ModelConfig, data: dict, size: int) -> torch.Tensor:
+    """A prior slice (+ neighbours) of the synthetic phantom, normalised like training to [-1, 1]."""
+    import seg2med
+    from seg2med.data.geometry import mask_outside
+    from seg2med.data.normalize import normalize_volume
+
+    modality = str(data.get("modality", "ct")).lower()
+    sequence = "ct" if modality == "ct" else str((data.get("sequence") or {}).get("name", "vibe-in"))
+    lv = seg2med.make_phantom(seed=0, spacing=float(data.get("spacing", 1.0)), slices=mcfg.condition_channels, size=size)
+    prior = seg2med.simulate_prior(lv, sequence).volume.array
+    body = lv.volume.array > 0
+    kwargs = {key: tuple(data[key]) for key in ("ct_window", "mr_percentiles") if key in data}
+    norm, _ = normalize_volume(prior, modality, body, **kwargs)
+    norm = mask_outside(np.asarray(norm, dtype=np.float32), body)
+    slices = np.moveaxis(norm, -1, 0)  # axial slices of the RAS phantom: (channels, R, A)
+    return torch.from_numpy(slices * 2.0 - 1.0)[None].float()
+
+
+def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    from skimage.metrics import structural_similarity
+
+    x = a[0, 0].clamp(-1, 1).float().cpu().numpy()
+    y = b[0, 0].clamp(-1, 1).float().cpu().numpy()
+    return float(structural_similarity(x, y, data_range=2.0))
+
+
+def measure_quality(s: Settings) -> Quality:
+    """DDPM-1000 (seed, seed+1) and DDIM-N from the same start noise and prior; SSIM to DDPM-1000."""
+    if s.model_dir is None:
+        why = "no trained model (pass --model RUN_DIR" + ("" if s.quick else "; src/seg2med/resources/models/ct-demo absent") + ")"
+        return Quality(skipped=why)
+    model, mcfg, scfg, data, described = load_trained(s.model_dir, s.device)
+    if scfg.kind != "ddpm":
+        return Quality(skipped=f"{s.model_dir} is a {scfg.kind} model: DDPM/DDIM comparison does not apply")
+    size = data.get("size", 256)
+    size = int(size if isinstance(size, int) else size[0])
+    condition = phantom_condition(mcfg, data, size).to(s.device)
+    denoiser = conditional_denoiser(model, condition)
+    shape = (1, mcfg.image_channels, size, size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(s.seed)).to(s.device)
+    start = time.perf_counter()
+
+    def run(sampler: str, steps: int, seed: int) -> torch.Tensor:
+        log(f"quality: {sampler} {steps} steps (seed {seed})")
+        gen = torch.Generator(device=s.device).manual_seed(seed)
+        with torch.inference_mode():
+            return sample(denoiser, shape, scfg, sampler=sampler, steps=steps, generator=gen, device=s.device, noise=noise)
+
+    reference = run("ddpm", REFERENCE_STEPS, s.seed)
+    q = Quality(source=f"{s.model_dir} ({described}; preset {mcfg.preset}, {size} px, "
+                       f"phantom {data.get('modality', 'ct')} prior)")
+    q.reference_spread = _ssim(run("ddpm", REFERENCE_STEPS, s.seed + 1), reference)
+    for n in sorted(s.ddim_steps):
+        q.ssim[n] = _ssim(run("ddim", n, s.seed), reference)
+    q.seconds = time.perf_counter() - start
+    return q
+
+
+# --------------------------------------------------------------------------- report
+def _table(header: Sequence[str], rows: Iterator[Sequence[str]] | list[Sequence[str]], align: str) -> list[str]:
+    """Markdown table; ``align`` has one ``l``/``r`` per column."""
+    sep = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |",
+            *("| " + " | ".join(str(c) for c in r) + " |" for r in rows)]
+
+
+def ceiling_section(ceilings: dict[str, Ceiling], bf16_note: str) -> list[str]:
+    rows = []
+    for c in ceilings.values():
+        if c.supported:
+            shape = f"{c.n} x {c.n}" + (f" x {c.iters} calls" if c.iters > 1 else "")
+            end = "-" if math.isnan(c.gflops_end) else f"{c.gflops_end:.1f}"
+            rows.append([c.dtype, "yes", shape, f"{c.gflops:.1f}", end, str(c.repeats), c.note])
+        else:
+            rows.append([c.dtype, "no", "-", "-", "-", "-", c.note])
+    return ["## 1. Matmul ceiling", "",
+            ("Square `torch.mm`, size doubled until one call takes >= 50 ms; median of the repeats after a warm-up. "
+            "Measured first and again after the model timings; fractions in section 3 use the higher value."), "",
+            *_table(["dtype", "supported", "matrix", "GFLOP/s", "again at end", "repeats", "note"], rows, "lllrrrl"),
+            "", f"Model timings: {bf16_note}.", ""]
+
+
+def flops_section(rows: list[FlopsRow]) -> list[str]:
+    body = [[r.preset, f"{r.params:,}", str(r.size), str(r.flops), f"{r.flops / 1e9:.2f}"] for r in rows]
+    return ["## 2. Model size and FLOPs per forward pass", "",
+            ("`torch.utils.flop_counter.FlopCounterMode`, batch 1 (conv, matmul and attention; 2 FLOPs per "
+            "multiply-add; norms and activations not counted). FLOPs scale linearly with the batch."), "",
+            *_table(["preset", "parameters", "size", "FLOPs (batch 1)", "GFLOP"], body, "lrrrr"), ""]
+
+
+def forward_section(rows: list[ForwardRow], s: Settings) -> list[str]:
+    body = [[r.preset, str(r.size), r.dtype, str(r.batch), f"{r.timing.median_s * 1e3:.1f}",
+             f"{r.timing.median_s * 1e3 / r.batch:.1f}", f"{r.gflops:.1f}", f"{r.fraction:.1%}", str(r.timing.n)]
+            for r in rows]
+    return ["## 3. Forward pass", "",
+            (f"`torch.inference_mode()`, {s.warmup} warm-up call(s), median of up to {s.repeats} repeats "
+            f"(fewer when one call is long). Fraction = achieved / matmul ceiling of the same dtype (the higher of its two measurements)."), "",
+            *_table(["preset", "size", "dtype", "batch", "ms / forward", "ms / slice", "GFLOP/s",
+                     "of ceiling", "repeats"], body, "lrlrrrrrr"), ""]
+
+
+def sampling_section(rows: list[SamplingRow], s: Settings) -> list[str]:
+    def label(r: SamplingRow) -> str:
+        return "DDPM (paper)" if r.sampler == "ddpm" else "DDIM"
+
+    def how(r: SamplingRow) -> str:
+        return f"measured end-to-end (median of {r.measured.n})" if r.measured is not None else "per-step x steps"
+
+    body = [[r.preset, str(r.size), label(r), str(r.steps), f"{r.seconds / r.batch:.2f}", how(r),
+             f"{r.step.median_s * 1e3:.1f} ({r.step.n})", f"{r.estimate_s / r.batch:.2f}", f"{r.ratio:.1f}",
+             r.ratio_from] for r in rows]
+    return ["## 4. Sampling cost", "",
+            (f"fp32, sampling batch {s.sample_batch}; `s / slice` = seconds per batch / {s.sample_batch}, "
+             f"**measured end-to-end** (`seg2med.sampling.sample`) when the estimate fits {s.e2e_budget_s:g} s, "
+             "otherwise **per-step cost x steps** (column `how`). The per-step cost is one sampler step "
+             f"(network + scheduler update), from runs of {s.probe_steps} steps, DDPM and DDIM interleaved "
+             "(median, number of runs in brackets). `DDPM-500 ÷ this` is the cost ratio, end-to-end when both "
+             "rows were run end-to-end, else from the per-step estimates of both."), "",
+            *_table(["preset", "size", "sampler", "steps", "s / slice", "how", "ms / step (runs)",
+                     "per-step x steps, s / slice", "DDPM-500 ÷ this", "ratio from"], body, "lrlrrlrrrl"), ""]
+
+
+def quality_section(q: Quality) -> list[str]:
+    head = ["## 5. Quality vs steps", ""]
+    if q.skipped:
+        return head + _table(["comparison", "SSIM to DDPM-1000", "note"],
+                             [["quality measurement skipped", "-", q.skipped + "; an untrained network's SSIM "
+                               "says nothing about quality"]], "lrl") + [""]
+    rows = [[f"DDIM-{n} vs DDPM-1000", f"{v:.4f}", "same seed, prior and start noise"] for n, v in q.ssim.items()]
+    rows.append(["DDPM-1000 seed+1 vs DDPM-1000", f"{q.reference_spread:.4f}",
+                 "reference spread: same start noise, other ancestral noise"])
+    return head + [(f"Model: {q.source}. SSIM (`skimage`, data_range=2 on [-1, 1]) of the clipped outputs; "
+                   f"{q.seconds:.0f} s. Only as meaningful as the checkpoint is trained."), "",
+                   *_table(["comparison", "SSIM to DDPM-1000", "note"], rows, "lrl"), ""]
+
+
+def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, s: Settings) -> list[str]:
+    lines = ["## 6. Summary", ""]
+    for n in s.ddim_steps:
+        ratios = [r.ratio for r in samp if r.sampler == "ddim" and r.steps == n]
+        if ratios:
+            worst = min(ratios)
+            lines.append(f"- DDIM-{n} cost ≤ 1/{COST_TARGET:.0f} of DDPM-{PAPER_STEPS}: "
+                         f"{'yes' if worst >= COST_TARGET else 'no'} (ratio {worst:.1f}x, lowest of {len(ratios)})")
+    for n in s.ddim_steps:
+        if q.skipped:
+            lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}: skipped (no trained model)")
+        else:
+            v = q.ssim[n]
+            lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}: {'yes' if v >= SSIM_TARGET else 'no'} "
+                         f"({v:.4f}; reference spread {q.reference_spread:.4f})")
+    valid = [r for r in fwd if not math.isnan(r.fraction)]
+    if valid:
+        best = max(valid, key=lambda r: r.fraction)
+        lines.append(f"- ≥ {CEILING_TARGET:.0%} of the measured ceiling: {'yes' if best.fraction >= CEILING_TARGET else 'no'} "
+                     f"(best {best.fraction:.1%}: {best.preset} {best.size} px {best.dtype} batch {best.batch})")
+    return lines + [""]
+
+
+def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: list[FlopsRow],
+           fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, seconds: float, load: str) -> str:
+    """The whole Markdown report."""
+    command = " ".join(["python benchmarks/sampling.py", shlex.join(s.argv)]).strip()
+    when = f"{_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    head = [f"# seg2med sampling benchmark ({s.device.type}{', quick' if s.quick else ''})", "",
+            f"- Machine: {machine_description(s)}",
+            (f"- Run: {when}, `{command}`, {seconds:.0f} s in all; 1-min load average {load} at the start, "
+            f"{load_average()} at the end (other processes on the machine slow the timings)"),
+            (f"- Presets {', '.join(s.presets)}; sizes {', '.join(map(str, s.sizes))} px; forward batches "
+            f"{', '.join(map(str, s.batches))}; sampling batch {s.sample_batch}. Scheduler: DDPM, 1000 training "
+            "timesteps, linear betas, epsilon prediction (seg2med paper). Timings use randomly initialised "
+            "weights (the cost does not depend on them)."),
+            *([f"- Note: {s.note}"] if s.note else []),
+            ""]
+    parts = [head, ceiling_section(ceilings, bf16_note), flops_section(flops), forward_section(fwd, s),
+             sampling_section(samp, s), quality_section(q), summary_section(fwd, samp, q, s)]
+    return "\n".join(line for part in parts for line in part)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- main
+def benchmark_models(s: Settings, ceilings: dict[str, Ceiling], bf16: bool
+                     ) -> tuple[list[FlopsRow], list[ForwardRow], list[SamplingRow]]:
+    """FLOPs, forward timings and sampling cost for every preset x size."""
+    flops_rows, fwd_rows, samp_rows = [], [], []
+    dtypes = ["fp32", "bf16"] if bf16 else ["fp32"]
+    for preset in s.presets:
+        model, cfg = make_model(preset, s.device, s.seed)
+        for size in s.sizes:
+            log(f"{preset} {size} px: FLOPs")
+            flops = count_flops(model, cfg, size, s.device)
+            flops_rows.append(FlopsRow(preset, size, count_parameters(model), flops))
+            for dtype in dtypes:
+                for batch in s.batches:
+                    log(f"{preset} {size} px: forward {dtype} batch {batch}")
+                    t = time_forward(model, cfg, size, batch, dtype, s)
+                    fwd_rows.append(ForwardRow(preset, size, dtype, batch, t, flops, ceilings[dtype]))
+            log(f"{preset} {size} px: sampling cost")
+            samp_rows += sampling_rows(model, cfg, preset, size, s)
+        del model
+        if s.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return flops_rows, fwd_rows, samp_rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from seg2med.errors import Seg2MedError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    s = resolve_settings(args, argv)
+    configure_backends(s, args.threads)
+    try:
+        if s.model_dir is not None:
+            check_model_dir(s.model_dir)
+        return run_benchmark(s)
+    except Seg2MedError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+def run_benchmark(s: Settings) -> int:
+    """Measure everything, write and print the report."""
+    start, load = time.perf_counter(), load_average()
+    ceilings = measure_ceilings(s)
+    bf16, bf16_note = bf16_decision(s, ceilings)
+    flops, fwd, samp = benchmark_models(s, ceilings, bf16)
+    for name in ("fp32", "bf16") if bf16 else ("fp32",):
+        log(f"matmul ceiling {name} again")
+        remeasure_ceiling(ceilings[name], s.device, s.repeats)
+    quality = measure_quality(s)
+    report = render(s, ceilings, bf16_note, flops, fwd, samp, quality, time.perf_counter() - start, load)
+    write_atomic(s.out, report)
+    sys.stdout.write(report)
+    log(f"wrote {s.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Smoke test of ``benchmarks/sampling.py --quick``: it runs and its report has the key rows.
+
+Not a timed test: it checks that numbers are present and sane, never how fast they are.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "sampling.py"
+
+
+def _sections(markdown: str) -> dict[str, list[str]]:
+    """``## heading`` -> the lines below it."""
+    out: dict[str, list[str]] = {}
+    current = ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            out[current] = []
+        elif current:
+            out[current].append(line)
+    return out
+
+
+def _table(lines: list[str]) -> list[dict[str, str]]:
+    """The first Markdown table in ``lines`` as a list of rows keyed by header."""
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
+    assert len(rows) >= 2, f"no table in {lines}"
+    header = rows[0]
+    return [dict(zip(header, r, strict=True)) for r in rows[2:]]
+
+
+def _section(sections: dict[str, list[str]], prefix: str) -> list[dict[str, str]]:
+    names = [k for k in sections if k.startswith(prefix)]
+    assert names, f"no section starting with {prefix!r} in {list(sections)}"
+    return _table(sections[names[0]])
+
+
+def test_quick_benchmark_report(tmp_path: Path) -> None:
+    out = tmp_path / "tmp.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert text in proc.stdout  # the report is printed too
+    sections = _sections(text)
+
+    ceiling = {r["dtype"]: r for r in _section(sections, "1.")}
+    assert float(ceiling["fp32"]["GFLOP/s"]) > 0
+
+    flops = [r for r in _section(sections, "2.") if r["preset"] == "small"]
+    assert flops and all(int(r["FLOPs (batch 1)"]) > 0 for r in flops)
+
+    sampling = _section(sections, "4.")
+    ddpm = [r for r in sampling if r["sampler"].startswith("DDPM") and r["steps"] == "500"]
+    ddim = [r for r in sampling if r["sampler"] == "DDIM"]
+    assert ddpm and ddim
+    assert all(float(r["DDPM-500 ÷ this"]) > 1 for r in ddim)
+
+    summary = "\n".join(sections[next(k for k in sections if k.startswith("6."))])
+    assert "DDIM-5 cost ≤ 1/50 of DDPM-500:" in summary
+    assert "SSIM ≥ 0.99 to DDPM-1000: skipped" in summary  # no trained model in --quick without --model
