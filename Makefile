@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps piq==0.8.0 torch-fidelity==0.4.0
 	touch $(STAMP)
 
 install: $(STAMP)
