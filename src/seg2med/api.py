@@ -479,3 +479,64 @@ def save_generated(result, out: str | Path, overwrite: bool = False) -> dict[str
         save_volume(result.std, paths["std"], overwrite=overwrite, dtype=np.float32)
     write_json(paths["sidecar"], result.metadata, overwrite=overwrite)
     return paths
+
+
+# --------------------------------------------------------------------------- evaluation
+FID_WEIGHTS_ENV = "SEG2MED_FID_WEIGHTS"
+
+
+def evaluate(
+    pred: Sequence[str | Path] | Mapping[str, str | Path] | str | Path,
+    ref: str | Path,
+    out: str | Path,
+    *,
+    labels: str | Path | None = None,
+    mask: str | Path = "body",
+    prior: str | Path | None = None,
+    modality: str = "auto",
+    metrics: Sequence[str] | None = None,
+    segmenter: str | Path | None = None,
+    fid_weights: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Compare synthetic volumes with real ones; write ``per_subject.csv``, ``summary.json`` and ``report.html`` into ``out``.
+
+    ``pred`` is one file/folder, several (``NAME=PATH`` strings or a mapping
+    name -> path; one per method). ``mask`` is ``body`` (labels != 0, else a
+    threshold of the reference), ``none`` or a mask file/folder. ``segmenter``
+    (a ``seg2med train-segmenter`` run) adds Dice/HD95 per class (needs
+    ``labels``) and the Fréchet distance in its feature space; FID is computed
+    only with a local Inception weights file (``fid_weights`` or
+    ``$SEG2MED_FID_WEIGHTS``). See :mod:`seg2med.evaluation`.
+    """
+    import os
+
+    from seg2med.evaluation import EvalOptions, collect_cases, evaluate_cases, parse_method, write_report
+
+    if isinstance(pred, Mapping):
+        methods = {str(k): v for k, v in pred.items()}
+    else:
+        specs = [pred] if isinstance(pred, (str, Path)) else list(pred)
+        methods = dict(parse_method(str(s)) for s in specs)
+        if len(methods) != len(specs):
+            raise ConfigError("--pred: two predictions have the same method name (use NAME=PATH)")
+    ensure_writable(out, overwrite)
+    weights = fid_weights or os.environ.get(FID_WEIGHTS_ENV) or None
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(f"{weights}: Inception weights file for FID not found (--fid-weights / ${FID_WEIGHTS_ENV})")
+    mask_file = None if str(mask) in ("body", "none") else mask
+    cases = collect_cases(methods, ref, labels=labels, mask=mask_file, prior=prior)
+    seg = None
+    if segmenter is not None:
+        from seg2med.training.segmenter import load_segmenter
+
+        seg = load_segmenter(segmenter)
+    options = EvalOptions(modality=modality, mask="body" if mask_file is not None else str(mask),
+                          metrics=tuple(metrics) if metrics else EvalOptions().metrics, fid_weights=weights, segmenter=seg)
+    ev = evaluate_cases(cases, options, progress=progress)
+    if weights is None:
+        ev.notes.append(f"FID not computed: no Inception weights file (--fid-weights or ${FID_WEIGHTS_ENV}); nothing is downloaded.")
+    if seg is None:
+        ev.notes.append("Dice / Fréchet-Seg not computed: no segmenter given (--segmenter RUN from seg2med train-segmenter).")
+    return write_report(ev, out, overwrite=overwrite)

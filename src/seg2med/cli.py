@@ -280,6 +280,7 @@ def generate_cmd(
 def train_cmd(
     data: Annotated[Path, typer.Option("--data", help="Prepared slice dataset (seg2med prepare).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config.json, weights, checkpoints, val PNGs, log.csv.")],
+    method: Annotated[Optional[str], typer.Option("--method", help="ddpm | unet | pix2pix | cyclegan | prior (default: YAML method:, the resumed run's, else ddpm).")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model size: paper | small | tiny (default small).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML with model:, scheduler:, training: blocks.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Total optimisation steps.")] = None,
@@ -297,13 +298,13 @@ def train_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
 ) -> None:
-    """Train the conditional diffusion model prior -> image (also under torchrun --nproc_per_node=N -m seg2med train)."""
+    """Train prior -> image: the diffusion model (also under torchrun --nproc_per_node=N -m seg2med train) or a baseline (--method)."""
     import os
 
     from seg2med.errors import ConfigError
     from seg2med.io import read_yaml
     from seg2med.io.checkpoints import CONFIG, read_checkpoint_config
-    from seg2med.training import check_blocks, resolve_configs, train
+    from seg2med.training import check_blocks, train_method
 
     names = {"prediction": {"epsilon": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction", "sample": "sample"},
              "beta_schedule": {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta",
@@ -317,18 +318,67 @@ def train_cmd(
 
     blocks = check_blocks(read_yaml(config)) if config is not None else None
     base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
-    model_cfg, sched_cfg, train_cfg = resolve_configs(
-        preset, blocks, model=given(neighbours=neighbours),
+    summary = train_method(
+        method, data, out, preset=preset, blocks=blocks, model=given(neighbours=neighbours),
         scheduler=given(kind=scheduler, prediction_type=names["prediction"].get(prediction or ""),
                         schedule=names["beta_schedule"].get(beta_schedule or "")),
         training=given(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=val_every,
                        precision=precision, device=device),
-        base=base,
+        base=base, resume=resume, overwrite=overwrite,
     )
-    summary = train(data, out, model_cfg, sched_cfg, train_cfg, resume=resume, overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":
         loss, val = (("-" if v is None else f"{v:.4f}") for v in (summary["final_loss"], summary["val_loss"]))
         out_console.print(f"{out}: step {summary['step']}, loss {loss}, val loss {val}")
+
+
+# --------------------------------------------------------------------------- train-segmenter
+@app.command("train-segmenter")
+def train_segmenter_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Prepared slice dataset with stored labels (seg2med prepare).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: config.json, model.safetensors, checkpoints, log.csv.")],
+    steps: Annotated[int, typer.Option("--steps", help="Total optimisation steps.")] = 2000,
+    batch: Annotated[int, typer.Option("--batch", help="Slices per step.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every", help="Checkpoint every N steps (0: at the end).")] = 500,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+) -> None:
+    """Train the auxiliary 2D segmenter (MONAI UNet, DiceCE) on real image slices -> labels, for Dice / Fréchet-Seg."""
+    from seg2med.training import train_segmenter
+    from seg2med.training.segmenter import default_train_config
+
+    cfg = default_train_config(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=ckpt_every,
+                               device=device)
+    summary = train_segmenter(data, out, train_cfg=cfg, resume=resume, overwrite=overwrite)
+    loss, val = (("-" if v is None else f"{v:.4f}") for v in (summary["final_loss"], summary["val_loss"]))
+    out_console.print(f"{out}: step {summary['step']}, {len(summary['classes'])} classes, loss {loss}, val loss {val}")
+
+
+# --------------------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    pred: Annotated[list[str], typer.Option("--pred", help="Synthetic volume(s): file or folder, NAME=PATH for several methods (repeat).")],
+    ref: Annotated[Path, typer.Option("--ref", help="Real volume (file) or folder of them (paired by file name).")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder: per_subject.csv, summary.json, report.html, figures/.")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label map(s): body mask and Dice reference.")] = None,
+    mask: Annotated[str, typer.Option("--mask", help="body | none | mask file/folder.")] = "body",
+    prior: Annotated[Optional[Path], typer.Option("--prior", help="Prior volume(s) for the qualitative figure.")] = None,
+    modality: Annotated[str, typer.Option("--modality", help="auto | ct | mr.")] = "auto",
+    segmenter: Annotated[Optional[Path], typer.Option("--segmenter", help="seg2med train-segmenter run: Dice/HD95 and Fréchet-Seg.")] = None,
+    fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 FID weights (or $SEG2MED_FID_WEIGHTS).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Compare synthetic with real volumes: SSIM, MS-SSIM, PSNR, MAE, HistCC, FSIM (+ Dice, FID) and an HTML report."""
+    from seg2med import api
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("evaluate", total=None)
+        written = api.evaluate(pred, ref, out, labels=labels, mask=mask if mask in ("body", "none") else Path(mask), prior=prior,
+                               modality=modality, segmenter=segmenter, fid_weights=fid_weights, overwrite=overwrite,
+                               progress=lambda msg: prog.update(task, description=f"evaluate {msg}"))
+    out_console.print(f"wrote {written['html']} ({written['csv'].name}, {written['summary'].name})")
 
 
 def main() -> None:

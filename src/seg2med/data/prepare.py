@@ -405,6 +405,28 @@ def original_affine(manifest_subject: Mapping[str, Any]) -> np.ndarray:
     return np.asarray(manifest_subject["original"]["affine"], dtype=np.float64)
 
 
+@dataclass
+class RestoredSubject:
+    """A prepared subject back on its original grid: labels, image (HU / MR signal) and body mask."""
+
+    subject_id: str
+    labels: Volume
+    image: Volume
+    body: np.ndarray
+
+
+def restore_subject(dataset_dir: str | Path, manifest_subject: Mapping[str, Any], axis: str = "axial") -> RestoredSubject:
+    """Labels, body and real image of a stored subject, restored from its slices (what a model sees, unnormalised)."""
+    if not manifest_subject.get("has_labels"):
+        raise InputError(f"{dataset_dir}: subject {manifest_subject['id']} has no stored labels")
+    affine = original_affine(manifest_subject)
+    labels = restore_labels(read_subject_slices(dataset_dir, manifest_subject, axis, key="labels"), manifest_subject, axis)
+    body = restore_labels(read_subject_slices(dataset_dir, manifest_subject, axis, key="mask"), manifest_subject, axis)
+    image = restore_volume(read_subject_slices(dataset_dir, manifest_subject, axis, key="image"), manifest_subject, axis)
+    return RestoredSubject(str(manifest_subject["id"]), Volume(labels.astype(np.int32), affine), Volume(image, affine),
+                           body.astype(bool))
+
+
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
@@ -418,6 +440,8 @@ __all__ = [
     "read_shard",
     "read_subject_slices",
     "restore_labels",
+    "restore_subject",
+    "RestoredSubject",
     "restore_volume",
     "split_subjects",
     "write_shard",

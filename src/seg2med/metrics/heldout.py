@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from seg2med.data.normalize import normalize_volume
-from seg2med.data.prepare import load_manifest, original_affine, read_subject_slices, restore_labels, restore_volume
+from seg2med.data.prepare import load_manifest, restore_subject
 from seg2med.errors import InputError
 from seg2med.inference.generate import LoadedModel, generate_volume
-from seg2med.io import Volume
 from seg2med.labels import LabelScheme, canonical_scheme, get_scheme
 from seg2med.metrics.image import mae, psnr, ssim
 
@@ -49,13 +48,9 @@ def evaluate_split(
     scheme: LabelScheme = canonical_scheme(get_scheme(manifest["config"]["scheme"]))
     rows = []
     for subj in subjects:
-        if not subj.get("has_labels"):
-            raise InputError(f"{dataset_dir}: subject {subj['id']} has no stored labels")
-        labels = restore_labels(read_subject_slices(dataset_dir, subj, axis, key="labels"), subj, axis)
-        body = restore_labels(read_subject_slices(dataset_dir, subj, axis, key="mask"), subj, axis).astype(bool)
-        real = restore_volume(read_subject_slices(dataset_dir, subj, axis, key="image"), subj, axis)
-        vol = Volume(labels.astype(np.int32), original_affine(subj))
-        res = generate_volume(vol, scheme, model, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis)
+        rs = restore_subject(dataset_dir, subj, axis)
+        labels, body, real = rs.labels.array, rs.body, rs.image.array
+        res = generate_volume(rs.labels, scheme, model, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis)
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)
         gen01 = _to01(res.samples[0].array, image_params)

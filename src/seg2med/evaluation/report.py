@@ -1,0 +1,243 @@
+"""Write an evaluation: per-subject CSV, summary JSON (mean ± sd, Mann-Whitney p) and an HTML report with figures.
+
+Figures (PNG, matplotlib): box plots per metric per method; intensity
+histograms real vs synthetic with HistCC; a Dice heatmap (class x subject);
+a qualitative grid (label | prior | each method | ground truth) with the
+slice SSIM on each panel.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg2med.evaluation.core import INTENSITY_METRICS, Evaluation
+from seg2med.io.files import atomic_dir, write_json, write_text
+from seg2med.metrics import histcc, mann_whitney, mean_sd
+
+LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
+                     "histcc": "HistCC", "fsim": "FSIM", "dice_mean": "Dice (mean over classes)"}
+
+
+def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Metric columns present in the rows, in report order."""
+    present = {k for r in rows for k in r}
+    order = [*INTENSITY_METRICS, "mae_hu", "dice_mean"]
+    return [m for m in order if m in present]
+
+
+def reference_method(methods: Sequence[str]) -> str:
+    """The method the others are tested against: the diffusion model when present, else the first."""
+    return "ddpm" if "ddpm" in methods else methods[0]
+
+
+def summarize(ev: Evaluation) -> dict[str, Any]:
+    """Per method and metric: mean, sd, n (over subjects) and the two-sided Mann-Whitney U p-value vs the reference method."""
+    ref = reference_method(ev.methods)
+    summary: dict[str, Any] = {}
+    for method in ev.methods:
+        mrows = [r for r in ev.rows if r["method"] == method]
+        summary[method] = {}
+        for m in metric_names(ev.rows):
+            vals = np.array([r.get(m, np.nan) for r in mrows], float)
+            mean, sd = mean_sd(vals)
+            entry: dict[str, Any] = {"mean": mean, "sd": sd, "n": int(np.isfinite(vals).sum())}
+            if method != ref:
+                other = np.array([r.get(m, np.nan) for r in ev.rows if r["method"] == ref], float)
+                a, b = vals[np.isfinite(vals)], other[np.isfinite(other)]
+                entry["p_vs_" + ref] = float(mann_whitney(a, b)[1]) if len(a) and len(b) else None
+            summary[method][m] = entry
+        if method in ev.distribution:
+            summary[method].update({k: {"value": v} for k, v in ev.distribution[method].items()})
+    if ev.dice_rows:
+        for method in {r["method"] for r in ev.dice_rows}:
+            d = np.array([r["dice"] for r in ev.dice_rows if r["method"] == method], float)
+            mean, sd = mean_sd(d)
+            summary.setdefault(method, {})["dice_all_classes"] = {"mean": mean, "sd": sd, "n": int(np.isfinite(d).sum())}
+    return {"reference_method": ref, "modality": ev.modality, "subjects": len({r["subject"] for r in ev.rows}),
+            "methods": summary, "notes": ev.notes}
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, format="png")
+    _plt().close(fig)
+    return path.name
+
+
+def fig_boxplots(ev: Evaluation, path: Path) -> str:
+    plt = _plt()
+    names = metric_names(ev.rows)
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, names):
+        data = [[r[m] for r in ev.rows if r["method"] == meth and np.isfinite(r.get(m, np.nan))] for meth in ev.methods]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(ev.methods) + 1), ev.methods, rotation=30, fontsize=8)
+        ax.set_title(LABELS_OF_METRICS.get(m, m), fontsize=10)
+        for j, vals in enumerate(data, start=1):  # per-subject points on top of the boxes
+            ax.plot(np.full(len(vals), j) + np.linspace(-0.08, 0.08, len(vals)), vals, "k.", ms=3, alpha=0.6)
+    return _save(fig, path)
+
+
+def fig_histograms(ev: Evaluation, path: Path, bins: int = 128) -> str:
+    plt = _plt()
+    ref = ev.histograms["reference"]
+    fig, axes = plt.subplots(1, len(ev.methods), figsize=(3.6 * len(ev.methods), 3.2), squeeze=False)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for ax, meth in zip(axes[0], ev.methods):
+        vals = ev.histograms[meth]
+        ax.hist(ref, bins=edges, density=True, alpha=0.5, label="real")
+        ax.hist(vals, bins=edges, density=True, alpha=0.5, label=meth)
+        cc = histcc_of(ev, meth)
+        ax.set_title(f"{meth}: HistCC {cc:.3f}", fontsize=10)
+        ax.set_xlabel("intensity [0, 1]")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def fig_dice_heatmap(ev: Evaluation, path: Path, names: dict[int, str] | None = None) -> str:
+    plt = _plt()
+    cols = [(m, s) for m in [*(["real image"] if any(r["method"] == "real image" for r in ev.dice_rows) else []), *ev.methods]
+            for s in sorted({r["subject"] for r in ev.dice_rows})]
+    classes = sorted({r["class"] for r in ev.dice_rows})
+    grid = np.full((len(classes), len(cols)), np.nan)
+    for r in ev.dice_rows:
+        if (r["method"], r["subject"]) in cols:
+            grid[classes.index(r["class"]), cols.index((r["method"], r["subject"]))] = r["dice"]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(cols) + 3), max(3.0, 0.22 * len(classes) + 1.5)))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(classes)), [(names or {}).get(c, str(c)) for c in classes], fontsize=7)
+    ax.set_xticks(range(len(cols)), [f"{m}\n{s}" for m, s in cols], rotation=60, fontsize=7)
+    fig.colorbar(im, ax=ax, label="Dice")
+    ax.set_title("Dice of the re-segmented image vs the input labels", fontsize=10)
+    return _save(fig, path)
+
+
+def fig_qualitative(ev: Evaluation, path: Path) -> str:
+    plt = _plt()
+    has_labels = any(p["labels"] is not None for p in ev.panels)
+    has_prior = any("prior" in p for p in ev.panels)
+    cols = [*(["label"] if has_labels else []), *(["prior"] if has_prior else []), *ev.methods, "ground truth"]
+    fig, axes = plt.subplots(len(ev.panels), len(cols), figsize=(2.4 * len(cols), 2.6 * len(ev.panels)), squeeze=False)
+    for row, p in zip(axes, ev.panels):
+        for ax, col in zip(row, cols):
+            ax.axis("off")
+            if col == "label":
+                if p["labels"] is not None:
+                    ax.imshow(np.flipud(p["labels"].T), cmap="nipy_spectral", interpolation="nearest")
+                title = "label"
+            elif col == "prior":
+                if "prior" in p:
+                    ax.imshow(np.flipud(p["prior"].T), cmap="gray", vmin=0, vmax=1)
+                title = "prior"
+            elif col == "ground truth":
+                ax.imshow(np.flipud(p["reference"].T), cmap="gray", vmin=0, vmax=1)
+                title = "ground truth"
+            else:
+                ax.imshow(np.flipud(p["methods"][col]["image"].T), cmap="gray", vmin=0, vmax=1)
+                title = f"{col}\nSSIM {p['methods'][col]['ssim']:.3f}"
+            ax.set_title(f"{title}" if col != cols[0] else f"{p['subject']} z={p['slice']}\n{title}", fontsize=8)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- HTML
+def _fmt(entry: dict[str, Any]) -> str:
+    if "value" in entry:
+        return f"{entry['value']:.3f}"
+    if entry["mean"] is None or not np.isfinite(entry["mean"]):
+        return "–"
+    return f"{entry['mean']:.4g} ± {entry['sd']:.2g}" if entry["n"] > 1 else f"{entry['mean']:.4g}"
+
+
+def summary_table_html(summary: dict[str, Any]) -> str:
+    """Table II style: one row per method, mean ± sd per metric, p-values vs the reference method."""
+    methods = summary["methods"]
+    ref = summary["reference_method"]
+    cols: list[str] = []
+    for entries in methods.values():
+        cols += [k for k in entries if k not in cols]
+    head = "".join(f"<th>{html.escape(LABELS_OF_METRICS.get(c, c))}</th>" for c in cols)
+    body = []
+    for meth, entries in methods.items():
+        cells = []
+        for c in cols:
+            e = entries.get(c)
+            if e is None:
+                cells.append("<td>–</td>")
+                continue
+            p = e.get(f"p_vs_{ref}")
+            ptxt = f"<br><small>p={p:.3g}</small>" if p is not None else ""
+            cells.append(f"<td>{_fmt(e)}{ptxt}</td>")
+        body.append(f"<tr><th>{html.escape(meth)}</th>{''.join(cells)}</tr>")
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
+
+
+def write_report(ev: Evaluation, out: str | Path, overwrite: bool = False, title: str = "seg2med evaluation",
+                 extra_html: str = "", class_names: dict[int, str] | None = None) -> dict[str, Path]:
+    """Write ``per_subject.csv``, ``dice.csv`` (with a segmenter), ``summary.json``, ``figures/*.png`` and ``report.html``."""
+    summary = summarize(ev)
+    out = Path(out)
+    with atomic_dir(out, overwrite) as tmp:
+        figs = tmp / "figures"
+        figs.mkdir()
+        write_text(tmp / "per_subject.csv", _csv(ev.rows))
+        figures = {"boxplots": fig_boxplots(ev, figs / "boxplots.png"),
+                   "histograms": fig_histograms(ev, figs / "histograms.png"),
+                   "qualitative": fig_qualitative(ev, figs / "qualitative.png")}
+        if ev.dice_rows:
+            write_text(tmp / "dice.csv", _csv(ev.dice_rows))
+            figures["dice"] = fig_dice_heatmap(ev, figs / "dice_heatmap.png", class_names)
+        write_json(tmp / "summary.json", {**summary, "figures": {k: f"figures/{v}" for k, v in figures.items()},
+                                          "written": dt.datetime.now().isoformat(timespec="seconds")})
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in ev.notes)
+        fig_html = "".join(f'<h3>{html.escape(k)}</h3><img src="figures/{html.escape(v)}" alt="{html.escape(k)}">'
+                           for k, v in figures.items())
+        doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{summary['subjects']} subject(s), modality {ev.modality.upper()}, methods: {html.escape(', '.join(ev.methods))}.
+Mean ± sd over subjects; p: two-sided Mann-Whitney U against <b>{html.escape(summary['reference_method'])}</b>.
+Metrics inside the mask, intensities in [0, 1] (CT window [-1000, 1000] HU; MR 0.5-99.5th percentiles per volume).</p>
+{summary_table_html(summary)}{extra_html}<ul>{notes}</ul>{fig_html}</body></html>"""
+        write_text(tmp / "report.html", doc)
+    return {"dir": out, "csv": out / "per_subject.csv", "summary": out / "summary.json", "html": out / "report.html"}
+
+
+def histcc_of(ev: Evaluation, method: str, bins: int = 256) -> float:
+    """Pooled HistCC of a method's sampled intensities against the reference's."""
+    a, b = ev.histograms[method], ev.histograms["reference"]
+    n = min(a.size, b.size)
+    return histcc(a[:n], b[:n], bins=bins, value_range=(0.0, 1.0))
