@@ -3,9 +3,11 @@
 Pipeline (exactly the training preprocessing, then its inverse):
 labels -> physics prior (the sequence and parameters the model was trained
 with) -> normalisation -> closest-RAS reorientation -> in-plane resampling and
-pad/crop to the model's slice size -> batched reverse diffusion -> undo the
-geometry -> undo the normalisation (HU for CT) -> a float32 volume with the
-input's affine, shape and spacing.
+pad/crop to the model's slice size -> batched reverse diffusion (``ddpm``) or
+one batched forward pass of the generator (``unet``, ``pix2pix``,
+``cyclegan``; the fitted intensity map for ``prior``) -> undo the geometry ->
+undo the normalisation (HU for CT) -> a float32 volume with the input's
+affine, shape and spacing.
 """
 
 from __future__ import annotations
@@ -26,9 +28,22 @@ from seg2med.data.normalize import denormalize, normalize_volume
 from seg2med.data.prepare import model_slices
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
-from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, load_weights, read_checkpoint_config
+from seg2med.io.checkpoints import (
+    EMA_WEIGHTS,
+    WEIGHTS,
+    load_weights,
+    read_checkpoint_config,
+)
 from seg2med.labels import LabelScheme, TissueTable
 from seg2med.models import ModelConfig, SchedulerConfig, build_model
+from seg2med.models.baselines import (
+    BASELINE_METHODS,
+    DIFFUSION,
+    SEGMENTER,
+    BaselineConfig,
+    OneShotGenerator,
+    PriorMap,
+)
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.sampling import conditional_denoiser, sample
 
@@ -63,18 +78,36 @@ def resolve_model(model: str | Path) -> Path:
 
 @dataclass
 class LoadedModel:
-    """A network with the checkpoint config it was built from."""
+    """A network with the checkpoint config it was built from.
+
+    For ``ddpm`` the network is the denoiser (``model_cfg`` / ``scheduler_cfg``
+    set); for the other methods it is a one-shot module mapping the condition
+    in [-1, 1] to the image in [-1, 1] (``model_cfg`` / ``scheduler_cfg`` None,
+    ``weights`` None for ``prior``).
+    """
 
     network: torch.nn.Module
     config: dict[str, Any]
-    model_cfg: ModelConfig
-    scheduler_cfg: SchedulerConfig
+    model_cfg: ModelConfig | None
+    scheduler_cfg: SchedulerConfig | None
     path: Path
-    weights: str
+    weights: str | None
+    method: str = DIFFUSION
 
     @property
     def data(self) -> dict[str, Any]:
         return self.config.get("data", {})
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.method == DIFFUSION
+
+    @property
+    def neighbours(self) -> int:
+        """Prior slices on each side in the condition (2.5D)."""
+        if self.model_cfg is not None:
+            return int(self.model_cfg.neighbours)
+        return int(self.config.get("model", {}).get("neighbours", 0))
 
     @property
     def sequence_config(self) -> dict[str, Any]:
@@ -84,19 +117,54 @@ class LoadedModel:
         return seq
 
 
+def _weights_name(path: Path, cfg: dict[str, Any], ema: bool) -> str:
+    weights = cfg.get("weights", {})
+    return weights.get("ema", EMA_WEIGHTS) if ema and (path / weights.get("ema", EMA_WEIGHTS)).is_file() else weights.get("model", WEIGHTS)
+
+
+def _load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, device: str | torch.device) -> LoadedModel:
+    """A baseline generator (prior -> image) or the prior-only intensity map."""
+    try:
+        if method == "prior":
+            net: torch.nn.Module = PriorMap.from_dict(cfg["model"])
+            return LoadedModel(net.eval(), cfg, None, None, path, None, method)
+        bcfg = BaselineConfig.from_dict(cfg["model"], method)
+        gen = bcfg.build("generator")
+    except ConfigError as exc:
+        raise InputError(f"{path / 'config.json'}: {exc}") from None
+    name = _weights_name(path, cfg, ema)
+    missing, unexpected = gen.load_state_dict(load_weights(path / name), strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"{path / name}: weights do not match the generator in config.json "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )
+    net = OneShotGenerator(gen, bcfg.output_activation).eval().to(device)
+    return LoadedModel(net, cfg, None, None, path, name, method)
+
+
 def load_model(model: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the network from ``config.json`` and load its (EMA) safetensors weights."""
+    """Build the network from ``config.json`` and load its (EMA) safetensors weights.
+
+    Dispatches on ``config["method"]``: ``ddpm`` (the denoiser), ``unet`` /
+    ``pix2pix`` / ``cyclegan`` (the prior -> image generator) or ``prior``
+    (the fitted intensity map, no weights). A segmenter run is refused.
+    """
     path = resolve_model(model)
     cfg = read_checkpoint_config(path)
-    if cfg.get("method", "ddpm") != "ddpm":
-        raise ConfigError(f"{path}: method {cfg.get('method')!r} is not a diffusion model")
+    method = cfg.get("method", DIFFUSION)
+    if method == SEGMENTER:
+        raise InputError(f"{path}: a segmenter run (method 'segmenter'), not an image generator")
+    if method in (*BASELINE_METHODS, "prior"):
+        return _load_one_shot(path, cfg, method, ema, device)
+    if method != DIFFUSION:
+        raise InputError(f"{path}: unknown method {method!r} in config.json")
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])
         sched_cfg = SchedulerConfig.from_dict(cfg.get("scheduler", {}))
     except ConfigError as exc:
         raise InputError(f"{path / 'config.json'}: {exc}") from None
-    weights = cfg.get("weights", {})
-    name = weights.get("ema", EMA_WEIGHTS) if ema and (path / weights.get("ema", EMA_WEIGHTS)).is_file() else weights.get("model", WEIGHTS)
+    name = _weights_name(path, cfg, ema)
     state = load_weights(path / name)
     net = build_model(model_cfg)
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -162,7 +230,12 @@ def generate_volume(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
-    """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring)."""
+    """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
+
+    For the one-shot methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``)
+    ``steps``, ``sampler`` and ``seed`` are ignored (recorded as None in the
+    metadata) and the ``samples`` volumes are identical (std map of zeros).
+    """
     if samples < 1 or batch < 1:
         raise ConfigError("--samples and --batch must be >= 1")
     t0 = time.perf_counter()
@@ -177,29 +250,41 @@ def generate_volume(
     reo = Reorientation.from_affine(labels.affine, labels.shape)
     geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)), data.get("size", 256))
     sliced = model_slices({"prior": np.asarray(norm, dtype=np.float32)}, body, reo, geo)
-    cond = condition_stack(sliced["prior"], model.model_cfg.neighbours) * 2.0 - 1.0  # [-1, 1] like training
+    cond = condition_stack(sliced["prior"], model.neighbours) * 2.0 - 1.0  # [-1, 1] like training
     mask = sliced["mask"] > 0
     n, h, w = sliced["prior"].shape
     device = torch.device(device)
     window = _image_window(model, modality)
     outs: list[np.ndarray] = []
-    total = samples * int(np.ceil(n / batch)) * steps
+    diffusion = model.is_diffusion
+    n_batches = int(np.ceil(n / batch))
+    total = samples * n_batches * steps if diffusion else n_batches
     done = 0
     for k in range(samples):
+        if not diffusion and outs:  # deterministic: every sample is the first
+            outs.append(outs[0].copy())
+            continue
         gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + k)
         slices = np.empty((n, h, w), dtype=np.float32)
         for start in range(0, n, batch):
             stop = min(n, start + batch)
             c = torch.from_numpy(np.ascontiguousarray(cond[start:stop])).to(device)
-            noise = torch.randn((stop - start, model.model_cfg.image_channels, h, w), generator=gen)
+            if diffusion:
+                noise = torch.randn((stop - start, model.model_cfg.image_channels, h, w), generator=gen)
 
-            def step_cb(i: int, m: int) -> None:
+                def step_cb(i: int, m: int, base: int = done) -> None:
+                    if progress is not None:
+                        progress(base + i, total)
+
+                x = sample(conditional_denoiser(model.network, c), tuple(noise.shape), model.scheduler_cfg, sampler, steps,
+                           generator=gen if device.type == "cpu" else None, device=device, noise=noise, callback=step_cb)
+                done += steps
+            else:
+                with torch.no_grad():
+                    x = model.network(c)
+                done += 1
                 if progress is not None:
-                    progress(done + i, total)
-
-            x = sample(conditional_denoiser(model.network, c), tuple(noise.shape), model.scheduler_cfg, sampler, steps,
-                       generator=gen if device.type == "cpu" else None, device=device, noise=noise, callback=step_cb)
-            done += steps
+                    progress(done, total)
             slices[start:stop] = ((x[:, 0].float().cpu().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
         slices[~mask] = 0.0
         grid01 = reo.undo(geo.undo(slices, order=1, fill=0.0))
@@ -211,10 +296,11 @@ def generate_volume(
     meta = {
         "kind": "seg2med-generated",
         "model": str(model.path),
+        "method": model.method,
         "weights": model.weights,
-        "sampler": sampler,
-        "steps": steps,
-        "seed": seed,
+        "sampler": sampler if diffusion else None,
+        "steps": steps if diffusion else None,
+        "seed": seed if diffusion else None,
         "samples": samples,
         "batch": batch,
         "axis": axis,

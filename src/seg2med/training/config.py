@@ -86,14 +86,16 @@ def _block(blocks: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def check_blocks(blocks: Any) -> dict[str, Any]:
-    """A parsed training YAML: a mapping with only ``model``, ``scheduler`` and ``training`` blocks."""
+    """A parsed training YAML: a mapping with only ``model``, ``scheduler`` and ``training`` blocks (and a ``method`` name)."""
     if blocks is None:
         return {}
     if not isinstance(blocks, Mapping):
         raise ConfigError("config file: expected a mapping with model:, scheduler: and/or training: blocks")
-    unknown = sorted(set(blocks) - {"model", "scheduler", "training"})
+    unknown = sorted(set(blocks) - {"model", "scheduler", "training", "method"})
     if unknown:
-        raise ConfigError(f"config file: unknown blocks {unknown} (known: model, scheduler, training)")
+        raise ConfigError(f"config file: unknown blocks {unknown} (known: model, scheduler, training, method)")
+    if "method" in blocks and not isinstance(blocks["method"], str):
+        raise ConfigError(f"config file: method must be a name (ddpm, unet, pix2pix, cyclegan, prior), got {blocks['method']!r}")
     return dict(blocks)
 
 

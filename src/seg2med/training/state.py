@@ -70,8 +70,19 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool) -> bool:
 
 
 def clear_run(out: Path) -> None:
-    """Remove the artefacts of a previous run from ``out`` (nothing else) and create the folder."""
-    for name in RUN_ITEMS:
+    """Remove the artefacts of a previous run from ``out`` (nothing else) and create the folder.
+
+    Besides :data:`RUN_ITEMS`, the weight files named by an existing
+    ``config.json`` (e.g. the discriminators of a baseline run) are removed.
+    """
+    extra: list[str] = []
+    if (out / CONFIG).is_file():
+        try:
+            weights = read_json(out / CONFIG).get("weights", {})
+            extra = [w for w in weights.values() if isinstance(w, str) and w == Path(w).name and w.endswith(".safetensors")]
+        except (InputError, AttributeError):
+            extra = []
+    for name in (*RUN_ITEMS, *extra):
         p = out / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

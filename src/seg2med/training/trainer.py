@@ -31,7 +31,7 @@ from rich.progress import (
 
 from seg2med.data.dataset import SliceDataset
 from seg2med.errors import ConfigError
-from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS
+from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, read_checkpoint_config
 from seg2med.models.config import (
     ModelConfig,
     SchedulerConfig,
@@ -51,6 +51,7 @@ from seg2med.training.data import (
     require_slices,
 )
 from seg2med.training.ema import EMA
+from seg2med.training.netstate import check_run_method
 from seg2med.training.runtime import Runtime, runtime, step_generator, step_seed
 from seg2med.training.state import (
     VAL,
@@ -308,6 +309,8 @@ def train(
             raise ConfigError(f"batch {train_cfg.batch} is not divisible by the {rt.world_size} processes")
         resuming = check_out_dir(out, resume, overwrite)
         train_ds, val_ds = _open_data(data_dir, model_cfg)
+        if resuming:
+            check_run_method(read_checkpoint_config(out), "ddpm", out)
         state = load_checkpoint(out) if resuming else None
         if state is not None:
             check_resumable(state.config, model_cfg, scheduler_cfg, train_cfg)

@@ -1,0 +1,190 @@
+"""The auxiliary 2D segmenter (``seg2med train-segmenter``): load it, segment volumes, extract slice features.
+
+Used to measure anatomical fidelity of synthetic images (Dice of the
+re-segmented image against the input labels) and, through
+:meth:`Segmenter.features`, a Fréchet distance in the segmenter's feature
+space.
+
+:func:`segment_volume` runs exactly the preprocessing of the training data:
+normalisation of the modality (CT window / MR percentile window inside the
+body), closest-RAS reorientation, in-plane resampling and pad/crop to the
+segmenter's slice size, then argmax per slice and the geometry undone by
+nearest neighbour, so the labels lie on the input grid (same affine and shape).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seg2med.data.geometry import Reorientation, SliceGeometry, mask_outside
+from seg2med.data.normalize import normalize_volume
+from seg2med.data.prepare import model_slices
+from seg2med.errors import ConfigError, InputError
+from seg2med.io import Volume
+from seg2med.io.checkpoints import WEIGHTS, load_weights, read_checkpoint_config
+from seg2med.io.nifti import smallest_int_dtype
+from seg2med.models.baselines import SEGMENTER, build_network, downsampling
+
+log = logging.getLogger(__name__)
+
+
+def _bottleneck(net: torch.nn.Module) -> torch.nn.Module:
+    """The deepest block of a MONAI ``UNet`` (inside the nested skip connections)."""
+    from monai.networks.layers import SkipConnection
+
+    m = net.model
+    while isinstance(m, torch.nn.Sequential) and len(m) == 3 and isinstance(m[1], SkipConnection):
+        m = m[1].submodule
+    return m
+
+
+def _as_batch(slices: Any) -> torch.Tensor:
+    """[N, H, W] or [N, 1, H, W] (numpy or torch) -> float32 tensor [N, 1, H, W]."""
+    x = slices.detach().cpu() if isinstance(slices, torch.Tensor) else torch.from_numpy(np.asarray(slices))
+    x = x.float()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise InputError(f"expected image slices [N, H, W] or [N, 1, H, W], got shape {tuple(x.shape)}")
+    return x
+
+
+@dataclass
+class Segmenter:
+    """A trained segmenter: network channel ``c`` predicts label id ``classes[c]`` (``classes[0]`` = 0, background)."""
+
+    network: torch.nn.Module
+    classes: list[int]
+    class_names: dict[int, str] | None
+    config: dict[str, Any]
+    path: Path
+    device: torch.device
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.config.get("data", {})
+
+    @property
+    def factor(self) -> int:
+        return downsampling(self.config["model"]["network"])
+
+    def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Zero-pad H and W (bottom/right) up to a multiple of the down-sampling factor."""
+        f, (h, w) = self.factor, x.shape[-2:]
+        ph, pw = (-h) % f, (-w) % f
+        return (torch.nn.functional.pad(x, (0, pw, 0, ph)) if ph or pw else x), h, w
+
+    @torch.no_grad()
+    def logits(self, slices: Any) -> torch.Tensor:
+        """Class logits ``[N, C, H, W]`` (CPU) for image slices in [0, 1] normalised like the training data."""
+        x, h, w = self._padded(_as_batch(slices))
+        return self.network(x.to(self.device)).float().cpu()[..., :h, :w]
+
+    @torch.no_grad()
+    def predict(self, slices: Any, batch: int = 16) -> np.ndarray:
+        """Label ids ``[N, H, W]`` (argmax over the classes) for image slices in [0, 1]."""
+        x = _as_batch(slices)
+        lut = torch.as_tensor(self.classes, dtype=torch.int64)
+        out = [lut[self.logits(x[i : i + batch]).argmax(1)] for i in range(0, x.shape[0], max(1, batch))]
+        return torch.cat(out).numpy() if out else np.zeros((0, *x.shape[-2:]), np.int64)
+
+    @torch.no_grad()
+    def features(self, slices: Any, batch: int = 16) -> np.ndarray:
+        """Per-slice feature vectors ``[N, D]`` for a Fréchet distance in the segmenter's feature space.
+
+        ``D`` = channels of the deepest U-Net level (``channels[-1]``): the
+        bottleneck block's activations, global-average-pooled over space.
+        Inputs are image slices in [0, 1] normalised like the training data
+        (dataset window, 0 outside the body), any size: they are zero-padded
+        to a multiple of the down-sampling factor. float64 output.
+        """
+        x = _as_batch(slices)
+        feats: list[torch.Tensor] = []
+        hook = _bottleneck(self.network).register_forward_hook(
+            lambda mod, inp, out: feats.append(out.float().mean(dim=(-2, -1)).cpu()))
+        try:
+            for i in range(0, x.shape[0], max(1, batch)):
+                xb, _, _ = self._padded(x[i : i + batch])
+                self.network(xb.to(self.device))
+        finally:
+            hook.remove()
+        return torch.cat(feats).double().numpy() if feats else np.zeros((0, 0))
+
+
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+    """Load a ``seg2med train-segmenter`` run folder (config.json + model.safetensors)."""
+    p = Path(path)
+    cfg = read_checkpoint_config(p)
+    if cfg.get("method") != SEGMENTER:
+        raise InputError(f"{p}: not a segmenter run (method {cfg.get('method')!r}; train one with seg2med train-segmenter)")
+    model = cfg["model"]
+    try:
+        net = build_network(model["network"])
+        classes = [int(c) for c in model["classes"]]
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{p / 'config.json'}: invalid segmenter model block ({exc})") from None
+    name = cfg.get("weights", {}).get("model", WEIGHTS)
+    missing, unexpected = net.load_state_dict(load_weights(p / name), strict=False)
+    if missing or unexpected:
+        raise InputError(f"{p / name}: weights do not match the network in config.json "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    names = model.get("class_names")
+    dev = torch.device(device)
+    net.eval().to(dev)
+    return Segmenter(net, classes, {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else None,
+                     cfg, p, dev)
+
+
+def _body_mask(volume: Volume, modality: str) -> np.ndarray:
+    from seg2med.anatomy.contour import body_mask_from_ct, body_mask_from_mr
+
+    arr = np.asarray(volume.array, dtype=np.float32)
+    if modality == "ct":
+        return body_mask_from_ct(arr, volume.spacing, affine=volume.affine)
+    return body_mask_from_mr(arr, volume.spacing, affine=volume.affine)
+
+
+def segment_volume(
+    volume: Volume,
+    segmenter: Segmenter,
+    batch: int = 16,
+    *,
+    axis: str = "axial",
+    body: np.ndarray | None = None,
+) -> Volume:
+    """Integer label volume (the dataset's label ids) on ``volume``'s grid (see module docstring).
+
+    ``volume`` is in image units (HU for CT). ``body`` (bool, same shape) is
+    the body mask used for the MR window and outside which every label is 0;
+    without it the body contour is computed from the image.
+    """
+    arr = np.asarray(volume.array, dtype=np.float32)
+    if arr.ndim != 3:
+        raise InputError(f"segment: expected a 3D volume, got shape {arr.shape}")
+    data = segmenter.data
+    modality = str(data.get("modality", "ct"))
+    body = _body_mask(volume, modality) if body is None else np.asarray(body, dtype=bool)
+    if body.shape != arr.shape:
+        raise InputError(f"segment: body mask shape {body.shape} does not match the image {arr.shape}")
+    norm, _ = normalize_volume(arr, modality, body, tuple(data.get("ct_window", (0.0, 2000.0))),
+                               tuple(data.get("mr_percentiles", (10.0, 90.0))))
+    norm = mask_outside(np.asarray(norm, dtype=np.float32), body)
+    reo = Reorientation.from_affine(volume.affine, arr.shape)
+    geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)),
+                             data.get("size", 256))
+    sliced = model_slices({"image": norm}, body, reo, geo)
+    pred = segmenter.predict(sliced["image"], batch=batch)
+    pred[sliced["mask"] == 0] = 0
+    labels = reo.undo(geo.undo(pred.astype(np.int32), order=0, fill=0))
+    return volume.like(labels.astype(smallest_int_dtype(np.asarray(segmenter.classes))))
+
+
+def slice_features(segmenter: Segmenter, slices: Any, batch: int = 16) -> np.ndarray:
+    """:meth:`Segmenter.features` as a function."""
+    return segmenter.features(slices, batch=batch)

@@ -1,0 +1,79 @@
+"""``seg2med train --method``: pick the method and its configs, then call its trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from seg2med.errors import ConfigError
+from seg2med.models.baselines import BASELINE_METHODS, DIFFUSION, METHODS, check_method
+from seg2med.training.config import check_blocks, resolve_configs
+
+
+def resolve_method(method: str | None, blocks: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
+    """The method to train: explicit ``method`` > the YAML's ``method:`` > the resumed run's (``base``) > ``ddpm``.
+
+    A resumed run of another method is refused (no silent mixing).
+    """
+    blocks = check_blocks(blocks)
+    stored = base.get("method", DIFFUSION) if base is not None else None
+    chosen = check_method(method or blocks.get("method") or stored or DIFFUSION)
+    if stored is not None and stored != chosen:
+        raise ConfigError(f"resume: the run was trained with method {stored!r}, not {chosen!r}")
+    return chosen
+
+
+def train_method(
+    method: str | None,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    preset: str | None = None,
+    blocks: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    scheduler: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Resolve the configs of ``method`` (one of :data:`~seg2med.models.baselines.METHODS`) and train it.
+
+    ``preset`` / ``blocks`` (parsed YAML) / ``model`` / ``scheduler`` /
+    ``training`` / ``base`` (the resumed run's config.json) combine as in
+    :func:`~seg2med.training.resolve_configs`. Scheduler options only apply
+    to ``ddpm``; ``prior`` takes only ``neighbours`` (model) and the
+    validation options (training). Returns the trainer's summary plus ``method``.
+    """
+    from seg2med.training.baselines import (
+        resolve_baseline_configs,
+        train_baseline,
+        train_prior,
+    )
+    from seg2med.training.trainer import train
+
+    m = resolve_method(method, blocks, base)
+    blocks = check_blocks(blocks)
+    if m == DIFFUSION:
+        model_cfg, sched_cfg, train_cfg = resolve_configs(preset, blocks, model=model, scheduler=scheduler, training=training,
+                                                          base=base)
+        res = train(data_dir, out_dir, model_cfg, sched_cfg, train_cfg, resume=resume, overwrite=overwrite, progress=progress)
+    else:
+        if scheduler or blocks.get("scheduler"):
+            raise ConfigError(f"scheduler options (--scheduler, --prediction, --beta-schedule, scheduler:) only apply to "
+                              f"--method ddpm, not {m}")
+        if m in BASELINE_METHODS:
+            model_cfg, train_cfg = resolve_baseline_configs(m, preset, blocks, model=model, training=training, base=base)
+            res = train_baseline(data_dir, out_dir, m, model_cfg, train_cfg, resume=resume, overwrite=overwrite,
+                                 progress=progress)
+        else:
+            _, train_cfg = resolve_baseline_configs("unet", None, {"training": blocks.get("training") or {}},
+                                                    training=training)
+            neighbours = int({**(blocks.get("model") or {}), **dict(model or {})}.get("neighbours", 0))
+            res = train_prior(data_dir, out_dir, neighbours, train_cfg, resume=resume, overwrite=overwrite)
+    return {"method": m, **res}
+
+
+__all__ = ["METHODS", "resolve_method", "train_method"]

@@ -1,0 +1,108 @@
+"""Run folders of the non-diffusion methods (baselines, segmenter): several networks and optimizers per checkpoint.
+
+Same layout and write order as :mod:`seg2med.training.state`, generalised to
+any set of weight files named in ``config.json["weights"]``::
+
+    config.json  model.safetensors  [ema.safetensors]  [<network>.safetensors ...]   latest checkpoint
+    checkpoints/step_NNNNNN/                           config.json + every weight file
+    state/progress.json                                step reached, wall time, losses, loss scaler
+    state/step_NNNNNN/<optimizer>/optimizer.{safetensors,json}   one folder per optimizer (latest only)
+    val/step_NNNNNN.png  log.csv
+
+A checkpoint is complete once ``state/progress.json`` names its step.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seg2med.errors import ConfigError, InputError
+from seg2med.io.checkpoints import (
+    load_optimizer_state,
+    load_weights,
+    read_checkpoint_config,
+    save_optimizer_state,
+    save_weights,
+    write_checkpoint_config,
+)
+from seg2med.io.files import atomic_dir, read_json, write_json
+from seg2med.training.state import CHECKPOINTS, PROGRESS, STATE, step_name
+
+log = logging.getLogger(__name__)
+
+
+def _write_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]) -> None:
+    for name, state in weights.items():
+        save_weights(folder / name, state, overwrite=True)
+    write_checkpoint_config(folder, config)
+
+
+def save_nets_checkpoint(
+    out: Path,
+    step: int,
+    config: Mapping[str, Any],
+    weights: Mapping[str, Mapping[str, torch.Tensor]],
+    optimizers: Mapping[str, Mapping[str, Any]],
+    progress: Mapping[str, Any],
+) -> None:
+    """Write the checkpoint of ``step``: ``weights`` maps file names to state dicts, ``optimizers`` names to states."""
+    name = step_name(step)
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / CHECKPOINTS / name, overwrite=True) as tmp:
+        _write_files(tmp, weights, config)
+    (out / STATE).mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out / STATE / name, overwrite=True) as tmp:
+        for opt_name, state in optimizers.items():
+            (tmp / opt_name).mkdir()
+            save_optimizer_state(tmp / opt_name, state)
+    write_json(out / STATE / PROGRESS, {**progress, "step": step, "state": name}, overwrite=True)
+    for old in (out / STATE).glob("step_*"):
+        if old.name != name and old.is_dir():
+            shutil.rmtree(old)
+    _write_files(out, weights, config)
+    log.debug("checkpoint %s written", name)
+
+
+@dataclass
+class NetsState:
+    """The latest complete checkpoint of a multi-network run."""
+
+    step: int
+    config: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]]  # file name -> state dict
+    optimizers: dict[str, dict[str, Any]]  # optimizer name -> state dict
+    progress: dict[str, Any]
+
+
+def load_nets_checkpoint(out: Path, optimizer_names: tuple[str, ...]) -> NetsState:
+    """Read the latest complete checkpoint (every file of ``config.json["weights"]`` and the named optimizers)."""
+    progress = read_json(out / STATE / PROGRESS)
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        raise InputError(f"{out / STATE / PROGRESS}: not a seg2med progress file")
+    step, name = progress["step"], progress.get("state", step_name(progress["step"]))
+    config = read_checkpoint_config(out)
+    files = sorted(set(config.get("weights", {}).values()))
+    folder = out / CHECKPOINTS / name
+    if not all((folder / f).is_file() for f in files):  # checkpoints/ pruned: the top-level files must be of that step
+        if config.get("training", {}).get("step") != step:
+            raise InputError(f"{out}: weights of step {step} not found (neither {folder} nor the top-level files)")
+        folder = out
+    missing = [o for o in optimizer_names if not (out / STATE / name / o).is_dir()]
+    if missing:
+        raise ConfigError(f"{out}: no optimizer state {missing} in {STATE}/{name} (not a run of this method?)")
+    return NetsState(step, config, {f: load_weights(folder / f) for f in files},
+                     {o: load_optimizer_state(out / STATE / name / o) for o in optimizer_names}, progress)
+
+
+def check_run_method(stored: Mapping[str, Any], method: str, out: Path) -> None:
+    """Refuse to resume (or load) a run of another method."""
+    old = stored.get("method", "ddpm")
+    if old != method:
+        raise ConfigError(f"resume: {out} was trained with method {old!r}, not {method!r}")
