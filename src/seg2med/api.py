@@ -540,3 +540,39 @@ def evaluate(
     if seg is None:
         ev.notes.append("Dice / Fréchet-Seg not computed: no segmenter given (--segmenter RUN from seg2med train-segmenter).")
     return write_report(ev, out, overwrite=overwrite)
+
+
+def benchmark(
+    data: str | Path,
+    out: str | Path,
+    *,
+    methods: Sequence[str] = ("ddpm", "unet", "pix2pix", "cyclegan", "prior"),
+    budget_minutes: float = 10.0,
+    max_steps: int = 100_000,
+    preset: str = "tiny",
+    batch: int = 8,
+    seed: int = 0,
+    sample_steps: int = 20,
+    segmenter: str | Path | None = None,
+    segmenter_minutes: float = 0.0,
+    fid_weights: str | Path | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train every method for the same time budget on the train split, generate the test split and evaluate.
+
+    Writes ``out/benchmark.md`` (paper-Table-II-style comparison), ``out/benchmark.json``
+    and ``out/report/report.html``; see :mod:`seg2med.evaluation.benchmark`.
+    """
+    import os
+
+    from seg2med.evaluation.benchmark import BenchmarkConfig
+    from seg2med.evaluation.benchmark import benchmark as run_benchmark
+
+    weights = fid_weights or os.environ.get(FID_WEIGHTS_ENV) or None
+    if weights is not None and not Path(weights).is_file():
+        raise InputError(f"{weights}: Inception weights file for FID not found (--fid-weights / ${FID_WEIGHTS_ENV})")
+    cfg = BenchmarkConfig(methods=tuple(methods), budget_minutes=budget_minutes, max_steps=max_steps, preset=preset, batch=batch,
+                          seed=seed, sample_steps=sample_steps, segmenter_minutes=segmenter_minutes, device=device)
+    return run_benchmark(data, out, cfg, segmenter=segmenter, fid_weights=weights, overwrite=overwrite, progress=progress)

@@ -381,6 +381,38 @@ def evaluate_cmd(
     out_console.print(f"wrote {written['html']} ({written['csv'].name}, {written['summary'].name})")
 
 
+# --------------------------------------------------------------------------- benchmark
+@app.command("benchmark")
+def benchmark_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset (seg2med prepare) with train and test splits.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: runs/, test/, report/, benchmark.md, benchmark.json.")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: ddpm,unet,pix2pix,cyclegan,prior.")] = "ddpm,unet,pix2pix,cyclegan,prior",
+    budget: Annotated[float, typer.Option("--budget", help="Training minutes per method (same for all).")] = 10.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Step cap per method.")] = 100_000,
+    preset: Annotated[str, typer.Option("--preset", help="Network size for every method: tiny | small | paper.")] = "tiny",
+    batch: Annotated[int, typer.Option("--batch")] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    sample_steps: Annotated[int, typer.Option("--sample-steps", help="DDIM steps of the diffusion model.")] = 20,
+    segmenter: Annotated[Optional[Path], typer.Option("--segmenter", help="Existing train-segmenter run for Dice / Fréchet-Seg.")] = None,
+    segmenter_budget: Annotated[float, typer.Option("--segmenter-budget", help="Minutes to train a segmenter here (0: none).")] = 0.0,
+    fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 FID weights (or $SEG2MED_FID_WEIGHTS).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Train every method for the same time budget, generate the test split, evaluate: a paper-Table-II-style comparison."""
+    from seg2med import api
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+        task = prog.add_task("benchmark", total=None)
+        result = api.benchmark(data, out, methods=names, budget_minutes=budget, max_steps=max_steps, preset=preset, batch=batch,
+                               seed=seed, sample_steps=sample_steps, segmenter=segmenter, segmenter_minutes=segmenter_budget,
+                               fid_weights=fid_weights, device=device, overwrite=overwrite,
+                               progress=lambda msg: prog.update(task, description=f"benchmark: {msg}"))
+    out_console.print((out / "benchmark.md").read_text())
+    out_console.print(f"report: {out / 'report' / 'report.html'} ({result['seconds']:.0f} s)")
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, no traceback, exit code != 0."""
     try:

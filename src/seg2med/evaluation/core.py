@@ -35,7 +35,7 @@ from seg2med.evaluation.pairs import Case
 from seg2med.io import Volume, load_volume
 from seg2med.io.files import read_json
 from seg2med.io.nifti import check_same_grid
-from seg2med.metrics import dice_per_class, fsim, hd95_per_class, histcc, mae, ms_ssim, psnr, ssim
+from seg2med.metrics import dice_per_class, fsim, hd95_per_class, histcc, mae, ms_ssim, ms_ssim_min_size, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,14 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
         if not mask.any():
             raise InputError(f"{case.mask or case.labels or case.reference}: empty mask for subject {case.subject}")
         ref01 = to_unit(ref.array, modality, mask)
+        metrics, skipped = list(opt.metrics), []
+        min_side = ms_ssim_min_size(MS_SSIM_WINDOW["kernel_size"])
+        if "ms_ssim" in metrics and min(ref.shape[:2]) < min_side:
+            metrics.remove("ms_ssim")
+            skipped.append("ms_ssim")
+            note = f"MS-SSIM not computed for slices smaller than {min_side} px (5 scales, 5 x 5 window)."
+            if note not in ev.notes:
+                ev.notes.append(note)
         hist.setdefault("reference", []).append(_sample(ref01[mask], rng))
         slices.setdefault("reference", []).append(_mask_slices(ref01, mask))
         k = _best_slice(mask)
@@ -201,7 +209,7 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             pred01 = to_unit(pred.array, modality, mask)
             raw = (pred.array, ref.array) if modality == "ct" else (None, None)
             row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
-                   **intensity_metrics(pred01, ref01, mask, opt.metrics, *raw)}
+                   **intensity_metrics(pred01, ref01, mask, metrics, *raw), **dict.fromkeys(skipped, float("nan"))}
             if opt.segmenter is not None and labels is not None:
                 seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing)
                 ev.dice_rows += seg_rows

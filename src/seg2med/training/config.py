@@ -23,6 +23,9 @@ class TrainConfig:
     ``ckpt_every`` / ``val_every`` / ``log_every`` = 0 means "only at the end"
     (checkpoints, log rows) or "never" (validation). ``batch`` is the global
     batch: under torchrun each of the ``W`` processes draws ``batch / W`` slices.
+    ``max_minutes`` > 0 ends the run early, after the first step at which the
+    run's training time (resumed time included) reaches it; that step is
+    treated as the last one (checkpoint, log row, validation).
     ``augment_flips`` flips slices left-right (image and prior together) with
     probability 1/2; ``intensity_jitter`` = j scales each prior by a factor
     drawn uniformly from [1 - j, 1 + j] (robustness to prior mismatch).
@@ -44,6 +47,7 @@ class TrainConfig:
     device: str = "auto"
     val_slices: int = 4  # rows of the validation PNG
     val_steps: int = 20  # DDIM / Euler steps of the validation samples
+    max_minutes: float = 0.0  # wall-clock budget: stop (and checkpoint) after the step that reaches it; 0 = none
 
     def __post_init__(self) -> None:
         self.steps, self.batch, self.seed = int(self.steps), int(self.batch), int(self.seed)
@@ -59,6 +63,9 @@ class TrainConfig:
             setattr(self, name, int(getattr(self, name)))
         if self.val_slices < 1 or self.val_steps < 1:
             raise ConfigError("training: val_slices and val_steps must be >= 1")
+        self.max_minutes = float(self.max_minutes)
+        if self.max_minutes < 0:
+            raise ConfigError(f"training: max_minutes must be >= 0 (0 = no time limit), got {self.max_minutes}")
         if not 0.0 <= self.intensity_jitter < 1.0:
             raise ConfigError(f"training: intensity_jitter must be in [0, 1), got {self.intensity_jitter}")
         if self.precision not in PRECISIONS:
@@ -76,6 +83,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
+    """True when a time-budgeted run (``max_minutes`` > 0) has used its budget."""
+    return cfg.max_minutes > 0 and seconds >= 60.0 * cfg.max_minutes
 
 
 def _block(blocks: Mapping[str, Any] | None, name: str) -> dict[str, Any]:

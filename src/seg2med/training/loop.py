@@ -18,7 +18,7 @@ import torch
 
 from seg2med.data.dataset import SliceDataset
 from seg2med.errors import ConfigError
-from seg2med.training.config import TrainConfig
+from seg2med.training.config import TrainConfig, out_of_time
 from seg2med.training.netstate import NetsState, save_nets_checkpoint
 from seg2med.training.runtime import Runtime
 from seg2med.training.state import RunLog
@@ -104,18 +104,23 @@ def run_loop(out: Path, learner: Learner, train_ds: SliceDataset, val_ds: SliceD
     with progress_bar(progress, start, cfg.steps) as update:
         for step, batch in zip(range(start + 1, cfg.steps + 1), learner.batches(train_ds, start, cfg.steps)):
             tracker.add(step, learner.step(batch, step))
-            validated = len(val_ds) > 0 and cfg.val_every > 0 and due(step, cfg.val_every, cfg.steps)
+            stop = out_of_time(cfg, tracker.seconds)
+            last = step if stop else cfg.steps
+            validated = len(val_ds) > 0 and cfg.val_every > 0 and due(step, cfg.val_every, last)
             if validated:
                 tracker.val_loss = learner.validate(step)
-            if validated or due(step, cfg.log_every, cfg.steps):
+            if validated or due(step, cfg.log_every, last):
                 loss, its = tracker.flush_window()
                 runlog.append(step, loss, tracker.val_loss if validated else None, cfg.lr, its, tracker.seconds)
-            if due(step, cfg.ckpt_every, cfg.steps):
+            if due(step, cfg.ckpt_every, last):
                 progress_info = {**tracker.info(), "scaler": learner.scaler.state_dict(), "world_size": 1}
                 save_nets_checkpoint(out, step, learner.run_config(tracker), learner.weights(), learner.optimizer_states(),
                                      progress_info)
                 log.info("step %d: loss %.4f, checkpoint written", step, tracker.info()["final_loss"])
             update(step, tracker.losses[-1])
+            if stop:
+                log.info("time budget of %g min reached at step %d", cfg.max_minutes, step)
+                break
     if start >= cfg.steps:
         log.info("%s: already at step %d (>= %d steps): nothing to train", out, start, cfg.steps)
     return tracker

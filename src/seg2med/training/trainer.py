@@ -40,7 +40,7 @@ from seg2med.models.config import (
     count_parameters,
 )
 from seg2med.sampling import training_target
-from seg2med.training.config import TrainConfig, check_resumable
+from seg2med.training.config import TrainConfig, check_resumable, out_of_time
 from seg2med.training.data import (
     StepBatches,
     augment,
@@ -260,16 +260,16 @@ class Run:
         config = run_config(self.model_cfg, self.s.sched_cfg, self.s.cfg, self.data, self.s.rt, self.tracker)
         save_checkpoint(self.out, step, config, self.s.net.state_dict(), self.s.ema.state_dict(), self.s.opt.state_dict(), progress)
 
-    def after_step(self, step: int) -> None:
-        """Validation, log row and checkpoint when due (rank 0)."""
+    def after_step(self, step: int, last: int) -> None:
+        """Validation, log row and checkpoint when due (rank 0); ``last`` is the final step of this run."""
         cfg = self.s.cfg
-        validated = len(self.val_ds) > 0 and cfg.val_every > 0 and _due(step, cfg.val_every, cfg.steps)
+        validated = len(self.val_ds) > 0 and cfg.val_every > 0 and _due(step, cfg.val_every, last)
         if validated:
             self.validate(step)
-        if validated or _due(step, cfg.log_every, cfg.steps):
+        if validated or _due(step, cfg.log_every, last):
             loss, its = self.tracker.flush_window()
             self.runlog.append(step, loss, self.tracker.val_loss if validated else None, cfg.lr, its, self.tracker.seconds)
-        if _due(step, cfg.ckpt_every, cfg.steps):
+        if _due(step, cfg.ckpt_every, last):
             self.checkpoint(step)
             log.info("step %d: loss %.4f, checkpoint written", step, self.tracker.info()["final_loss"])
 
@@ -333,9 +333,13 @@ def train(
         with progress_bar(progress and rt.is_main, start, train_cfg.steps) as update:
             for step, batch in zip(range(start + 1, train_cfg.steps + 1), batches(train_ds, sampler, train_cfg.num_workers)):
                 tracker.add(step, session.step(batch, step))
+                stop = rt.mean(torch.tensor(float(out_of_time(train_cfg, tracker.seconds)))) > 0  # any rank out of time
                 if rt.is_main:
-                    run.after_step(step)
+                    run.after_step(step, step if stop else train_cfg.steps)
                     update(step, tracker.losses[-1])
+                if stop:
+                    log.info("time budget of %g min reached at step %d", train_cfg.max_minutes, step)
+                    break
         rt.barrier()
     if start >= train_cfg.steps and rt.is_main:
         log.info("%s: already at step %d (>= %d steps): nothing to train", out, start, train_cfg.steps)
