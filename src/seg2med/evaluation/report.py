@@ -23,7 +23,8 @@ from seg2med.io.files import atomic_dir, write_json, write_text
 from seg2med.metrics import histcc, mann_whitney, mean_sd
 
 LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
-                     "histcc": "HistCC", "fsim": "FSIM", "dice_mean": "Dice (mean over classes)"}
+                     "histcc": "HistCC", "fsim": "FSIM", "dice_mean": "Dice (mean over classes)",
+                     "fid": "FID", "frechet_seg": "Fréchet-Seg (segmenter features, not FID)"}
 
 
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
