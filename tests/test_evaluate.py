@@ -137,3 +137,37 @@ def test_cli_evaluate_and_bad_inputs(ct_cases, tmp_path, capsys, monkeypatch):
     _save(np.asarray(ref.dataobj), ref.affine, tmp_path / "preds" / "nobody.nii.gz")
     res = run_cli(["evaluate", "--pred", tmp_path / "preds", "--ref", d["ref"], "--out", tmp_path / "r5"], capsys, monkeypatch)
     assert res.code != 0 and "nobody" in res.err
+
+
+def test_totalsegmentator_is_used_only_when_installed_with_weights(ct_cases, tmp_path, monkeypatch, capsys):
+    d = ct_cases
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no TotalSegmentator anywhere
+    res = run_cli(["evaluate", "--pred", d["good"], "--ref", d["ref"], "--labels", d["labels"], "--out", tmp_path / "r0",
+                   "--segmenter", "totalsegmentator"], capsys, monkeypatch)
+    assert res.code != 0 and "TotalSegmentator is not installed" in res.err and not (tmp_path / "r0").exists()
+    # a stand-in TotalSegmentator command: labels = 5 (liver) where the image is tissue; weights folder present
+    import sys
+
+    (tmp_path / "bin").mkdir()
+    exe = tmp_path / "bin" / "TotalSegmentator"
+    exe.write_text(f"""#!{sys.executable}
+import sys, os, nibabel as nib, numpy as np
+a = sys.argv
+img = nib.load(a[a.index('-i') + 1])
+assert '--ml' in a and a[a.index('--task') + 1] == 'total' and os.environ['TOTALSEG_HOME_DIR']
+nib.save(nib.Nifti1Image((np.asarray(img.dataobj) > -200).astype(np.int16) * 5, img.affine), a[a.index('-o') + 1])
+""")
+    exe.chmod(0o755)
+    home = tmp_path / "tshome"
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(home))
+    res = run_cli(["evaluate", "--pred", d["good"], "--ref", d["ref"], "--labels", d["labels"], "--out", tmp_path / "r1",
+                   "--segmenter", "totalsegmentator"], capsys, monkeypatch)
+    assert res.code != 0 and "no TotalSegmentator weights" in res.err  # never a download
+    (home / "nnunet" / "results" / "Dataset291_TotalSegmentator_part1_organs_1559subj").mkdir(parents=True)
+    written = seg2med.api.evaluate(f"ddpm={d['good']}", d["ref"], tmp_path / "r2", labels=d["labels"], segmenter="totalsegmentator")
+    rows = list(csv.DictReader(open(tmp_path / "r2" / "dice.csv")))
+    liver = [r for r in rows if r["class"] == "5"]
+    with_liver = {r["subject"] for r in liver}  # classes are scored where the input labels hold them
+    assert {r["method"] for r in liver} == {"ddpm", "real image"} and with_liver and len(liver) == 2 * len(with_liver)
+    assert all(0.0 < float(r["dice"]) < 1.0 for r in liver)  # tissue mask vs liver label: partial overlap
+    assert json.loads(written["summary"].read_text())["methods"]["ddpm"]["dice_mean"]["n"] == len(Z_BLOCKS)

@@ -505,8 +505,9 @@ def evaluate(
     ``pred`` is one file/folder, several (``NAME=PATH`` strings or a mapping
     name -> path; one per method). ``mask`` is ``body`` (labels != 0, else a
     threshold of the reference), ``none`` or a mask file/folder. ``segmenter``
-    (a ``seg2med train-segmenter`` run) adds Dice/HD95 per class (needs
-    ``labels``) and the Fréchet distance in its feature space; FID is computed
+    (a ``seg2med train-segmenter`` run, or ``totalsegmentator`` when that is
+    installed with its weights) adds Dice/HD95 per class (needs ``labels``)
+    and, for an own segmenter, the Fréchet distance in its feature space; FID is computed
     only with a local Inception weights file (``fid_weights`` or
     ``$SEG2MED_FID_WEIGHTS``). See :mod:`seg2med.evaluation`.
     """
@@ -528,8 +529,13 @@ def evaluate(
     mask_file = None if str(mask) in ("body", "none") else mask
     cases = collect_cases(methods, ref, labels=labels, mask=mask_file, prior=prior)
     seg = None
-    if segmenter is not None:
-        from seg2med.training.segmenter import load_segmenter
+    if segmenter is not None and str(segmenter).lower() in ("totalsegmentator", "totalsegmentator-fast"):
+        from seg2med.inference.totalseg import find_totalsegmentator
+
+        task = "total_mr" if modality == "mr" else "total"
+        seg = find_totalsegmentator(task, fast=str(segmenter).lower().endswith("fast"))
+    elif segmenter is not None:
+        from seg2med.inference.segment import load_segmenter
 
         seg = load_segmenter(segmenter)
     options = EvalOptions(modality=modality, mask="body" if mask_file is not None else str(mask),

@@ -366,7 +366,7 @@ def evaluate_cmd(
     mask: Annotated[str, typer.Option("--mask", help="body | none | mask file/folder.")] = "body",
     prior: Annotated[Optional[Path], typer.Option("--prior", help="Prior volume(s) for the qualitative figure.")] = None,
     modality: Annotated[str, typer.Option("--modality", help="auto | ct | mr.")] = "auto",
-    segmenter: Annotated[Optional[Path], typer.Option("--segmenter", help="seg2med train-segmenter run: Dice/HD95 and Fréchet-Seg.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option("--segmenter", help="train-segmenter run (Dice/HD95, Fréchet-Seg) or 'totalsegmentator' (installed with weights).")] = None,
     fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 FID weights (or $SEG2MED_FID_WEIGHTS).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:

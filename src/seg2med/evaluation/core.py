@@ -57,7 +57,7 @@ class EvalOptions:
     mask: str = "body"  # body | none | (a mask file given per case)
     metrics: Sequence[str] = tuple(INTENSITY_METRICS)
     fid_weights: str | Path | None = None
-    segmenter: Any = None  # a loaded segmenter (seg2med.training.segmenter) or None
+    segmenter: Any = None  # a loaded Segmenter (seg2med.inference.segment), a TotalSegmentatorRunner, or None
 
     def __post_init__(self) -> None:
         if self.modality not in ("auto", "ct", "mr"):
@@ -147,11 +147,18 @@ def intensity_metrics(pred01: np.ndarray, ref01: np.ndarray, mask: np.ndarray, m
     return out
 
 
-def _segmentation_rows(seg: Any, case: Case, method: str, image: Volume, labels: Volume, spacing: Sequence[float]) -> list[dict[str, Any]]:
-    from seg2med.training.segmenter import segment_volume
+def _segmentation_rows(seg: Any, case: Case, method: str, image: Volume, labels: Volume, spacing: Sequence[float],
+                       body: np.ndarray) -> list[dict[str, Any]]:
+    """Dice / HD95 per class of ``image`` re-segmented (own segmenter or TotalSegmentator) against ``labels``."""
+    from seg2med.inference.segment import segment_volume
+    from seg2med.inference.totalseg import TotalSegmentatorRunner
 
-    predicted = segment_volume(image, seg)
-    classes = [c for c in seg.classes if c != 0]
+    if isinstance(seg, TotalSegmentatorRunner):
+        predicted = seg.segment(image)
+    else:
+        predicted = segment_volume(image, seg, body=body)
+    known = seg.classes if seg.classes is not None else np.unique(labels.array).tolist()
+    classes = [int(c) for c in known if c != 0]
     dice = dice_per_class(predicted.array, labels.array, classes=classes)
     hd = hd95_per_class(predicted.array, labels.array, spacing=spacing, classes=classes)
     return [{"subject": case.subject, "method": method, "class": int(c), "dice": float(dice[c]), "hd95": float(hd[c])}
@@ -201,7 +208,7 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             prior = _load_on(case.prior, ref)
             panel["prior"] = to_unit(prior.array, modality, mask)[:, :, k]
         if opt.segmenter is not None and labels is not None:
-            ev.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing)
+            ev.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing, mask)
         for method, path in case.predictions.items():
             if progress:
                 progress(f"{case.subject}: {method}")
@@ -211,7 +218,7 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
                    **intensity_metrics(pred01, ref01, mask, metrics, *raw), **dict.fromkeys(skipped, float("nan"))}
             if opt.segmenter is not None and labels is not None:
-                seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing)
+                seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing, mask)
                 ev.dice_rows += seg_rows
                 row["dice_mean"] = float(np.nanmean([r["dice"] for r in seg_rows])) if seg_rows else float("nan")
             ev.rows.append(row)
@@ -251,9 +258,9 @@ def distribution_distances(slices: Mapping[str, list[np.ndarray]], opt: EvalOpti
 
         for m in methods:
             out.setdefault(m, {})["fid"] = float(fid(np.concatenate(slices[m]), ref, weights=opt.fid_weights))
-    if opt.segmenter is not None:
+    if opt.segmenter is not None and hasattr(opt.segmenter, "features"):
         from seg2med.metrics import frechet_from_features
-        from seg2med.training.segmenter import slice_features
+        from seg2med.inference.segment import slice_features
 
         ref_feats = slice_features(opt.segmenter, ref)
         for m in methods:
