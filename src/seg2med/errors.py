@@ -29,3 +29,7 @@ class OutputExistsError(Seg2MedError):
 
 class ConfigError(Seg2MedError):
     """An unknown scheme, sequence, option value or a malformed config file."""
+
+
+class MissingDependencyError(Seg2MedError, ImportError):
+    """An optional package a feature needs is not installed (the message names the install command)."""

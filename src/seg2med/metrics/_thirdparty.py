@@ -21,6 +21,8 @@ import importlib.util
 import sys
 import types
 
+from seg2med.errors import MissingDependencyError
+
 #: ``pip`` line that installs each optional package without its torchvision dependency.
 INSTALL_HINT = {
     "piq": "pip install --no-deps piq==0.8.0",
@@ -32,7 +34,7 @@ def import_bare(package: str, submodule: str) -> types.ModuleType:
     """Import ``package.submodule`` without executing ``package/__init__.py``.
 
     Raises:
-        ImportError: ``package`` is not installed (the message names the install command).
+        MissingDependencyError (an ImportError): ``package`` is not installed (the message names the install command).
     """
     full = f"{package}.{submodule}"
     if full in sys.modules:
@@ -41,7 +43,7 @@ def import_bare(package: str, submodule: str) -> types.ModuleType:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             hint = INSTALL_HINT.get(package, f"pip install {package}")
-            raise ImportError(f"{package} is not installed; install it with `{hint}`")
+            raise MissingDependencyError(f"{package} is not installed; install it with `{hint}`")
         bare = types.ModuleType(package, f"bare namespace for {package} (its __init__ is not run by seg2med)")
         bare_spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
         bare_spec.submodule_search_locations = list(spec.submodule_search_locations)
