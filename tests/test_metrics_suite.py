@@ -270,7 +270,7 @@ def test_fid_without_weights_is_an_input_error(monkeypatch, tmp_path):
         fid(x, x)
     bad = tmp_path / "bad.pth"
     torch.save({"some": torch.zeros(2)}, bad)
-    with pytest.raises(InputError, match="not torch-fidelity Inception-v3 weights"):
+    with pytest.raises(InputError, match="not FID Inception-v3 weights"):
         fid(x, x, weights=bad)
 
 

@@ -11,7 +11,13 @@
   features from torch-fidelity's ``FeatureExtractorInceptionV3`` (2048-d
   pool3, TF-compatible). Weights are never downloaded: pass ``weights=PATH``
   or set ``SEG2MED_FID_WEIGHTS`` to torch-fidelity's
-  ``weights-inception-2015-12-05-6726825d.pth`` (:data:`FID_WEIGHTS_URL`).
+  ``weights-inception-2015-12-05-6726825d.pth`` (:data:`FID_WEIGHTS_URL`) or
+  to pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (:data:`PYTORCH_FID_WEIGHTS_URL`).
+  Both are conversions of the same TF 2015-12-05 graph, and pytorch-fid's
+  network (torchvision ``Inception3`` with its FID blocks) has exactly
+  torch-fidelity's state-dict layout (566 tensors, same names and shapes;
+  checked against torchvision 0.29's source), so either file loads into the
+  same extractor; the resize and scaling are torch-fidelity's.
   Install the package with ``pip install --no-deps torch-fidelity==0.4.0``.
 """
 
@@ -35,6 +41,8 @@ FID_WEIGHTS_ENV = "SEG2MED_FID_WEIGHTS"
 FID_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 #: Where to get that file by hand (seg2med never downloads it).
 FID_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{FID_WEIGHTS_NAME}"
+#: pytorch-fid's file of the same network (same state-dict layout, accepted too).
+PYTORCH_FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 #: Dimension of the Inception-v3 pool features FID uses.
 FID_FEATURE_DIM = 2048
 
@@ -110,7 +118,8 @@ def frechet_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 
 def _weights_hint() -> str:
-    return f"pass weights=PATH or set {FID_WEIGHTS_ENV} to torch-fidelity's {FID_WEIGHTS_NAME} ({FID_WEIGHTS_URL})"
+    return (f"pass weights=PATH or set {FID_WEIGHTS_ENV} to torch-fidelity's {FID_WEIGHTS_NAME} ({FID_WEIGHTS_URL}) "
+            f"or pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
 
 
 def resolve_fid_weights(weights: str | os.PathLike[str] | None = None) -> Path:
@@ -143,7 +152,7 @@ def _load_inception(path: str, mtime: float, device: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
         raise InputError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}); {_weights_hint()}") from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state or "fc.weight" not in state:
-        raise InputError(f"{path}: not torch-fidelity Inception-v3 weights; {_weights_hint()}")
+        raise InputError(f"{path}: not FID Inception-v3 weights; {_weights_hint()}")
     try:
         net = mod.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
     except RuntimeError as exc:
