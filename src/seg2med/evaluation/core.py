@@ -35,6 +35,7 @@ from seg2med.evaluation.pairs import Case
 from seg2med.io import Volume, load_volume
 from seg2med.io.files import read_json
 from seg2med.io.nifti import check_same_grid
+from seg2med.inference.segment import volume_features
 from seg2med.metrics import dice_per_class, fsim, hd95_per_class, histcc, mae, ms_ssim, ms_ssim_min_size, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,9 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
     ev: Evaluation | None = None
     rng = np.random.default_rng(0)
     hist: dict[str, list[np.ndarray]] = {}
-    slices: dict[str, list[np.ndarray]] = {}
+    slices: dict[str, list[np.ndarray]] = {}  # [0, 1] axial slices for FID
+    feats: dict[str, list[np.ndarray]] = {}  # segmenter features for Fréchet-Seg
+    seg_feats = opt.segmenter is not None and hasattr(opt.segmenter, "features")
     for i, case in enumerate(cases):
         ref = load_volume(case.reference)
         modality = opt.modality if opt.modality != "auto" else detect_modality(case, ref)
@@ -200,7 +203,10 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             if note not in ev.notes:
                 ev.notes.append(note)
         hist.setdefault("reference", []).append(_sample(ref01[mask], rng))
-        slices.setdefault("reference", []).append(_mask_slices(ref01, mask))
+        if opt.fid_weights is not None:
+            slices.setdefault("reference", []).append(_mask_slices(ref01, mask))
+        if seg_feats:
+            feats.setdefault("reference", []).append(volume_features(ref, opt.segmenter, mask))
         k = _best_slice(mask)
         panel: dict[str, Any] = {"subject": case.subject, "slice": k, "reference": ref01[:, :, k], "mask": mask[:, :, k],
                                  "labels": None if labels is None else np.asarray(labels.array)[:, :, k], "methods": {}}
@@ -223,7 +229,10 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
                 row["dice_mean"] = float(np.nanmean([r["dice"] for r in seg_rows])) if seg_rows else float("nan")
             ev.rows.append(row)
             hist.setdefault(method, []).append(_sample(pred01[mask], rng))
-            slices.setdefault(method, []).append(_mask_slices(pred01, mask))
+            if opt.fid_weights is not None:
+                slices.setdefault(method, []).append(_mask_slices(pred01, mask))
+            if seg_feats:
+                feats.setdefault(method, []).append(volume_features(pred, opt.segmenter, mask))
             if i < QUALITATIVE_SUBJECTS:
                 panel["methods"][method] = {"image": pred01[:, :, k],
                                             "ssim": ssim(pred01[:, :, k], ref01[:, :, k], 1.0, mask=mask[:, :, k])}
@@ -234,7 +243,7 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
     if opt.segmenter is not None and any(c.labels is None for c in cases):
         ev.notes.append("Dice needs --labels: subjects without labels have no Dice.")
     ev.histograms = {k: np.concatenate(v) for k, v in hist.items()}
-    ev.distribution = distribution_distances(slices, opt)
+    ev.distribution = distribution_distances(slices, feats, methods, opt.fid_weights)
     return ev
 
 
@@ -248,21 +257,20 @@ def _mask_slices(vol01: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.moveaxis(vol01[:, :, keep], 2, 0).astype(np.float32)
 
 
-def distribution_distances(slices: Mapping[str, list[np.ndarray]], opt: EvalOptions) -> dict[str, dict[str, float]]:
-    """FID (with local Inception weights) and the segmenter-feature Fréchet distance of each method to the reference."""
+def distribution_distances(slices: Mapping[str, list[np.ndarray]], feats: Mapping[str, list[np.ndarray]],
+                           methods: Sequence[str], fid_weights: str | Path | None) -> dict[str, dict[str, float]]:
+    """FID (from [0, 1] slices, with local Inception weights) and Fréchet-Seg (from segmenter features) of each method."""
     out: dict[str, dict[str, float]] = {}
-    ref = np.concatenate(slices["reference"])
-    methods = [m for m in slices if m != "reference"]
-    if opt.fid_weights is not None:
+    if fid_weights is not None and slices:
         from seg2med.metrics import fid
 
+        ref = np.concatenate(slices["reference"])
         for m in methods:
-            out.setdefault(m, {})["fid"] = float(fid(np.concatenate(slices[m]), ref, weights=opt.fid_weights))
-    if opt.segmenter is not None and hasattr(opt.segmenter, "features"):
+            out.setdefault(m, {})["fid"] = float(fid(np.concatenate(slices[m]), ref, weights=fid_weights))
+    if feats:
         from seg2med.metrics import frechet_from_features
-        from seg2med.inference.segment import slice_features
 
-        ref_feats = slice_features(opt.segmenter, ref)
+        ref_feats = np.concatenate(feats["reference"])
         for m in methods:
-            out.setdefault(m, {})["frechet_seg"] = float(frechet_from_features(slice_features(opt.segmenter, np.concatenate(slices[m])), ref_feats))
+            out.setdefault(m, {})["frechet_seg"] = float(frechet_from_features(np.concatenate(feats[m]), ref_feats))
     return out

@@ -150,20 +150,9 @@ def _body_mask(volume: Volume, modality: str) -> np.ndarray:
     return body_mask_from_mr(arr, volume.spacing, affine=volume.affine)
 
 
-def segment_volume(
-    volume: Volume,
-    segmenter: Segmenter,
-    batch: int = 16,
-    *,
-    axis: str = "axial",
-    body: np.ndarray | None = None,
-) -> Volume:
-    """Integer label volume (the dataset's label ids) on ``volume``'s grid (see module docstring).
-
-    ``volume`` is in image units (HU for CT). ``body`` (bool, same shape) is
-    the body mask used for the MR window and outside which every label is 0;
-    without it the body contour is computed from the image.
-    """
+def _segmenter_slices(volume: Volume, segmenter: Segmenter, axis: str, body: np.ndarray | None
+                      ) -> tuple[dict[str, np.ndarray], Reorientation, SliceGeometry]:
+    """The segmenter's input slices of ``volume``: its training normalisation, reorientation, resampling and size."""
     arr = np.asarray(volume.array, dtype=np.float32)
     if arr.ndim != 3:
         raise InputError(f"segment: expected a 3D volume, got shape {arr.shape}")
@@ -178,7 +167,37 @@ def segment_volume(
     reo = Reorientation.from_affine(volume.affine, arr.shape)
     geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)),
                              data.get("size", 256))
-    sliced = model_slices({"image": norm}, body, reo, geo)
+    return model_slices({"image": norm}, body, reo, geo), reo, geo
+
+
+def volume_features(volume: Volume, segmenter: Segmenter, body: np.ndarray | None = None, *, axis: str = "axial",
+                    batch: int = 16) -> np.ndarray:
+    """Segmenter features ``[N, C]`` of the slices of ``volume`` that hold body, prepared exactly as for segmentation.
+
+    What the Fréchet distance in the segmenter's feature space (Fréchet-Seg) is computed from.
+    """
+    sliced, _, _ = _segmenter_slices(volume, segmenter, axis, body)
+    keep = sliced["mask"].reshape(len(sliced["mask"]), -1).any(1)
+    if not keep.any():
+        raise InputError(f"{volume.name}: no slice holds any body voxel")
+    return segmenter.features(sliced["image"][keep], batch=batch)
+
+
+def segment_volume(
+    volume: Volume,
+    segmenter: Segmenter,
+    batch: int = 16,
+    *,
+    axis: str = "axial",
+    body: np.ndarray | None = None,
+) -> Volume:
+    """Integer label volume (the dataset's label ids) on ``volume``'s grid (see module docstring).
+
+    ``volume`` is in image units (HU for CT). ``body`` (bool, same shape) is
+    the body mask used for the MR window and outside which every label is 0;
+    without it the body contour is computed from the image.
+    """
+    sliced, reo, geo = _segmenter_slices(volume, segmenter, axis, body)
     pred = segmenter.predict(sliced["image"], batch=batch)
     pred[sliced["mask"] == 0] = 0
     labels = reo.undo(geo.undo(pred.astype(np.int32), order=0, fill=0))
