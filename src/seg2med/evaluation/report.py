@@ -27,6 +27,9 @@ LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", 
                      "fid": "FID", "frechet_seg": "Fréchet-Seg (segmenter features, not FID)"}
 
 
+PRIOR_COLUMN = "\0prior input"  # never a method name
+
+
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Metric columns present in the rows, in report order."""
     present = {k for r in rows for k in r}
@@ -150,7 +153,7 @@ def fig_qualitative(ev: Evaluation, path: Path) -> str:
     plt = _plt()
     has_labels = any(p["labels"] is not None for p in ev.panels)
     has_prior = any("prior" in p for p in ev.panels)
-    cols = [*(["label"] if has_labels else []), *(["prior"] if has_prior else []), *ev.methods, "ground truth"]
+    cols = [*(["label"] if has_labels else []), *([PRIOR_COLUMN] if has_prior else []), *ev.methods, "ground truth"]
     fig, axes = plt.subplots(len(ev.panels), len(cols), figsize=(2.4 * len(cols), 2.6 * len(ev.panels)), squeeze=False)
     for row, p in zip(axes, ev.panels):
         for ax, col in zip(row, cols):
@@ -159,10 +162,10 @@ def fig_qualitative(ev: Evaluation, path: Path) -> str:
                 if p["labels"] is not None:
                     ax.imshow(np.flipud(p["labels"].T), cmap="nipy_spectral", interpolation="nearest")
                 title = "label"
-            elif col == "prior":
+            elif col == PRIOR_COLUMN:
                 if "prior" in p:
                     ax.imshow(np.flipud(p["prior"].T), cmap="gray", vmin=0, vmax=1)
-                title = "prior"
+                title = "physics prior (input)"
             elif col == "ground truth":
                 ax.imshow(np.flipud(p["reference"].T), cmap="gray", vmin=0, vmax=1)
                 title = "ground truth"
