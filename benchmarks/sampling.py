@@ -156,7 +156,12 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
                        ("ddim_steps", args.ddim_steps), ("e2e_budget_s", args.e2e_budget)):
         if value is not None:
             d[key] = value
-    model_dir = args.model if args.model is not None else (None if args.quick else shipped_model_dir())
+    if args.model is not None:
+        from seg2med.inference import resolve_model
+
+        model_dir = resolve_model(args.model)  # a run folder or a shipped model name (ct-demo)
+    else:
+        model_dir = None if args.quick else shipped_model_dir()
     out = args.out or RESULTS / f"sampling-{device.type}.md"
     return Settings(device=device, out=out, quick=args.quick, warmup=3 if cuda else 1, bf16=args.bf16,
                     tf32=args.tf32, model_dir=model_dir, seed=args.seed, note=args.note, argv=list(argv), **d)
