@@ -63,7 +63,7 @@ from seg2med.models.baselines import (
     check_method,
 )
 from seg2med.models.config import count_parameters
-from seg2med.training.config import TRAJECTORY_FIELDS, TrainConfig, _block, check_blocks
+from seg2med.training.config import TRAJECTORY_FIELDS, TrainConfig, _block, check_blocks, check_trajectory_unchanged
 from seg2med.training.data import (
     StepBatches,
     augment,
@@ -189,11 +189,7 @@ def check_baseline_resumable(stored: Mapping[str, Any], model_cfg: BaselineConfi
     changed += sorted(f"networks.{k}" for k in new["networks"] if old["networks"].get(k) != new["networks"][k])
     if changed:
         raise ConfigError(f"resume: the run was trained with other networks ({', '.join(changed)} differ)")
-    old_train = stored.get("training", {}).get("config", {})
-    diff = [f"{k}: {old_train[k]!r} -> {getattr(cfg, k)!r}" for k in BASELINE_TRAJECTORY
-            if k in old_train and old_train[k] != getattr(cfg, k)]
-    if diff:
-        raise ConfigError(f"resume: training settings differ from the run's ({'; '.join(diff)})")
+    check_trajectory_unchanged(stored, cfg, BASELINE_TRAJECTORY)
 
 
 # --------------------------------------------------------------------------- unpaired batches (cyclegan)

@@ -157,8 +157,12 @@ def check_resumable(stored: Mapping[str, Any], model_cfg: ModelConfig, sched_cfg
         raise ConfigError(f"resume: the run was trained with model {old_model.to_dict()}, not {model_cfg.to_dict()}")
     if old_sched != sched_cfg:
         raise ConfigError(f"resume: the run was trained with scheduler {old_sched.to_dict()}, not {sched_cfg.to_dict()}")
-    old_train = stored.get("training", {}).get("config", {})
-    changed = [f"{k}: {old_train[k]!r} -> {getattr(train_cfg, k)!r}" for k in TRAJECTORY_FIELDS
-               if k in old_train and old_train[k] != getattr(train_cfg, k)]
+    check_trajectory_unchanged(stored, train_cfg, TRAJECTORY_FIELDS)
+
+
+def check_trajectory_unchanged(stored: Mapping[str, Any], cfg: Any, fields: tuple[str, ...]) -> None:
+    """Refuse to resume with other values of ``fields`` than the run's stored ``training.config``."""
+    old = stored.get("training", {}).get("config", {})
+    changed = [f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in fields if k in old and old[k] != getattr(cfg, k)]
     if changed:
         raise ConfigError(f"resume: training settings differ from the run's ({'; '.join(changed)})")

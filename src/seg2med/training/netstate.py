@@ -14,8 +14,6 @@ A checkpoint is complete once ``state/progress.json`` names its step.
 
 from __future__ import annotations
 
-import logging
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 
 import torch
 
-from seg2med.errors import ConfigError, InputError
+from seg2med.errors import ConfigError
 from seg2med.io.checkpoints import (
     load_optimizer_state,
     load_weights,
@@ -32,11 +30,7 @@ from seg2med.io.checkpoints import (
     save_weights,
     write_checkpoint_config,
 )
-from seg2med.io.files import atomic_dir, read_json, write_json
-from seg2med.training.state import CHECKPOINTS, PROGRESS, STATE, step_name
-
-log = logging.getLogger(__name__)
-
+from seg2med.training.state import STATE, checkpoint_weights_dir, read_progress, write_checkpoint
 
 def _write_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]) -> None:
     for name, state in weights.items():
@@ -53,21 +47,13 @@ def save_nets_checkpoint(
     progress: Mapping[str, Any],
 ) -> None:
     """Write the checkpoint of ``step``: ``weights`` maps file names to state dicts, ``optimizers`` names to states."""
-    name = step_name(step)
-    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out / CHECKPOINTS / name, overwrite=True) as tmp:
-        _write_files(tmp, weights, config)
-    (out / STATE).mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out / STATE / name, overwrite=True) as tmp:
+
+    def write_state(folder: Path) -> None:
         for opt_name, state in optimizers.items():
-            (tmp / opt_name).mkdir()
-            save_optimizer_state(tmp / opt_name, state)
-    write_json(out / STATE / PROGRESS, {**progress, "step": step, "state": name}, overwrite=True)
-    for old in (out / STATE).glob("step_*"):
-        if old.name != name and old.is_dir():
-            shutil.rmtree(old)
-    _write_files(out, weights, config)
-    log.debug("checkpoint %s written", name)
+            (folder / opt_name).mkdir()
+            save_optimizer_state(folder / opt_name, state)
+
+    write_checkpoint(out, step, lambda folder: _write_files(folder, weights, config), write_state, progress)
 
 
 @dataclass
@@ -83,17 +69,10 @@ class NetsState:
 
 def load_nets_checkpoint(out: Path, optimizer_names: tuple[str, ...]) -> NetsState:
     """Read the latest complete checkpoint (every file of ``config.json["weights"]`` and the named optimizers)."""
-    progress = read_json(out / STATE / PROGRESS)
-    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
-        raise InputError(f"{out / STATE / PROGRESS}: not a seg2med progress file")
-    step, name = progress["step"], progress.get("state", step_name(progress["step"]))
+    progress, step, name = read_progress(out)
     config = read_checkpoint_config(out)
     files = sorted(set(config.get("weights", {}).values()))
-    folder = out / CHECKPOINTS / name
-    if not all((folder / f).is_file() for f in files):  # checkpoints/ pruned: the top-level files must be of that step
-        if config.get("training", {}).get("step") != step:
-            raise InputError(f"{out}: weights of step {step} not found (neither {folder} nor the top-level files)")
-        folder = out
+    folder = checkpoint_weights_dir(out, config, step, name, files)
     missing = [o for o in optimizer_names if not (out / STATE / name / o).is_dir()]
     if missing:
         raise ConfigError(f"{out}: no optimizer state {missing} in {STATE}/{name} (not a run of this method?)")

@@ -44,7 +44,7 @@ from seg2med.inference.segment import (
 from seg2med.io.checkpoints import WEIGHTS, read_checkpoint_config
 from seg2med.models.baselines import SEGMENTER, downsampling, segmenter_spec
 from seg2med.models.config import count_parameters
-from seg2med.training.config import TrainConfig
+from seg2med.training.config import TrainConfig, check_trajectory_unchanged
 from seg2med.training.data import StepBatches, data_summary, open_split, require_slices
 from seg2med.training.loop import (
     Learner,
@@ -212,10 +212,7 @@ def _check_resumable(stored: Mapping[str, Any], spec: dict[str, Any], classes: l
         raise ConfigError("resume: the run was trained with another segmenter network")
     if [int(c) for c in model.get("classes", [])] != classes:
         raise ConfigError(f"resume: the run was trained on classes {model.get('classes')}, the dataset now has {classes}")
-    old = stored.get("training", {}).get("config", {})
-    diff = [f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in SEGMENTER_TRAJECTORY if k in old and old[k] != getattr(cfg, k)]
-    if diff:
-        raise ConfigError(f"resume: training settings differ from the run's ({'; '.join(diff)})")
+    check_trajectory_unchanged(stored, cfg, SEGMENTER_TRAJECTORY)
 
 
 def train_segmenter(

@@ -20,7 +20,7 @@ import csv
 import io
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,19 +107,47 @@ def save_checkpoint(
     progress: Mapping[str, Any],
 ) -> None:
     """Write the checkpoint of ``step`` (see the module docstring for the order)."""
+    write_checkpoint(out, step, lambda folder: _write_weights(folder, model, ema, config),
+                     lambda folder: save_optimizer_state(folder, optimizer), progress)
+
+
+def write_checkpoint(out: Path, step: int, write_weights: Callable[[Path], None], write_state: Callable[[Path], None],
+                     progress: Mapping[str, Any]) -> None:
+    """The checkpoint protocol of every run folder (module docstring): weights into ``checkpoints/step_N``,
+    optimizer state into ``state/step_N``, then ``state/progress.json`` names the step (the commit), older
+    states are pruned and the top-level weights replaced. ``write_weights`` / ``write_state`` fill a folder."""
     name = step_name(step)
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / CHECKPOINTS / name, overwrite=True) as tmp:
-        _write_weights(tmp, model, ema, config)
+        write_weights(tmp)
     (out / STATE).mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / STATE / name, overwrite=True) as tmp:
-        save_optimizer_state(tmp, optimizer)
+        write_state(tmp)
     write_json(out / STATE / PROGRESS, {**progress, "step": step, "state": name}, overwrite=True)
     for old in (out / STATE).glob("step_*"):
         if old.name != name and old.is_dir():
             shutil.rmtree(old)
-    _write_weights(out, model, ema, config)
+    write_weights(out)
     log.debug("checkpoint %s written", name)
+
+
+def read_progress(out: Path) -> tuple[dict[str, Any], int, str]:
+    """``state/progress.json`` of a run: (progress, step, name of its state folder)."""
+    progress = read_json(out / STATE / PROGRESS)
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        raise InputError(f"{out / STATE / PROGRESS}: not a seg2med progress file")
+    return progress, progress["step"], progress.get("state", step_name(progress["step"]))
+
+
+def checkpoint_weights_dir(out: Path, config: Mapping[str, Any], step: int, name: str, files: Iterable[str]) -> Path:
+    """Where the weights of checkpoint ``name`` are: ``checkpoints/name``, or the top-level files when that folder
+    was pruned and they are of the same step."""
+    folder = out / CHECKPOINTS / name
+    if all((folder / f).is_file() for f in files):
+        return folder
+    if config.get("training", {}).get("step") != step:
+        raise InputError(f"{out}: weights of step {step} not found (neither {folder} nor the top-level files)")
+    return out
 
 
 @dataclass
@@ -136,16 +164,9 @@ class ResumeState:
 
 def load_checkpoint(out: Path) -> ResumeState:
     """Read the latest complete checkpoint of a run folder."""
-    progress = read_json(out / STATE / PROGRESS)
-    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
-        raise InputError(f"{out / STATE / PROGRESS}: not a seg2med progress file")
-    step, name = progress["step"], progress.get("state", step_name(progress["step"]))
-    weights = out / CHECKPOINTS / name
+    progress, step, name = read_progress(out)
     config = read_checkpoint_config(out)
-    if not (weights / WEIGHTS).is_file():  # checkpoints/ pruned: the top-level files must be of that step
-        if config.get("training", {}).get("step") != step:
-            raise InputError(f"{out}: weights of step {step} not found (neither {weights} nor the top-level files)")
-        weights = out
+    weights = checkpoint_weights_dir(out, config, step, name, (WEIGHTS,))
     return ResumeState(
         step, config, load_weights(weights / WEIGHTS), load_weights(weights / EMA_WEIGHTS),
         load_optimizer_state(out / STATE / name), progress,
