@@ -35,3 +35,14 @@ def data_dir() -> Path:
 def ts_dir(data_dir: Path) -> Path:
     """``totalsegmentator/`` folder: subject A (CT) and subject C (MR)."""
     return data_dir / "totalsegmentator"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and a busy machine loses a lot (oversubscription)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -31,11 +31,8 @@ STEPS = 30
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test of this module runs with one torch thread (conftest.one_thread)."""
 
 
 def _subjects(n: int, labels: bool) -> list[SubjectInput]:

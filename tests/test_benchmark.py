@@ -8,7 +8,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from cli_helpers import run_cli
 
 import seg2med
@@ -18,11 +17,8 @@ from seg2med.training import train_method
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test of this module runs with one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

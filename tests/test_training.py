@@ -30,12 +30,8 @@ def _tiny() -> ModelConfig:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and a busy machine loses a lot (oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test of this module runs with one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from seg2med import __version__
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, load_volume, read_json, read_yaml, save_volume, write_json
 from seg2med.io.files import ensure_writable
-from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem
+from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.labels import LabelScheme, canonical_scheme, get_scheme, list_schemes, scheme_from_mapping
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,6 @@ def load_tissue_table(path: str | Path | None = None):
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a tissue table must be a YAML mapping")
     return tissue_table_from_mapping(data, str(path), base=load_default_tissue_table())
-
-
-def sidecar_path(nifti: str | Path) -> Path:
-    """``dir/name.nii.gz`` -> ``dir/name.json``."""
-    p = Path(nifti)
-    return p.with_name(nifti_stem(p) + ".json")
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -482,7 +476,13 @@ def save_generated(result, out: str | Path, overwrite: bool = False) -> dict[str
 
 
 # --------------------------------------------------------------------------- evaluation
-FID_WEIGHTS_ENV = "SEG2MED_FID_WEIGHTS"
+def _optional_fid_weights(fid_weights: str | Path | None) -> Path | None:
+    """The FID weights file when one is given (option or ``$SEG2MED_FID_WEIGHTS``), checked now; else None (no FID)."""
+    import os
+
+    from seg2med.metrics.frechet import FID_WEIGHTS_ENV, resolve_fid_weights
+
+    return resolve_fid_weights(fid_weights) if fid_weights or os.environ.get(FID_WEIGHTS_ENV) else None
 
 
 def evaluate(
@@ -511,7 +511,6 @@ def evaluate(
     only with a local Inception weights file (``fid_weights`` or
     ``$SEG2MED_FID_WEIGHTS``). See :mod:`seg2med.evaluation`.
     """
-    import os
 
     from seg2med.evaluation import EvalOptions, collect_cases, evaluate_cases, parse_method, write_report
 
@@ -523,9 +522,7 @@ def evaluate(
         if len(methods) != len(specs):
             raise ConfigError("--pred: two predictions have the same method name (use NAME=PATH)")
     ensure_writable(out, overwrite)
-    weights = fid_weights or os.environ.get(FID_WEIGHTS_ENV) or None
-    if weights is not None and not Path(weights).is_file():
-        raise InputError(f"{weights}: Inception weights file for FID not found (--fid-weights / ${FID_WEIGHTS_ENV})")
+    weights = _optional_fid_weights(fid_weights)
     mask_file = None if str(mask) in ("body", "none") else mask
     cases = collect_cases(methods, ref, labels=labels, mask=mask_file, prior=prior)
     seg = None
@@ -542,7 +539,7 @@ def evaluate(
                           metrics=tuple(metrics) if metrics else EvalOptions().metrics, fid_weights=weights, segmenter=seg)
     ev = evaluate_cases(cases, options, progress=progress)
     if weights is None:
-        ev.notes.append(f"FID not computed: no Inception weights file (--fid-weights or ${FID_WEIGHTS_ENV}); nothing is downloaded.")
+        ev.notes.append("FID not computed: no Inception weights file (--fid-weights or $SEG2MED_FID_WEIGHTS); nothing is downloaded.")
     if seg is None:
         ev.notes.append("Dice / Fréchet-Seg not computed: no segmenter given (--segmenter RUN from seg2med train-segmenter).")
     return write_report(ev, out, overwrite=overwrite)
@@ -571,14 +568,11 @@ def benchmark(
     Writes ``out/benchmark.md`` (paper-Table-II-style comparison), ``out/benchmark.json``
     and ``out/report/report.html``; see :mod:`seg2med.evaluation.benchmark`.
     """
-    import os
 
     from seg2med.evaluation.benchmark import BenchmarkConfig
     from seg2med.evaluation.benchmark import benchmark as run_benchmark
 
-    weights = fid_weights or os.environ.get(FID_WEIGHTS_ENV) or None
-    if weights is not None and not Path(weights).is_file():
-        raise InputError(f"{weights}: Inception weights file for FID not found (--fid-weights / ${FID_WEIGHTS_ENV})")
+    weights = _optional_fid_weights(fid_weights)
     cfg = BenchmarkConfig(methods=tuple(methods), budget_minutes=budget_minutes, max_steps=max_steps, preset=preset, batch=batch,
                           seed=seed, sample_steps=sample_steps, segmenter_minutes=segmenter_minutes, device=device)
     return run_benchmark(data, out, cfg, segmenter=segmenter, fid_weights=weights, overwrite=overwrite, progress=progress)

@@ -34,7 +34,7 @@ from seg2med.errors import ConfigError, InputError
 from seg2med.evaluation.pairs import Case
 from seg2med.io import Volume, load_volume
 from seg2med.io.files import read_json
-from seg2med.io.nifti import check_same_grid
+from seg2med.io.nifti import check_same_grid, sidecar_path
 from seg2med.inference.segment import volume_features
 from seg2med.metrics import dice_per_class, fsim, hd95_per_class, histcc, mae, ms_ssim, ms_ssim_min_size, psnr, ssim
 
@@ -88,7 +88,7 @@ class Evaluation:
 def detect_modality(case: Case, ref: Volume) -> str:
     """CT when a generation sidecar says so or the reference holds air-like HU; else MR."""
     for path in case.predictions.values():
-        side = path.with_name(path.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+        side = sidecar_path(path)
         if side.is_file():
             try:
                 mod = read_json(side).get("modality")

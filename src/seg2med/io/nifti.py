@@ -34,6 +34,12 @@ def nifti_stem(path: str | Path) -> str:
     return Path(path).stem
 
 
+def sidecar_path(nifti: str | Path) -> Path:
+    """The JSON sidecar of an image: ``dir/name.nii.gz`` -> ``dir/name.json``."""
+    p = Path(nifti)
+    return p.with_name(nifti_stem(p) + ".json")
+
+
 def list_nifti(folder: str | Path) -> list[Path]:
     """Sorted image files in a folder (not recursive); error if the folder has none."""
     d = Path(folder)

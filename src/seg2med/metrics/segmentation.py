@@ -19,7 +19,7 @@ marks a class that was missed or hallucinated entirely.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -48,21 +48,28 @@ def _binary(a: np.ndarray):
     return torch.from_numpy(a[None, None].astype(np.float32))
 
 
+def _per_class(p: np.ndarray, r: np.ndarray, classes: list[int], one_missing: float,
+               score: Callable[[np.ndarray, np.ndarray], float]) -> dict[int, float]:
+    """``score`` of each class's two masks; NaN when absent from both, ``one_missing`` when absent from one."""
+    out: dict[int, float] = {}
+    for c in classes:
+        pm, rm = p == c, r == c
+        if not pm.any() and not rm.any():
+            out[c] = float("nan")
+        elif not pm.any() or not rm.any():
+            out[c] = one_missing
+        else:
+            out[c] = score(pm, rm)
+    return out
+
+
 def dice_per_class(pred_labels: np.ndarray, ref_labels: np.ndarray, classes: Iterable[int] | None = None) -> dict[int, float]:
     """Dice ``2|P & R| / (|P| + |R|)`` per class (MONAI ``compute_dice``); see the module table for absent classes."""
     from monai.metrics import compute_dice
 
     p, r, cls = _labels(pred_labels, ref_labels, classes)
-    out: dict[int, float] = {}
-    for c in cls:
-        pm, rm = p == c, r == c
-        if not pm.any() and not rm.any():
-            out[c] = float("nan")
-        elif not pm.any() or not rm.any():
-            out[c] = 0.0
-        else:
-            out[c] = float(compute_dice(_binary(pm), _binary(rm), include_background=True, ignore_empty=False)[0, 0])
-    return out
+    return _per_class(p, r, cls, 0.0, lambda pm, rm: float(
+        compute_dice(_binary(pm), _binary(rm), include_background=True, ignore_empty=False)[0, 0]))
 
 
 def hd95_per_class(
@@ -86,17 +93,11 @@ def hd95_per_class(
         sp = sp * p.ndim
     if len(sp) != p.ndim or min(sp) <= 0:
         raise ValueError(f"spacing must be one positive number or one per axis ({p.ndim}), got {spacing}")
-    out: dict[int, float] = {}
-    for c in cls:
-        pm, rm = p == c, r == c
-        if not pm.any() and not rm.any():
-            out[c] = float("nan")
-        elif not pm.any() or not rm.any():
-            out[c] = float("inf")
-        else:
-            with warnings.catch_warnings():  # MONAI 1.6 warns about an argument it passes to itself
-                warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
-                hd = compute_hausdorff_distance(_binary(pm), _binary(rm), include_background=True, percentile=95,
-                                                spacing=sp)
-            out[c] = float(hd[0, 0])
-    return out
+
+    def hd95(pm: np.ndarray, rm: np.ndarray) -> float:
+        with warnings.catch_warnings():  # MONAI 1.6 warns about an argument it passes to itself
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+            return float(compute_hausdorff_distance(_binary(pm), _binary(rm), include_background=True, percentile=95,
+                                                    spacing=sp)[0, 0])
+
+    return _per_class(p, r, cls, float("inf"), hd95)
