@@ -27,15 +27,8 @@ from seg2med.io.checkpoints import (
     load_weights,
     read_checkpoint_config,
     save_optimizer_state,
-    save_weights,
-    write_checkpoint_config,
 )
-from seg2med.training.state import STATE, checkpoint_weights_dir, read_progress, write_checkpoint
-
-def _write_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]) -> None:
-    for name, state in weights.items():
-        save_weights(folder / name, state, overwrite=True)
-    write_checkpoint_config(folder, config)
+from seg2med.training.state import STATE, checkpoint_weights_dir, read_progress, write_checkpoint, write_weight_files
 
 
 def save_nets_checkpoint(
@@ -53,7 +46,7 @@ def save_nets_checkpoint(
             (folder / opt_name).mkdir()
             save_optimizer_state(folder / opt_name, state)
 
-    write_checkpoint(out, step, lambda folder: _write_files(folder, weights, config), write_state, progress)
+    write_checkpoint(out, step, lambda folder: write_weight_files(folder, weights, config), write_state, progress)
 
 
 @dataclass

@@ -91,9 +91,10 @@ def clear_run(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_weights(folder: Path, model: Mapping[str, torch.Tensor], ema: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> None:
-    save_weights(folder / WEIGHTS, model, overwrite=True)
-    save_weights(folder / EMA_WEIGHTS, ema, overwrite=True)
+def write_weight_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]) -> None:
+    """Safetensors files (file name -> state dict) and ``config.json`` into ``folder``."""
+    for name, state in weights.items():
+        save_weights(folder / name, state, overwrite=True)
     write_checkpoint_config(folder, config)
 
 
@@ -107,7 +108,7 @@ def save_checkpoint(
     progress: Mapping[str, Any],
 ) -> None:
     """Write the checkpoint of ``step`` (see the module docstring for the order)."""
-    write_checkpoint(out, step, lambda folder: _write_weights(folder, model, ema, config),
+    write_checkpoint(out, step, lambda folder: write_weight_files(folder, {WEIGHTS: model, EMA_WEIGHTS: ema}, config),
                      lambda folder: save_optimizer_state(folder, optimizer), progress)
 
 
