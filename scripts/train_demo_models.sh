@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Rebuild the demo datasets and train the two embedded demo models exactly as shipped
-# (see src/seg2med/resources/models/MODEL_CARD.md). CPU, 2 threads: CT ~25 min, MR ~10 min.
+# Train the two embedded default models `ct-demo` / `mr-demo` exactly as shipped (preset `small`:
+# channels 32, 64, 128, 128; 6.3 M parameters); see src/seg2med/resources/models/MODEL_CARD.md.
+# CPU, 2 threads: CT ~75 min, MR ~20 min. Then ship them:
+#   python scripts/ship_demo_model.py runs/ct-demo-small ct-demo --command "<the CT command>"
+#   python scripts/ship_demo_model.py runs/mr-demo-small mr-demo --command "<the MR command>"
+# The run folders keep their historical names (they are recorded in the shipped config.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 SEG2MED=${SEG2MED:-.venv/bin/seg2med}
-PY=${PY:-.venv/bin/python}
-$PY scripts/build_demo_datasets.py --out runs/datasets --overwrite
-$SEG2MED train --data runs/datasets/ct-demo --out runs/ct-demo --preset tiny --prediction sample \
-  --steps 1200 --batch 8 --lr 2e-4 --seed 0 --ckpt-every 100 --val-every 400 --overwrite
-$SEG2MED train --data runs/datasets/mr-demo --out runs/mr-demo --preset tiny --prediction sample \
-  --steps 600 --batch 8 --lr 2e-4 --seed 0 --ckpt-every 100 --val-every 300 --overwrite
+[ -d runs/datasets/ct-demo ] || .venv/bin/python scripts/build_demo_datasets.py --out runs/datasets
+$SEG2MED train --data runs/datasets/ct-demo --out runs/ct-demo-small --preset small --prediction sample \
+  --steps 800 --batch 8 --lr 2e-4 --seed 0 --ckpt-every 100 --val-every 400 --overwrite
+$SEG2MED train --data runs/datasets/mr-demo --out runs/mr-demo-small --preset small --prediction sample \
+  --steps 300 --batch 8 --lr 2e-4 --seed 0 --ckpt-every 100 --val-every 300 --overwrite

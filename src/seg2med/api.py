@@ -356,7 +356,7 @@ def run_demo(
     labels: str | Path | None = None,
     scheme: str | None = None,
     seed: int = 0,
-    steps: int = 20,
+    steps: int = 10,
     synthesize: bool = True,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -395,7 +395,7 @@ def run_demo(
         panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
         if model in shipped:
             step(f"synthetic {mod.upper()} ({model})")
-            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=16)
+            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=8)
             save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite)
             panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
         save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite,

@@ -29,14 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from seg2med.data.prepare import load_manifest, restore_subject
-from seg2med.errors import ConfigError, InputError
+from seg2med.errors import ConfigError
 from seg2med.evaluation.core import EvalOptions, evaluate_cases
 from seg2med.evaluation.pairs import collect_cases
 from seg2med.evaluation.report import LABELS_OF_METRICS, summarize, write_report
 from seg2med.io import save_volume, write_json
 from seg2med.io.files import ensure_writable, write_text
-from seg2med.labels import canonical_scheme, get_scheme
 
 log = logging.getLogger(__name__)
 
@@ -104,31 +102,27 @@ def _train_all(data: Path, out: Path, cfg: BenchmarkConfig, progress: Callable[[
 
 def _generate_all(data: Path, runs: Path, test: Path, cfg: BenchmarkConfig, progress: Callable[[str], None]) -> list[str]:
     from seg2med.inference import load_model
-    from seg2med.inference.generate import generate_volume, pick_device
+    from seg2med.inference.generate import pick_device
+    from seg2med.inference.split import generate_split
 
-    manifest = load_manifest(data)
-    subjects = [s for s in manifest["subjects"] if s["split"] == cfg.split]
-    if not subjects:
-        raise InputError(f"{data}: no subject in the {cfg.split} split")
-    scheme = canonical_scheme(get_scheme(manifest["config"]["scheme"]))
     device = pick_device(cfg.device)
     models = {m: load_model(runs / m, device=device) for m in cfg.methods}
     for sub in ("reference", "labels", "prior", *cfg.methods):
         (test / sub).mkdir(parents=True, exist_ok=True)
     ids = []
-    for rec in subjects:
-        rs = restore_subject(data, rec)
+    for case in generate_split(data, cfg.split, models, steps=cfg.sample_steps, seed=cfg.seed, device=device,
+                               progress=progress):
+        rs = case.subject
         ids.append(rs.subject_id)
         name = f"{rs.subject_id}.nii.gz"
         save_volume(rs.image, test / "reference" / name, overwrite=True, dtype=np.float32)
         save_volume(rs.labels, test / "labels" / name, overwrite=True)
-        for method, lm in models.items():
-            progress(f"generate {rs.subject_id}: {method}")
-            res = generate_volume(rs.labels, scheme, lm, steps=cfg.sample_steps, seed=cfg.seed, batch=16, device=device)
+        for method, res in case.results.items():
             save_volume(res.samples[0], test / method / name, overwrite=True, dtype=np.float32)
             write_json(test / method / f"{rs.subject_id}.json", res.metadata, overwrite=True)
-            if not (test / "prior" / name).exists():
-                save_volume(res.prior, test / "prior" / name, dtype=np.float32)
+        first = next(iter(case.results.values()), None)
+        if first is not None and not (test / "prior" / name).exists():
+            save_volume(first.prior, test / "prior" / name, dtype=np.float32)
     return ids
 
 
@@ -176,7 +170,9 @@ def benchmark(
     cfg = cfg or BenchmarkConfig()
     data, out = Path(data), Path(out)
     say = progress or (lambda msg: None)
-    load_manifest(data)  # a clear error before anything is written
+    from seg2med.inference.split import plan_split
+
+    plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing
     ensure_writable(out, overwrite)
     if segmenter is not None and cfg.segmenter_minutes > 0:
         raise ConfigError("give either --segmenter RUN or --segmenter-budget, not both")

@@ -35,7 +35,7 @@ from seg2med.io.checkpoints import (
     read_checkpoint_config,
 )
 from seg2med.labels import LabelScheme, TissueTable
-from seg2med.models import ModelConfig, SchedulerConfig, build_model
+from seg2med.models import ModelConfig, SchedulerConfig, build_model, for_inference
 from seg2med.models.baselines import (
     BASELINE_METHODS,
     DIFFUSION,
@@ -139,7 +139,7 @@ def _load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, devi
             f"{path / name}: weights do not match the generator in config.json "
             f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
         )
-    net = OneShotGenerator(gen, bcfg.output_activation).eval().to(device)
+    net = for_inference(OneShotGenerator(gen, bcfg.output_activation), device)
     return LoadedModel(net, cfg, None, None, path, name, method)
 
 
@@ -173,8 +173,7 @@ def load_model(model: str | Path, ema: bool = True, device: str | torch.device =
             f"{path / name}: weights do not match the model in config.json "
             f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
         )
-    net.eval().to(device)
-    return LoadedModel(net, cfg, model_cfg, sched_cfg, path, name)
+    return LoadedModel(for_inference(net, device), cfg, model_cfg, sched_cfg, path, name)
 
 
 def pick_device(device: str = "auto") -> torch.device:

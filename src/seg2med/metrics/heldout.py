@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 
 from seg2med.data.normalize import normalize_volume
-from seg2med.data.prepare import load_manifest, restore_subject
-from seg2med.errors import InputError
-from seg2med.inference.generate import LoadedModel, generate_volume
-from seg2med.labels import LabelScheme, canonical_scheme, get_scheme
+from seg2med.inference.generate import LoadedModel
+from seg2med.inference.split import generate_split, plan_split
 from seg2med.metrics.image import mae, psnr, ssim
 
 
@@ -36,26 +34,22 @@ def evaluate_split(
     steps: int = 50,
     sampler: str = "ddim",
     seed: int = 0,
-    batch: int = 16,
+    batch: int = 8,
     axis: str = "axial",
 ) -> dict[str, Any]:
     """Per-subject and pooled SSIM / PSNR / MAE of the model and of the prior alone."""
-    manifest = load_manifest(dataset_dir)
-    subjects = [s for s in manifest["subjects"] if s["split"] == split]
-    if not subjects:
-        raise InputError(f"{dataset_dir}: no subject in split {split!r}")
-    modality = manifest["config"]["modality"]
-    scheme: LabelScheme = canonical_scheme(get_scheme(manifest["config"]["scheme"]))
+    config = plan_split(dataset_dir, split).manifest["config"]
+    modality = config["modality"]
     rows = []
-    for subj in subjects:
-        rs = restore_subject(dataset_dir, subj, axis)
+    for case in generate_split(dataset_dir, split, {"model": model}, steps=steps, sampler=sampler, seed=seed,
+                               batch=batch, axis=axis):
+        rs, res, subj = case.subject, case.results["model"], case.record
         labels, body, real = rs.labels.array, rs.body, rs.image.array
-        res = generate_volume(rs.labels, scheme, model, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis)
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)
         gen01 = _to01(res.samples[0].array, image_params)
-        prior_norm, _ = normalize_volume(res.prior.array, modality, body, tuple(manifest["config"]["ct_window"]),
-                                         tuple(manifest["config"]["mr_percentiles"]))
+        prior_norm, _ = normalize_volume(res.prior.array, modality, body, tuple(config["ct_window"]),
+                                         tuple(config["mr_percentiles"]))
         prior01 = np.asarray(prior_norm, dtype=np.float64)
         row: dict[str, Any] = {"subject": subj["id"], "slices": int(labels.shape[2]), "voxels": int(body.sum())}
         for name, pred in (("model", gen01), ("prior", prior01)):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from seg2med.errors import ConfigError
-from seg2med.models.config import SchedulerConfig, build_scheduler
+from seg2med.models.config import SchedulerConfig, build_scheduler, spaced_scheduler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("ddim", "ddpm", "rflow")
@@ -56,7 +56,9 @@ def sample(
 
     ``sampler``: ``ddim`` (deterministic for ``eta=0``), ``ddpm`` (ancestral;
     ``steps`` strided over the training timesteps) or ``rflow`` (Euler steps of
-    a rectified-flow model). The start noise is drawn from ``generator`` (or
+    a rectified-flow model). DDPM and DDIM run on a respaced MONAI scheduler
+    (:func:`seg2med.models.config.spaced_scheduler`), so a strided run takes
+    exact steps between the timesteps the network sees. The start noise is drawn from ``generator`` (or
     passed as ``noise``) so that a seed reproduces the result bit for bit on the
     same machine. ``callback(i, n)`` is called after each step.
     """
@@ -65,18 +67,20 @@ def sample(
     if steps < 1 or steps > scheduler.num_train_timesteps:
         raise ConfigError(f"steps must be in 1..{scheduler.num_train_timesteps}, got {steps}")
     device = torch.device(device)
-    sched = build_scheduler(scheduler, sampler)
     if sampler == "rflow":
+        sched = build_scheduler(scheduler, sampler)
         sched.set_timesteps(steps, device=device, input_img_size_numel=int(torch.tensor(shape[2:]).prod()))
-    else:
-        sched.set_timesteps(steps, device=device)
+        train_t = None
+    else:  # respaced so that MONAI's step matches the timesteps the network is asked about
+        sched, train_t = spaced_scheduler(scheduler, sampler, steps)
     x = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=generator.device if generator else None).to(device)
     timesteps = list(sched.timesteps)
     batch = shape[0]
     for i, t in enumerate(timesteps):
-        tt = torch.full((batch,), float(t) if sampler == "rflow" else int(t), device=device)
-        if sampler != "rflow":
-            tt = tt.long()
+        if train_t is None:
+            tt = torch.full((batch,), float(t), device=device)
+        else:
+            tt = torch.full((batch,), int(train_t[int(t)]), device=device, dtype=torch.long)
         out = denoiser(x, tt).to(x.dtype)
         if sampler == "ddim":
             x, _ = sched.step(out, int(t), x, eta=eta, generator=generator)
