@@ -4,20 +4,22 @@ Usage::
 
     python benchmarks/sampling.py [--out FILE.md] [--device auto|cpu|cuda]
                                   [--presets small,paper] [--sizes 128,256]
-                                  [--model RUN_DIR] [--quick]
+                                  [--model RUN_DIR_OR_NAME[,...]] [--quick]
 
 Writes one Markdown report (default ``benchmarks/results/sampling-<device>.md``)
 and prints it. Sections:
 
 1. matmul ceiling (GFLOP/s) of the machine, fp32 and bf16;
 2. parameters and FLOPs per forward pass (``FlopCounterMode``, batch 1);
-3. forward-pass time at batch 1 and 8, achieved GFLOP/s and fraction of the ceiling;
-4. seconds per slice: DDPM 500 steps (the seg2med paper setting) vs DDIM 50/20/10
+3. forward-pass time at batch 1 and 8 (fp32 in channels-last and default layout, bf16),
+   achieved GFLOP/s and fraction of the ceiling;
+4. seconds per slice: DDPM 500 steps (the seg2med paper setting) vs DDIM 50/20/10/8
    and the cost ratio; rows too slow to run end-to-end are per-step cost x steps
    and say so;
 5. quality vs steps: SSIM of DDIM-N to DDPM-1000 (same seed, prior and start noise)
-   for a *trained* checkpoint only (``--model`` or the shipped ``ct-demo``);
-6. a summary line per target, reported honestly (yes / no / skipped).
+   for *trained* checkpoints only (``--model`` or the shipped ``ct-demo`` and ``ct-demo-tiny``);
+6. a summary line per target, reported honestly (yes / no / skipped), including the
+   combined one: some DDIM-N both <= 1/50 of the cost and >= 0.99 SSIM, per model.
 
 ``--quick`` is the CI smoke run (tiny sizes, few repeats, < 60 s on 2 CPU cores).
 Timings use ``time.perf_counter`` (with ``torch.cuda.synchronize()`` on CUDA),
@@ -82,7 +84,7 @@ class Settings:
     warmup: int
     bf16: str  # auto | on | off
     tf32: bool
-    model_dir: Path | None
+    model_dirs: list[Path]  # trained checkpoints for the quality section (may be empty)
     seed: int
     note: str = ""
     argv: list[str] = field(default_factory=list)
@@ -106,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=_int_list, help="forward-pass batch sizes (default 1,8)")
     p.add_argument("--repeats", type=int, help="most timed repeats per measurement (default cpu 5, cuda 20)")
     p.add_argument("--sample-batch", type=int, help="slices sampled at once (default cpu 1, cuda 8)")
-    p.add_argument("--ddim-steps", type=_int_list, help="DDIM step counts (default 50,20,10)")
+    p.add_argument("--ddim-steps", type=_int_list, help="DDIM step counts (default 50,20,10,8)")
     p.add_argument("--e2e-budget", type=float,
                    help="seconds: a sampling row runs end-to-end when its estimate fits, else per-step x steps "
                         "(default cpu 20, cuda 120)")
@@ -115,8 +117,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "least half the fp32 one (an emulated bf16 on CPU is skipped)")
     p.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 for fp32 matmul/conv (default: strict fp32)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--model", type=Path, help="trained run/checkpoint folder for the quality measurement "
-                                              "(default: the shipped ct-demo model, if any; none with --quick)")
+    p.add_argument("--model", type=_str_list, help="trained run folder(s) or shipped model name(s), comma-separated, "
+                                                   "for the quality measurement (default: the shipped ct-demo and "
+                                                   "ct-demo-tiny, if present; none with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default="", help="a line of free text for the report header (e.g. why a run was reduced)")
     p.add_argument("--quick", action="store_true", help="smoke run: preset small at 64 px, batch 1 and 2, DDIM 5")
@@ -132,10 +135,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def shipped_model_dir() -> Path | None:
-    """``seg2med/resources/models/ct-demo`` when the package ships it."""
-    d = Path(str(resources.files("seg2med") / "resources" / "models" / "ct-demo"))
-    return d if (d / "config.json").is_file() else None
+SHIPPED_QUALITY_MODELS = ("ct-demo", "ct-demo-tiny")
+
+
+def shipped_model_dirs() -> list[Path]:
+    """``seg2med/resources/models/{ct-demo,ct-demo-tiny}`` that the package ships."""
+    root = Path(str(resources.files("seg2med") / "resources" / "models"))
+    return [root / n for n in SHIPPED_QUALITY_MODELS if (root / n / "config.json").is_file()]
 
 
 def resolve_settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
@@ -159,12 +165,12 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
     if args.model is not None:
         from seg2med.inference import resolve_model
 
-        model_dir = resolve_model(args.model)  # a run folder or a shipped model name (ct-demo)
+        model_dirs = [resolve_model(m) for m in args.model]  # run folders or shipped model names (ct-demo)
     else:
-        model_dir = None if args.quick else shipped_model_dir()
+        model_dirs = [] if args.quick else shipped_model_dirs()
     out = args.out or RESULTS / f"sampling-{device.type}.md"
     return Settings(device=device, out=out, quick=args.quick, warmup=3 if cuda else 1, bf16=args.bf16,
-                    tf32=args.tf32, model_dir=model_dir, seed=args.seed, note=args.note, argv=list(argv), **d)
+                    tf32=args.tf32, model_dirs=model_dirs, seed=args.seed, note=args.note, argv=list(argv), **d)
 
 
 def configure_backends(s: Settings, threads: int | None) -> None:
@@ -515,6 +521,7 @@ class Quality:
     """SSIM of DDIM-N (and of a second DDPM-1000 seed) to DDPM-1000, or why it was skipped."""
 
     skipped: str = ""
+    name: str = ""
     source: str = ""
     ssim: dict[int, float] = field(default_factory=dict)  # DDIM steps -> SSIM
     reference_spread: float = math.nan  # DDPM-1000 seed+1 vs seed
@@ -573,14 +580,19 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(structural_similarity(x, y, data_range=2.0))
 
 
-def measure_quality(s: Settings) -> Quality:
+def measure_quality(s: Settings) -> list[Quality]:
+    """One :class:`Quality` per ``--model`` (or a single skipped one when there is none)."""
+    if not s.model_dirs:
+        why = "no trained model (pass --model RUN_DIR" + ("" if s.quick else "; the shipped ct-demo models are absent") + ")"
+        return [Quality(skipped=why)]
+    return [measure_model_quality(s, d) for d in s.model_dirs]
+
+
+def measure_model_quality(s: Settings, folder: Path) -> Quality:
     """DDPM-1000 (seed, seed+1) and DDIM-N from the same start noise and prior; SSIM to DDPM-1000."""
-    if s.model_dir is None:
-        why = "no trained model (pass --model RUN_DIR" + ("" if s.quick else "; src/seg2med/resources/models/ct-demo absent") + ")"
-        return Quality(skipped=why)
-    model, mcfg, scfg, data, described = load_trained(s.model_dir, s.device)
+    model, mcfg, scfg, data, described = load_trained(folder, s.device)
     if scfg.kind != "ddpm":
-        return Quality(skipped=f"{s.model_dir} is a {scfg.kind} model: DDPM/DDIM comparison does not apply")
+        return Quality(name=folder.name, skipped=f"{folder} is a {scfg.kind} model: DDPM/DDIM comparison does not apply")
     size = data.get("size", 256)
     size = int(size if isinstance(size, int) else size[0])
     condition = phantom_condition(mcfg, data, size).to(s.device)
@@ -590,13 +602,13 @@ def measure_quality(s: Settings) -> Quality:
     start = time.perf_counter()
 
     def run(sampler: str, steps: int, seed: int) -> torch.Tensor:
-        log(f"quality: {sampler} {steps} steps (seed {seed})")
+        log(f"quality {folder.name}: {sampler} {steps} steps (seed {seed})")
         gen = torch.Generator(device=s.device).manual_seed(seed)
         with torch.inference_mode():
             return sample(denoiser, shape, scfg, sampler=sampler, steps=steps, generator=gen, device=s.device, noise=noise)
 
     reference = run("ddpm", REFERENCE_STEPS, s.seed)
-    q = Quality(source=f"{s.model_dir} ({described}; preset {mcfg.preset}, {size} px, "
+    q = Quality(name=folder.name, source=f"{folder} ({described}; preset {mcfg.preset}, {size} px, "
                        f"phantom {data.get('modality', 'ct')} prior)")
     q.reference_spread = _ssim(run("ddpm", REFERENCE_STEPS, s.seed + 1), reference)
     for n in sorted(s.ddim_steps):
@@ -670,21 +682,26 @@ def sampling_section(rows: list[SamplingRow], s: Settings) -> list[str]:
                      "per-step x steps, s / slice", "DDPM-500 ÷ this", "ratio from"], body, "lrlrrlrrrl"), ""]
 
 
-def quality_section(q: Quality) -> list[str]:
+def quality_section(qs: list[Quality]) -> list[str]:
     head = ["## 5. Quality vs steps", ""]
-    if q.skipped:
-        return head + _table(["comparison", "SSIM to DDPM-1000", "note"],
-                             [["quality measurement skipped", "-", q.skipped + "; an untrained network's SSIM "
-                               "says nothing about quality"]], "lrl") + [""]
-    rows = [[f"DDIM-{n} vs DDPM-1000", f"{v:.4f}", "same seed, prior and start noise"] for n, v in q.ssim.items()]
-    rows.append(["DDPM-1000 seed+1 vs DDPM-1000", f"{q.reference_spread:.4f}",
-                 "reference spread: same start noise, other ancestral noise"])
-    return head + [(f"Model: {q.source}. SSIM (`skimage`, data_range=2 on [-1, 1]) of the clipped outputs; "
-                   f"{q.seconds:.0f} s. Only as meaningful as the checkpoint is trained."), "",
-                   *_table(["comparison", "SSIM to DDPM-1000", "note"], rows, "lrl"), ""]
+    cols = ["model", "comparison", "SSIM to DDPM-1000", "note"]
+    rows: list[list[str]] = []
+    sources: list[str] = []
+    for q in qs:
+        if q.skipped:
+            rows.append([q.name or "-", "quality measurement skipped", "-",
+                         q.skipped + "; an untrained network's SSIM says nothing about quality"])
+            continue
+        sources.append(f"- `{q.name}`: {q.source}; {q.seconds:.0f} s.")
+        rows += [[q.name, f"DDIM-{n} vs DDPM-1000", f"{v:.4f}", "same seed, prior and start noise"] for n, v in q.ssim.items()]
+        rows.append([q.name, "DDPM-1000 seed+1 vs DDPM-1000", f"{q.reference_spread:.4f}",
+                     "reference spread: same start noise, other ancestral noise"])
+    intro = (["SSIM (`skimage`, data_range=2 on [-1, 1]) of the clipped outputs, one phantom prior slice per model. "
+              "Only as meaningful as each checkpoint is trained. Models:", "", *sources, ""] if sources else [])
+    return head + intro + _table(cols, rows, "llrl") + [""]
 
 
-def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, s: Settings) -> list[str]:
+def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Quality], s: Settings) -> list[str]:
     lines = ["## 6. Summary", ""]
     for n in s.ddim_steps:
         ratios = [r.ratio for r in samp if r.sampler == "ddim" and r.steps == n]
@@ -692,14 +709,16 @@ def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, 
             worst = min(ratios)
             lines.append(f"- DDIM-{n} cost ≤ 1/{COST_TARGET:.0f} of DDPM-{PAPER_STEPS}: "
                          f"{'yes' if worst >= COST_TARGET else 'no'} (ratio {worst:.1f}x, lowest of {len(ratios)})")
-    for n in s.ddim_steps:
-        if q.skipped:
-            lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}: skipped (no trained model)")
-        else:
-            v = q.ssim[n]
-            lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}: {'yes' if v >= SSIM_TARGET else 'no'} "
-                         f"({v:.4f}; reference spread {q.reference_spread:.4f})")
-    lines.append(combined_target_line(samp, q))
+    for q in qs:
+        who = f" ({q.name})" if q.name else ""
+        for n in s.ddim_steps:
+            if q.skipped:
+                lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}{who}: skipped (no trained model)")
+            else:
+                v = q.ssim[n]
+                lines.append(f"- DDIM-{n} SSIM ≥ {SSIM_TARGET} to DDPM-{REFERENCE_STEPS}{who}: "
+                             f"{'yes' if v >= SSIM_TARGET else 'no'} ({v:.4f}; reference spread {q.reference_spread:.4f})")
+        lines.append(combined_target_line(samp, q))
     valid = [r for r in fwd if not math.isnan(r.fraction)]
     if valid:
         best = max(valid, key=lambda r: r.fraction)
@@ -709,9 +728,9 @@ def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, 
 
 
 def combined_target_line(samp: list[SamplingRow], q: Quality) -> str:
-    """The issue's target as one statement: some DDIM-N is both ≤ 1/50 of DDPM-500's cost (in every
-    preset x size timed) and ≥ 0.99 SSIM to DDPM-1000; names the fewest-step N that is, or why none."""
-    head = f"- DDIM at ≤ 1/{COST_TARGET:.0f} of DDPM-{PAPER_STEPS}'s cost with SSIM ≥ {SSIM_TARGET}"
+    """The issue's target as one statement per model: some DDIM-N is both ≤ 1/50 of DDPM-500's cost
+    (in every preset x size timed) and ≥ 0.99 SSIM to DDPM-1000; names the fewest-step N that is, or why none."""
+    head = f"- DDIM at ≤ 1/{COST_TARGET:.0f} of DDPM-{PAPER_STEPS}'s cost with SSIM ≥ {SSIM_TARGET}" + (f" ({q.name})" if q.name else "")
     if q.skipped:
         return head + ": undecided (no trained model for the SSIM half)"
     worst = {n: min(r.ratio for r in samp if r.sampler == "ddim" and r.steps == n)
@@ -725,7 +744,7 @@ def combined_target_line(samp: list[SamplingRow], q: Quality) -> str:
 
 
 def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: list[FlopsRow],
-           fwd: list[ForwardRow], samp: list[SamplingRow], q: Quality, seconds: float, load: str) -> str:
+           fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Quality], seconds: float, load: str) -> str:
     """The whole Markdown report."""
     command = " ".join(["python benchmarks/sampling.py", shlex.join(s.argv)]).strip()
     when = f"{_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
@@ -740,7 +759,7 @@ def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: lis
             *([f"- Note: {s.note}"] if s.note else []),
             ""]
     parts = [head, ceiling_section(ceilings, bf16_note), flops_section(flops), forward_section(fwd, s),
-             sampling_section(samp, s), quality_section(q), summary_section(fwd, samp, q, s)]
+             sampling_section(samp, s), quality_section(qs), summary_section(fwd, samp, qs, s)]
     return "\n".join(line for part in parts for line in part)
 
 
@@ -795,8 +814,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = resolve_settings(args, argv)
     configure_backends(s, args.threads)
     try:
-        if s.model_dir is not None:
-            check_model_dir(s.model_dir)
+        for folder in s.model_dirs:
+            check_model_dir(folder)
         return run_benchmark(s)
     except Seg2MedError as exc:
         sys.stderr.write(f"error: {exc}\n")
