@@ -263,7 +263,9 @@ def generate_volume(
         if not diffusion and outs:  # deterministic: every sample is the first
             outs.append(outs[0].copy())
             continue
-        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + k)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + k)  # start noise: same on every device
+        # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
+        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + k)
         slices = np.empty((n, h, w), dtype=np.float32)
         for start in range(0, n, batch):
             stop = min(n, start + batch)
@@ -276,7 +278,7 @@ def generate_volume(
                         progress(base + i, total)
 
                 x = sample(conditional_denoiser(model.network, c), tuple(noise.shape), model.scheduler_cfg, sampler, steps,
-                           generator=gen if device.type == "cpu" else None, device=device, noise=noise, callback=step_cb)
+                           generator=step_gen, device=device, noise=noise, callback=step_cb)
                 done += steps
             else:
                 with torch.no_grad():
