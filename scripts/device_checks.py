@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 import seg2med
-from seg2med.data import PrepareConfig, SubjectInput, prepare_dataset
+from seg2med.data import PrepareConfig, prepare_dataset
+from seg2med.data.synthetic import phantom_subjects
 from seg2med.inference.generate import pick_device
 from seg2med.io.checkpoints import read_checkpoint_config
 from seg2med.models import ModelConfig, SchedulerConfig
@@ -62,14 +63,8 @@ def check_generate(device: torch.device) -> dict[str, Any]:
 
 
 def build_dataset(root: Path) -> Path:
-    subjects = []
-    for i in range(3):
-        lv = seg2med.make_phantom(seed=i, spacing=6.0, slices=8, size=64)
-        prior = seg2med.simulate_prior(lv, "ct").volume
-        img = prior.array + np.random.default_rng(i).normal(0.0, 30.0, prior.shape)
-        subjects.append(SubjectInput(f"s{i}", prior.like(img.astype(np.float32)), prior, lv.volume.array != 0))
     out = root / "dataset"
-    prepare_dataset(subjects, out, PrepareConfig(modality="ct", spacing=6.0, size=64, split=(0.6, 0.4, 0.0)), overwrite=True)
+    prepare_dataset(phantom_subjects(3, size=64, spacing=6.0, slices=8), out, PrepareConfig(modality="ct", spacing=6.0, size=64, split=(0.6, 0.4, 0.0)), overwrite=True)
     return out
 
 

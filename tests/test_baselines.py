@@ -11,7 +11,8 @@ import torch
 from cli_helpers import run_cli
 
 import seg2med
-from seg2med.data import PrepareConfig, SubjectInput, prepare_dataset
+from seg2med.data import PrepareConfig, prepare_dataset
+from seg2med.data.synthetic import phantom_subjects
 from seg2med.errors import ConfigError, InputError
 from seg2med.inference.generate import load_model
 from seg2med.io import load_volume, save_volume
@@ -35,20 +36,9 @@ def _one_thread(one_thread):
     """Every test of this module runs with one torch thread (conftest.one_thread)."""
 
 
-def _subjects(n: int, labels: bool) -> list[SubjectInput]:
-    out = []
-    for i in range(n):
-        lv = seg2med.make_phantom(seed=i, spacing=8.0, slices=6, size=32)
-        prior = seg2med.simulate_prior(lv, "ct").volume
-        noisy = 0.8 * prior.array + 100.0 + np.random.default_rng(i).normal(0.0, 30.0, prior.shape)
-        out.append(SubjectInput(f"s{i}", prior.like(noisy.astype(np.float32)), prior, lv.volume.array != 0,
-                                labels=lv.volume if labels else None))
-    return out
-
-
 def _prepare(root: Path, n: int, labels: bool) -> Path:
     cfg = PrepareConfig(modality="ct", spacing=8.0, size=32, split=(0.6, 0.4, 0.0), sequence={"name": "ct"}, scheme="total")
-    prepare_dataset(_subjects(n, labels), root, cfg)
+    prepare_dataset(phantom_subjects(n, gain=0.8, offset_hu=100.0, labels=labels), root, cfg)
     return root
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 
-import seg2med
-from seg2med.data import PrepareConfig, SubjectInput, prepare_dataset
+from seg2med.data import PrepareConfig, prepare_dataset
+from seg2med.data.synthetic import phantom_subjects
 from seg2med.io.checkpoints import read_checkpoint_config
 from seg2med.training import train_method
 
@@ -24,12 +24,7 @@ def _one_thread(one_thread):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """4 phantom subjects (2 train, 1 val, 1 test), 32 x 32 axial slices, with labels."""
-    subjects = []
-    for i in range(4):
-        lv = seg2med.make_phantom(seed=i, spacing=8.0, slices=6, size=32)
-        prior = seg2med.simulate_prior(lv, "ct").volume
-        img = 0.8 * prior.array + 100.0 + np.random.default_rng(i).normal(0.0, 30.0, prior.shape)
-        subjects.append(SubjectInput(f"s{i}", prior.like(img.astype(np.float32)), prior, lv.volume.array != 0, labels=lv.volume))
+    subjects = phantom_subjects(4, gain=0.8, offset_hu=100.0, labels=True)
     root = tmp_path_factory.mktemp("bench") / "ds"
     cfg = PrepareConfig(modality="ct", spacing=8.0, size=32, split=(0.5, 0.25, 0.25), sequence={"name": "ct"}, scheme="total")
     prepare_dataset(subjects, root, cfg)

@@ -401,3 +401,15 @@ def test_slice_dataset(dataset: tuple[Path, dict, list[int]]) -> None:
         SliceDataset(out, split="holdout")
     with pytest.raises(ConfigError):
         SliceDataset(out, axes=["sagittal"])
+
+
+def test_phantom_subjects_are_an_exact_affine_map_of_the_ct_prior_without_noise():
+    from seg2med.data.synthetic import phantom_subjects
+
+    (s,) = phantom_subjects(1, gain=0.8, offset_hu=100.0, noise_hu=0.0, labels=True)
+    prior = np.asarray(s.prior.array, np.float64)
+    assert s.subject_id == "s0" and s.labels is not None and np.array_equal(s.body, s.labels.array != 0)
+    np.testing.assert_allclose(s.image.array, 0.8 * prior + 100.0, rtol=0, atol=1e-3)
+    assert np.array_equal(s.image.affine, s.labels.affine) and prior[~s.body].max() == prior[~s.body].min()  # air outside
+    noisy, again = phantom_subjects(2)[1], phantom_subjects(2)[1]
+    assert noisy.subject_id == "s1" and np.array_equal(noisy.image.array, again.image.array)  # seeded noise

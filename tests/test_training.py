@@ -14,8 +14,8 @@ import pytest
 import torch
 from cli_helpers import run_cli
 
-import seg2med
-from seg2med.data import PrepareConfig, SubjectInput, prepare_dataset
+from seg2med.data import PrepareConfig, prepare_dataset
+from seg2med.data.synthetic import phantom_subjects
 from seg2med.errors import ConfigError, OutputExistsError
 from seg2med.io.checkpoints import load_weights, read_checkpoint_config
 from seg2med.models import ModelConfig, SchedulerConfig, build_model
@@ -37,14 +37,8 @@ def _one_thread(one_thread):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 phantom subjects (32x32 axial slices, 6 each): CT prior + noise as the 'image'; 2 train, 1 val."""
-    subjects = []
-    for i in range(3):
-        lv = seg2med.make_phantom(seed=i, spacing=8.0, slices=6, size=32)
-        prior = seg2med.simulate_prior(lv, "ct").volume
-        noisy = prior.array + np.random.default_rng(i).normal(0.0, 30.0, prior.shape)
-        subjects.append(SubjectInput(f"s{i}", prior.like(noisy.astype(np.float32)), prior, lv.volume.array != 0))
     out = tmp_path_factory.mktemp("train") / "ds"
-    prepare_dataset(subjects, out, PrepareConfig(modality="ct", spacing=8.0, size=32, split=(0.6, 0.4, 0.0)))
+    prepare_dataset(phantom_subjects(3), out, PrepareConfig(modality="ct", spacing=8.0, size=32, split=(0.6, 0.4, 0.0)))
     return out
 
 
