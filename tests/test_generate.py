@@ -60,6 +60,24 @@ def test_generate_keeps_affine_shape_spacing_and_seed_reproduces(tmp_path, ckpt)
     assert -1000.0 <= vol.array.min() and vol.array.max() <= 1000.0  # the CT window of the model
 
 
+def test_generation_memory_is_bounded_by_the_batch_not_the_volume(tmp_path, ckpt):
+    """The network only ever sees `batch` slices at a time (its activations are what scales), every
+    slice is sampled once per step, and the result does not depend on the batch size."""
+    from seg2med.inference.generate import generate_volume, load_model
+
+    lv = seg2med.make_phantom(seed=1, spacing=5.0, slices=7, size=24)
+    lm = load_model(ckpt)
+    seen: list[int] = []
+    hook = lm.network.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(int(args[0].shape[0])), with_kwargs=True)
+    try:
+        small = generate_volume(lv.volume, lv.scheme, lm, steps=2, seed=0, batch=3, sampler="ddim")
+    finally:
+        hook.remove()
+    assert max(seen) == 3 and sum(seen) == 7 * 2  # 7 slices in batches of 3, 3, 1; 2 DDIM steps each
+    big = generate_volume(lv.volume, lv.scheme, lm, steps=2, seed=0, batch=7, sampler="ddim")
+    np.testing.assert_allclose(small.samples[0].array, big.samples[0].array, atol=1e-2)  # same slices, any batch
+
+
 def test_generate_non_ras_anisotropic_input_written_on_its_grid(tmp_path, ckpt, capsys, monkeypatch):
     # LPS-like orientation, permuted axes, anisotropic spacing and an oblique-free shift
     aff = np.array([[0.0, -3.5, 0.0, 40.0], [-2.0, 0.0, 0.0, 70.0], [0.0, 0.0, 6.0, -12.0], [0, 0, 0, 1.0]])
