@@ -89,11 +89,11 @@ def test_benchmark_refuses_an_empty_split_before_training(dataset, tmp_path):
 
 
 def test_evaluate_split_scores_the_model_against_the_prior_on_the_held_out_subject(dataset, tmp_path):
-    """The model-card evaluation walks the test split like the benchmark (`generate_split`): one row per
+    """The model-card evaluation walks the test split like the benchmark (`SplitPlan.generate`): one row per
     subject on its original grid, pooled = voxel-weighted mean, and the fitted prior map (image ~ 0.8 x
     prior + 100 HU here) is much closer to the real image than the unmapped prior."""
     from seg2med.inference import load_model
-    from seg2med.inference.split import generate_split
+    from seg2med.inference.split import plan_split
     from seg2med.metrics.heldout import evaluate_split
 
     train_method("prior", dataset, tmp_path / "prior", progress=False)
@@ -104,6 +104,6 @@ def test_evaluate_split_scores_the_model_against_the_prior_on_the_held_out_subje
     assert res["pooled"]["model_ssim"] == pytest.approx(row["model_ssim"])
     assert row["model_mae_hu"] < 0.5 * row["prior_mae_hu"] and row["model_ssim"] > row["prior_ssim"]
     assert 0 < row["model_ssim"] <= 1 and row["model_psnr"] > row["prior_psnr"]
-    (case,) = list(generate_split(dataset, "test", {"prior": lm}))
+    (case,) = list(plan_split(dataset, "test").generate({"prior": lm}))
     gen, ref = case.results["prior"].samples[0], case.subject.image
     assert gen.shape == ref.shape and np.array_equal(gen.affine, ref.affine)

@@ -103,15 +103,15 @@ def _train_all(data: Path, out: Path, cfg: BenchmarkConfig, progress: Callable[[
 def _generate_all(data: Path, runs: Path, test: Path, cfg: BenchmarkConfig, progress: Callable[[str], None]) -> list[str]:
     from seg2med.inference import load_model
     from seg2med.inference.generate import pick_device
-    from seg2med.inference.split import generate_split
+    from seg2med.inference.split import plan_split
 
     device = pick_device(cfg.device)
     models = {m: load_model(runs / m, device=device) for m in cfg.methods}
     for sub in ("reference", "labels", "prior", *cfg.methods):
         (test / sub).mkdir(parents=True, exist_ok=True)
     ids = []
-    for case in generate_split(data, cfg.split, models, steps=cfg.sample_steps, seed=cfg.seed, device=device,
-                               progress=progress):
+    for case in plan_split(data, cfg.split).generate(models, steps=cfg.sample_steps, seed=cfg.seed, device=device,
+                                                     progress=progress):
         rs = case.subject
         ids.append(rs.subject_id)
         name = f"{rs.subject_id}.nii.gz"
@@ -120,9 +120,8 @@ def _generate_all(data: Path, runs: Path, test: Path, cfg: BenchmarkConfig, prog
         for method, res in case.results.items():
             save_volume(res.samples[0], test / method / name, overwrite=True, dtype=np.float32)
             write_json(test / method / f"{rs.subject_id}.json", res.metadata, overwrite=True)
-        first = next(iter(case.results.values()), None)
-        if first is not None and not (test / "prior" / name).exists():
-            save_volume(first.prior, test / "prior" / name, dtype=np.float32)
+        if not (test / "prior" / name).exists():  # the same prior for every method (cfg.methods is never empty)
+            save_volume(next(iter(case.results.values())).prior, test / "prior" / name, dtype=np.float32)
     return ids
 
 

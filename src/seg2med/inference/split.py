@@ -1,8 +1,8 @@
 """Generate every subject of one split of a prepared dataset, the way ``seg2med generate`` does.
 
-The one place that walks a held-out split: the stored labels of each subject are put back on
-its original grid (``restore_subject``), and each model generates a volume from them with
-``generate_volume``. Used by the model-card evaluation (``seg2med.metrics.heldout``) and by the
+The one place that walks a held-out split (``plan_split(...).generate(models)``): the stored
+labels of each subject are put back on its original grid (``restore_subject``), and each model
+generates a volume from them with ``generate_volume``. Used by the model-card evaluation (``seg2med.metrics.heldout``) and by the
 benchmark's test-set generation (``seg2med.evaluation.benchmark``).
 """
 
@@ -32,8 +32,9 @@ class SplitCase:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """The manifest's settings a split evaluation needs, and the split's subject records."""
+    """One split of a prepared dataset: the manifest (read once), its label scheme and the split's records."""
 
+    dataset_dir: Path
     manifest: dict[str, Any]
     scheme: LabelScheme
     records: list[Mapping[str, Any]]
@@ -42,6 +43,32 @@ class SplitPlan:
     def modality(self) -> str:
         return str(self.manifest["config"]["modality"])
 
+    def generate(
+        self,
+        models: Mapping[str, LoadedModel],
+        *,
+        steps: int = 50,
+        sampler: str = "ddim",
+        seed: int = 0,
+        batch: int = 8,
+        axis: str = "axial",
+        device: torch.device | str = "cpu",
+        progress: Callable[[str], None] | None = None,
+    ) -> Iterator[SplitCase]:
+        """For each subject of the split (manifest order): restore it, generate with every model.
+
+        ``progress("generate SUBJECT: MODEL")`` is called before each generation.
+        """
+        for record in self.records:
+            subject = restore_subject(self.dataset_dir, record, axis)
+            results = {}
+            for name, lm in models.items():
+                if progress is not None:
+                    progress(f"generate {subject.subject_id}: {name}")
+                results[name] = generate_volume(subject.labels, self.scheme, lm, steps=steps, sampler=sampler, seed=seed,
+                                                batch=batch, axis=axis, device=device)
+            yield SplitCase(record, subject, results)
+
 
 def plan_split(dataset_dir: str | Path, split: str) -> SplitPlan:
     """Read the manifest; refuse a split without subjects (one-line error naming the dataset)."""
@@ -49,33 +76,4 @@ def plan_split(dataset_dir: str | Path, split: str) -> SplitPlan:
     records = [s for s in manifest["subjects"] if s["split"] == split]
     if not records:
         raise InputError(f"{dataset_dir}: no subject in the {split!r} split")
-    return SplitPlan(manifest, canonical_scheme(get_scheme(manifest["config"]["scheme"])), records)
-
-
-def generate_split(
-    dataset_dir: str | Path,
-    split: str,
-    models: Mapping[str, LoadedModel],
-    *,
-    steps: int = 50,
-    sampler: str = "ddim",
-    seed: int = 0,
-    batch: int = 8,
-    axis: str = "axial",
-    device: torch.device | str = "cpu",
-    progress: Callable[[str], None] | None = None,
-) -> Iterator[SplitCase]:
-    """For each subject of ``split`` (manifest order): restore it, generate with every model.
-
-    ``progress("generate SUBJECT: MODEL")`` is called before each generation.
-    """
-    plan = plan_split(dataset_dir, split)
-    for record in plan.records:
-        subject = restore_subject(dataset_dir, record, axis)
-        results = {}
-        for name, lm in models.items():
-            if progress is not None:
-                progress(f"generate {subject.subject_id}: {name}")
-            results[name] = generate_volume(subject.labels, plan.scheme, lm, steps=steps, sampler=sampler, seed=seed,
-                                            batch=batch, axis=axis, device=device)
-        yield SplitCase(record, subject, results)
+    return SplitPlan(Path(dataset_dir), manifest, canonical_scheme(get_scheme(manifest["config"]["scheme"])), records)

@@ -17,7 +17,7 @@ import numpy as np
 
 from seg2med.data.normalize import normalize_volume
 from seg2med.inference.generate import LoadedModel
-from seg2med.inference.split import generate_split, plan_split
+from seg2med.inference.split import plan_split
 from seg2med.metrics.image import mae, psnr, ssim
 
 
@@ -38,11 +38,10 @@ def evaluate_split(
     axis: str = "axial",
 ) -> dict[str, Any]:
     """Per-subject and pooled SSIM / PSNR / MAE of the model and of the prior alone."""
-    config = plan_split(dataset_dir, split).manifest["config"]
-    modality = config["modality"]
+    plan = plan_split(dataset_dir, split)
+    config, modality = plan.manifest["config"], plan.modality
     rows = []
-    for case in generate_split(dataset_dir, split, {"model": model}, steps=steps, sampler=sampler, seed=seed,
-                               batch=batch, axis=axis):
+    for case in plan.generate({"model": model}, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis):
         rs, res, subj = case.subject, case.results["model"], case.record
         labels, body, real = rs.labels.array, rs.body, rs.image.array
         image_params = subj["normalization"]["image"]

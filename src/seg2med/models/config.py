@@ -183,7 +183,7 @@ def spaced_scheduler(cfg: SchedulerConfig, sampler: str, steps: int):
         raise ConfigError(f"spaced_scheduler: sampler must be ddpm or ddim, got {sampler!r}")
     full = build_scheduler(cfg, sampler)
     full.set_timesteps(steps)
-    grid = torch.unique(full.timesteps.cpu()).sort().values  # ascending training timesteps, 0 ... T-1
+    grid = torch.unique(full.timesteps.cpu())  # sorted ascending: training timesteps 0 ... T-1
     cum = full.alphas_cumprod[grid]
     betas = 1.0 - cum / torch.cat([torch.ones(1, dtype=cum.dtype), cum[:-1]])
     sched = build_scheduler(dataclasses.replace(cfg, num_train_timesteps=len(grid)), sampler)
