@@ -40,9 +40,11 @@ def atomic_write(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
     try:
         yield tmp_path
+        # mkstemp (and writers that recreate the file, e.g. safetensors) leave it 0600;
+        # outputs get the usual permissions of a new file
+        os.chmod(tmp_path, 0o666 & ~_umask())
         if final.exists() and not overwrite:  # appeared while we were writing
             raise OutputExistsError(f"{final}: output exists (pass --overwrite to replace it)")
         os.replace(tmp_path, final)

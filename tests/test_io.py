@@ -1,0 +1,63 @@
+"""io.files: atomic writes keep nothing on failure, refuse overwrites, and give outputs normal permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seg2med.errors import OutputExistsError
+from seg2med.io.checkpoints import save_weights
+from seg2med.io.files import atomic_dir, atomic_write
+from seg2med.io.nifti import Volume, save_volume
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_safetensors_and_nifti_outputs_get_umask_permissions_not_0600(tmp_path: Path, umask_022) -> None:
+    # safetensors recreates the file it writes as 0600; a checkpoint must be readable like any new file
+    w = save_weights(tmp_path / "w.safetensors", {"a": torch.zeros(3)})
+    assert _mode(w) == 0o644
+    vol = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 1.0, 3.0, 1.0]))
+    n = save_volume(vol, tmp_path / "v.nii.gz")
+    assert _mode(Path(n)) == 0o644
+    with atomic_dir(tmp_path / "run") as d:
+        (d / "x.txt").write_text("x")
+    assert _mode(tmp_path / "run") == 0o755
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("writer crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_refuses_overwrite_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        with atomic_write(target) as tmp:
+            tmp.write_text("new")
+    assert target.read_text() == "old"
+    with atomic_write(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
