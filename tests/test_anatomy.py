@@ -166,6 +166,22 @@ def test_unknown_ids_are_reported_or_raise(seg, caplog):
         build_label_volume(bad, TOTAL, strict=True)
 
 
+def test_many_unknown_ids_are_summarised_on_one_line(seg):
+    # a FreeSurfer/SynthSeg map read as 'total' has ~150 unknown ids: name the largest, count the rest
+    arr = seg.array.copy()
+    flat = arr.reshape(-1)
+    for k, i in enumerate(range(1000, 1020)):
+        flat[k * 50 : k * 50 + 1 + k] = i  # id 1000+k gets k+1 voxels
+    bad = Volume(arr, seg.affine, seg.header, Path("fs_seg.nii.gz"))
+    with pytest.raises(ConfigError) as err:
+        build_label_volume(bad, TOTAL, strict=True)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "id 1019 (20 voxels)" in msg and "id 1012 (13 voxels)" in msg  # the 8 largest
+    assert "id 1011 " not in msg and "id 1000 " not in msg
+    assert msg.endswith("and 12 more ids (78 voxels)")  # 1 + 2 + ... + 12
+
+
 def test_empty_label_map_and_grid_mismatch_raise(seg, tissue_masks):
     empty = Volume(np.zeros(seg.shape, np.int32), seg.affine, None, Path("empty_seg.nii.gz"))
     with pytest.raises(InputError, match="empty_seg"):

@@ -147,8 +147,14 @@ def _label_dtype(max_id: int) -> type:
     return np.int16 if max_id < np.iinfo(np.int16).max else np.int32
 
 
-def _unknown_text(ids: Mapping, what: str = "id") -> str:
-    return ", ".join(f"{what} {k} ({v} voxels)" for k, v in sorted(ids.items()))
+def _unknown_text(ids: Mapping, what: str = "id", limit: int = 8) -> str:
+    """``id 7 (120 voxels), …``: the ``limit`` largest by voxel count (in id order), then a count of the rest."""
+    shown = sorted(sorted(ids.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+    text = ", ".join(f"{what} {k} ({v} voxels)" for k, v in shown)
+    if len(ids) > limit:
+        rest = {k: v for k, v in ids.items() if (k, v) not in shown}
+        text += f" and {len(rest)} more {what}s ({sum(rest.values())} voxels)"
+    return text
 
 
 def _handle_unknown(source: str, scheme_name: str, unknown: Mapping, strict: bool, what: str = "id") -> None:
