@@ -125,7 +125,13 @@ class SchedulerConfig:
 
 
 def build_model(cfg: ModelConfig):
-    """MONAI 2D ``DiffusionModelUNet``: in = image + condition channels, out = image channels."""
+    """MONAI 2D ``DiffusionModelUNet``: in = image + condition channels, out = image channels.
+
+    Attention runs through PyTorch's fused ``scaled_dot_product_attention``
+    (MONAI's ``use_flash_attention``): the same weights and the same function
+    as MONAI's explicit softmax(QK^T)V (outputs agree to ~1e-5), less memory,
+    and 5-15 % faster per forward on the 2-core CPU (``benchmarks/sampling.py``).
+    """
     from monai.networks.nets import DiffusionModelUNet
 
     return DiffusionModelUNet(
@@ -137,6 +143,7 @@ def build_model(cfg: ModelConfig):
         num_res_blocks=cfg.num_res_blocks,
         num_head_channels=cfg.num_head_channels,
         norm_num_groups=cfg.norm_num_groups,
+        use_flash_attention=True,
     )
 
 
