@@ -12,7 +12,8 @@ and prints it. Sections:
 1. matmul ceiling (GFLOP/s) of the machine, fp32 and bf16;
 2. parameters and FLOPs per forward pass (``FlopCounterMode``, batch 1);
 3. forward-pass time at batch 1 and 8 (fp32 in channels-last and default layout, bf16),
-   achieved GFLOP/s and fraction of the ceiling;
+   achieved GFLOP/s and fraction of the ceiling; 3b. where that time goes (``torch.profiler``:
+   convolutions, matmul/attention, GroupNorm, SiLU, the rest) and the convolutions' own GFLOP/s;
 4. seconds per slice: DDPM 500 steps (the seg2med paper setting) vs DDIM 50/20/10/8
    and the cost ratio; rows too slow to run end-to-end are per-step cost x steps
    and say so;
@@ -381,6 +382,7 @@ class FlopsRow:
     size: int
     params: int
     flops: int  # per forward pass at batch 1
+    conv_flops: int = 0  # the convolutions' share of ``flops``
 
 
 @dataclass
@@ -421,14 +423,17 @@ def model_inputs(cfg: ModelConfig, batch: int, size: int, device: torch.device) 
     return x, torch.randint(0, 1000, (batch,), device=device)
 
 
-def count_flops(model: torch.nn.Module, cfg: ModelConfig, size: int, device: torch.device) -> int:
-    """FLOPs of one batch-1 forward pass (``FlopCounterMode``: conv/matmul/attention, 2 per MAC)."""
+def count_flops(model: torch.nn.Module, cfg: ModelConfig, size: int, device: torch.device) -> tuple[int, int]:
+    """FLOPs of one batch-1 forward pass (``FlopCounterMode``: conv/matmul/attention, 2 per MAC):
+    the total and the convolutions' part."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x, t = model_inputs(cfg, 1, size, device)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x, timesteps=t)
-    return int(counter.get_total_flops())
+    per_op = counter.get_flop_counts().get("Global", {})
+    conv = sum(int(n) for op, n in per_op.items() if "convolution" in str(op))
+    return int(counter.get_total_flops()), conv
 
 
 def time_forward(model: torch.nn.Module, cfg: ModelConfig, size: int, batch: int, dtype: str,
@@ -441,6 +446,94 @@ def time_forward(model: torch.nn.Module, cfg: ModelConfig, size: int, batch: int
             model(x, timesteps=t)
 
     return time_call(run, s.device, s.warmup, s.repeats, s.budget_s)
+
+
+# --------------------------------------------------------------------------- 3b. where the time goes
+#: Operator groups of the profile by ATen operator name, first match wins.
+OP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("convolution", ("convolution", "conv2d")),
+    ("matmul + attention", ("addmm", "aten::mm", "bmm", "linear", "attention", "softmax")),
+    ("group norm", ("group_norm",)),
+    ("SiLU", ("silu",)),
+)
+OTHER_GROUP = "rest (adds, concatenation, copies, casts, ...)"
+
+
+@dataclass
+class Breakdown:
+    """Share of one profiled forward pass per operator group, and the convolutions' own throughput."""
+
+    preset: str
+    size: int
+    dtype: str
+    batch: int
+    total_s: float  # summed self time of the profiled operators / kernels per forward
+    shares: dict[str, float]  # group -> fraction of total_s
+    conv_gflops: float
+    ceiling: Ceiling
+    skipped: str = ""
+    top_other: list[tuple[str, float]] = field(default_factory=list)  # largest operators of the rest, share
+
+
+def op_group(name: str) -> str:
+    low = name.lower()
+    for group, keys in OP_GROUPS:
+        if any(k in low for k in keys):
+            return group
+    return OTHER_GROUP
+
+
+def profile_forward(model: torch.nn.Module, cfg: ModelConfig, size: int, batch: int, dtype: str,
+                    conv_flops: int, ceiling: Ceiling, preset: str, s: Settings, runs: int = 2) -> Breakdown:
+    """``torch.profiler`` over ``runs`` forward passes: self time of the ATen operators per group
+    (CPU time on a CPU; on CUDA the GPU time of the kernels each operator launched), and the
+    convolutions' GFLOP/s = their FLOPs / their time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, t = model_inputs(cfg, batch, size, s.device)
+    cuda = s.device.type == "cuda"
+    with torch.inference_mode(), autocast(s.device, dtype):
+        model(x, timesteps=t)  # warm-up outside the profile
+        synchronize(s.device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(runs):
+                model(x, timesteps=t)
+            synchronize(s.device)
+    times: dict[str, float] = {g: 0.0 for g, _ in OP_GROUPS}
+    times[OTHER_GROUP] = 0.0
+    other: dict[str, float] = {}
+    for ev in prof.key_averages():
+        if not ev.key.startswith(("aten::", "mkldnn::", "mkl::")):
+            continue  # operators only: no wrappers, and on CUDA no kernel rows (already in their operator's time)
+        sec = max(float(ev.self_device_time_total if cuda else ev.self_cpu_time_total), 0.0) * 1e-6 / runs
+        group = op_group(ev.key)
+        times[group] += sec
+        if group == OTHER_GROUP:
+            other[ev.key] = other.get(ev.key, 0.0) + sec
+    total = sum(times.values())
+    if total <= 0:
+        return Breakdown(preset, size, dtype, batch, 0.0, {}, math.nan, ceiling, skipped="the profiler recorded no operator time")
+    conv_s = times["convolution"]
+    conv_gflops = conv_flops * batch / conv_s / 1e9 if conv_s > 0 else math.nan
+    top = sorted(other.items(), key=lambda kv: -kv[1])[:3]
+    return Breakdown(preset, size, dtype, batch, total, {g: v / total for g, v in times.items()}, conv_gflops, ceiling,
+                     top_other=[(k.removeprefix("aten::"), v / total) for k, v in top if v > 0])
+
+
+def breakdown_rows(model: torch.nn.Module, cfg: ModelConfig, preset: str, size: int, conv_flops: int,
+                   ceilings: dict[str, Ceiling], bf16: bool, s: Settings) -> list[Breakdown]:
+    """Profile the batch-1 and the largest-batch forward in fp32 (and bf16), channels-last."""
+    rows = []
+    batches = sorted({min(s.batches), max(s.batches)})
+    for dtype in ("fp32", "bf16") if bf16 else ("fp32",):
+        for batch in batches:
+            try:
+                rows.append(profile_forward(model, cfg, size, batch, dtype, conv_flops, ceilings[dtype], preset, s))
+            except (RuntimeError, AttributeError) as exc:  # a profiler that does not run here: say so
+                rows.append(Breakdown(preset, size, dtype, batch, 0.0, {}, math.nan, ceilings[dtype],
+                                      skipped=f"profiler failed: {str(exc).splitlines()[0]}"))
+    return rows
 
 
 # --------------------------------------------------------------------------- 4. sampling cost
@@ -661,6 +754,30 @@ def forward_section(rows: list[ForwardRow], s: Settings) -> list[str]:
                      "of ceiling", "repeats"], body, "lrllrrrrrr"), ""]
 
 
+def breakdown_section(rows: list[Breakdown], s: Settings) -> list[str]:
+    groups = [g for g, _ in OP_GROUPS] + [OTHER_GROUP]
+    unit = ("GPU time of the kernels each ATen operator launched (launch gaps not included, compare "
+            "section 3)") if s.device.type == "cuda" else "ATen operator CPU"
+    body = []
+    for r in rows:
+        if r.skipped:
+            body.append([r.preset, str(r.size), r.dtype, str(r.batch), "-", *["-"] * len(groups), "-", "-", r.skipped])
+            continue
+        frac = r.conv_gflops / r.ceiling.best if r.ceiling.best > 0 else math.nan
+        top = ", ".join(f"{name} {share:.1%}" for name, share in r.top_other)
+        body.append([r.preset, str(r.size), r.dtype, str(r.batch), f"{r.total_s * 1e3:.1f}",
+                     *[f"{r.shares[g]:.1%}" for g in groups], f"{r.conv_gflops:.1f}", f"{frac:.1%}", top])
+    return ["## 3b. Where the forward time goes", "",
+            (f"`torch.profiler`, channels-last, mean of 2 profiled forwards after a warm-up: {unit} self time "
+             "per group (`ms profiled` is their sum per forward; profiling adds a little overhead). "
+             "`conv GFLOP/s` = the convolutions' FLOPs (section 2) / their own time, and its fraction of the "
+             "same matmul ceiling as section 3: how fast the FLOP-carrying part runs. GroupNorm, SiLU and the "
+             "rest carry no counted FLOPs, so their share of the time is what keeps a whole forward below "
+             "the ceiling."), "",
+            *_table(["preset", "size", "dtype", "batch", "ms profiled", *groups, "conv GFLOP/s", "conv of ceiling",
+                     "largest of the rest"], body, "lrlrr" + "r" * len(groups) + "rrl"), ""]
+
+
 def sampling_section(rows: list[SamplingRow], s: Settings) -> list[str]:
     def label(r: SamplingRow) -> str:
         return "DDPM (paper)" if r.sampler == "ddpm" else "DDIM"
@@ -744,7 +861,8 @@ def combined_target_line(samp: list[SamplingRow], q: Quality) -> str:
 
 
 def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: list[FlopsRow],
-           fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Quality], seconds: float, load: str) -> str:
+           fwd: list[ForwardRow], brk: list[Breakdown], samp: list[SamplingRow], qs: list[Quality],
+           seconds: float, load: str) -> str:
     """The whole Markdown report."""
     command = " ".join(["python benchmarks/sampling.py", shlex.join(s.argv)]).strip()
     when = f"{_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
@@ -759,7 +877,7 @@ def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: lis
             *([f"- Note: {s.note}"] if s.note else []),
             ""]
     parts = [head, ceiling_section(ceilings, bf16_note), flops_section(flops), forward_section(fwd, s),
-             sampling_section(samp, s), quality_section(qs), summary_section(fwd, samp, qs, s)]
+             breakdown_section(brk, s), sampling_section(samp, s), quality_section(qs), summary_section(fwd, samp, qs, s)]
     return "\n".join(line for part in parts for line in part)
 
 
@@ -780,17 +898,17 @@ def write_atomic(path: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- main
 def benchmark_models(s: Settings, ceilings: dict[str, Ceiling], bf16: bool
-                     ) -> tuple[list[FlopsRow], list[ForwardRow], list[SamplingRow]]:
-    """FLOPs, forward timings and sampling cost for every preset x size."""
-    flops_rows, fwd_rows, samp_rows = [], [], []
+                     ) -> tuple[list[FlopsRow], list[ForwardRow], list[Breakdown], list[SamplingRow]]:
+    """FLOPs, forward timings, their breakdown and sampling cost for every preset x size."""
+    flops_rows, fwd_rows, brk_rows, samp_rows = [], [], [], []
     # fp32 in both layouts (what channels-last buys), bf16 in the one seg2med samples with
     variants = [("fp32", "nhwc"), ("fp32", "nchw")] + ([("bf16", "nhwc")] if bf16 else [])
     for preset in s.presets:
         model, cfg = make_model(preset, s.device, s.seed)
         for size in s.sizes:
             log(f"{preset} {size} px: FLOPs")
-            flops = count_flops(model, cfg, size, s.device)
-            flops_rows.append(FlopsRow(preset, size, count_parameters(model), flops))
+            flops, conv_flops = count_flops(model, cfg, size, s.device)
+            flops_rows.append(FlopsRow(preset, size, count_parameters(model), flops, conv_flops))
             for dtype, layout in variants:
                 set_layout(model, layout)
                 for batch in s.batches:
@@ -798,12 +916,14 @@ def benchmark_models(s: Settings, ceilings: dict[str, Ceiling], bf16: bool
                     t = time_forward(model, cfg, size, batch, dtype, s)
                     fwd_rows.append(ForwardRow(preset, size, dtype, layout, batch, t, flops, ceilings[dtype]))
             set_layout(model, "nhwc")
+            log(f"{preset} {size} px: profile")
+            brk_rows += breakdown_rows(model, cfg, preset, size, conv_flops, ceilings, bf16, s)
             log(f"{preset} {size} px: sampling cost")
             samp_rows += sampling_rows(model, cfg, preset, size, s)
         del model
         if s.device.type == "cuda":
             torch.cuda.empty_cache()
-    return flops_rows, fwd_rows, samp_rows
+    return flops_rows, fwd_rows, brk_rows, samp_rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -827,12 +947,12 @@ def run_benchmark(s: Settings) -> int:
     start, load = time.perf_counter(), load_average()
     ceilings = measure_ceilings(s)
     bf16, bf16_note = bf16_decision(s, ceilings)
-    flops, fwd, samp = benchmark_models(s, ceilings, bf16)
+    flops, fwd, brk, samp = benchmark_models(s, ceilings, bf16)
     for name in ("fp32", "bf16") if bf16 else ("fp32",):
         log(f"matmul ceiling {name} again")
         remeasure_ceiling(ceilings[name], s.device, s.repeats)
     quality = measure_quality(s)
-    report = render(s, ceilings, bf16_note, flops, fwd, samp, quality, time.perf_counter() - start, load)
+    report = render(s, ceilings, bf16_note, flops, fwd, brk, samp, quality, time.perf_counter() - start, load)
     write_atomic(s.out, report)
     sys.stdout.write(report)
     log(f"wrote {s.out}")

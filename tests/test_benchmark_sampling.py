@@ -57,6 +57,14 @@ def test_quick_benchmark_report(tmp_path: Path) -> None:
     flops = [r for r in _section(sections, "2.") if r["preset"] == "small"]
     assert flops and all(int(r["FLOPs (batch 1)"]) > 0 for r in flops)
 
+    # 3b: the profiled forward time splits into groups that add up to all of it; convolutions carry time
+    breakdown = _section(sections, "3b.")
+    assert {r["batch"] for r in breakdown} == {"1", "2"}
+    for r in breakdown:
+        shares = [float(v.rstrip("%")) for k, v in r.items() if k not in ("conv of ceiling", "largest of the rest") and v.endswith("%")]
+        assert len(shares) == 5 and abs(sum(shares) - 100.0) < 0.5, r
+        assert float(r["convolution"].rstrip("%")) > 20.0 and float(r["conv GFLOP/s"]) > 0, r
+
     sampling = _section(sections, "4.")
     ddpm = [r for r in sampling if r["sampler"].startswith("DDPM") and r["steps"] == "500"]
     ddim = [r for r in sampling if r["sampler"] == "DDIM"]
