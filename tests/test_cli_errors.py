@@ -85,6 +85,19 @@ def test_empty_label_map(tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("arr", "needle"), [
+    (np.full((8, 8, 4), -1000.0, np.float32), "negative values (min -1000)"),  # a CT image
+    (np.full((8, 8, 4), 0.5, np.float32), "non-integer values"),  # an MR image / probability map
+])
+def test_an_image_given_as_labels_is_named_as_such(tmp_path, capsys, monkeypatch, arr, needle):
+    img = _save(arr, tmp_path / "ct.nii.gz")
+    for cmd in (["simulate", "--labels", img, "--out", tmp_path / "p.nii.gz"],
+                ["generate", "--labels", img, "--out", tmp_path / "s.nii.gz", "--model", "ct-demo-tiny", "--steps", "2"]):
+        res = run_cli(cmd, capsys, monkeypatch)
+        _assert_clean_error(res, "ct.nii.gz", needle, "an intensity image rather than a label map?")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
+
+
 def test_nan_in_image(tmp_path, small_labels, capsys, monkeypatch):
     arr = np.zeros((12, 12, 6), np.float32)
     arr[0, 0, 0] = np.nan

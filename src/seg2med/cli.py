@@ -264,7 +264,7 @@ def generate_cmd(
     for p in api.generated_paths(out, samples).values():
         ensure_writable(p, overwrite)
     with Progress(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console) as prog:
+                  TimeElapsedColumn(), console=console, transient=True) as prog:  # no stale bar after an error
         task = prog.add_task("generate", total=1.0)
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,

@@ -28,7 +28,7 @@ import numpy as np
 
 from seg2med.anatomy.contour import body_mask_from_ct, body_mask_from_labels, body_mask_from_mr
 from seg2med.errors import ConfigError, InputError
-from seg2med.io.nifti import Volume, check_same_grid
+from seg2med.io.nifti import Volume, check_same_grid, label_values
 from seg2med.labels.schemes import LabelScheme, canonical_scheme, get_scheme
 
 log = logging.getLogger(__name__)
@@ -211,15 +211,7 @@ def _as_labels(vol: Volume) -> np.ndarray:
     arr = np.asarray(vol.array)
     if arr.ndim != 3:
         raise InputError(f"{vol.name}: expected a 3D label map, got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr.astype(np.int32)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.array_equal(np.rint(arr), arr):
-            raise InputError(f"{vol.name}: label map holds non-integer values")
-        arr = np.rint(arr).astype(np.int64)
-    if arr.size and arr.min() < 0:
-        raise InputError(f"{vol.name}: label map holds negative values")
-    return arr
+    return label_values(arr, vol.name)
 
 
 def _class_counts(labels: np.ndarray, scheme: LabelScheme) -> dict[str, int]:

@@ -105,6 +105,26 @@ def _read(path: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
     return img, data
 
 
+def label_values(data: np.ndarray, name: str | Path) -> np.ndarray:
+    """``data`` as integer label ids (integer input unchanged, whole-number floats as int64), or a
+    one-line :class:`InputError` naming ``name``: NaN/inf, non-integer or negative values (most often
+    an intensity image given as a label map)."""
+    data = np.asarray(data)
+    if data.dtype == bool:
+        return data.astype(np.int32)
+    hint = " — an intensity image rather than a label map?"
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)):
+            raise InputError(f"{name}: label map holds NaN/inf voxels")
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise InputError(f"{name}: label map holds non-integer values{hint}")
+        data = rounded
+    if data.size and data.min() < 0:
+        raise InputError(f"{name}: label map holds negative values (min {data.min():g}){hint}")
+    return data if np.issubdtype(data.dtype, np.integer) else data.astype(np.int64)
+
+
 def load_volume(path: str | Path, kind: str = "image") -> Volume:
     """Read a 3D volume.
 
@@ -126,16 +146,7 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
         if bad.any():
             raise InputError(f"{p}: image holds {int(bad.sum())} NaN/inf voxels")
     elif kind == "labels":
-        if np.issubdtype(data.dtype, np.floating):
-            if not np.all(np.isfinite(data)):
-                raise InputError(f"{p}: label map holds NaN/inf voxels")
-            rounded = np.rint(data)
-            if not np.array_equal(rounded, data):
-                raise InputError(f"{p}: label map holds non-integer values")
-            data = rounded
-        if data.size and data.min() < 0:
-            raise InputError(f"{p}: label map holds negative values")
-        arr = data.astype(np.int32, copy=False)
+        arr = label_values(data, p).astype(np.int32, copy=False)
     elif kind == "mask":
         arr = np.asarray(data) != 0
     else:
