@@ -6,10 +6,11 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl monai==1.6.1 nibabel==5.3.2
 # then call the device tool's `run` with carry [".whl"], timeout_s 600 and the command
 #   bash scripts/device_checks.sh
-# Dry run on a CPU: PY=.venv/bin/python BENCH_ARGS=--quick OUT=/tmp/dev bash scripts/device_checks.sh
+# Dry run on a CPU: PY=.venv/bin/python BENCH_ARGS=--quick COMPILE_ARGS=--quick OUT=/tmp/dev bash scripts/device_checks.sh
 # It writes into $OUT (or ./device-out): device-checks.json (generate determinism on the device,
 # bf16 training + resume, torchrun with NCCL) and sampling-cuda.md (benchmarks/sampling.py on CUDA,
-# quality with ct-demo and ct-demo-tiny). Copy sampling-cuda.md to benchmarks/results/ afterwards.
+# quality with ct-demo and ct-demo-tiny) and compile-cuda.md (benchmarks/compile_forward.py, last,
+# time-boxed). Copy sampling-cuda.md and compile-cuda.md to benchmarks/results/ afterwards.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-device-out}
@@ -30,5 +31,12 @@ rm -rf "$OUT/checks"
 $PY benchmarks/sampling.py --device auto --out "$OUT/sampling-cuda.md" ${BENCH_ARGS:-} \
   --note "device machine run of scripts/device_checks.sh" 2>&1 | tail -n 60
 rc_bench=$?
-echo "device checks: exit ${rc_checks}; sampling benchmark: exit ${rc_bench}"
+# Last and time-boxed (it must not cost the results above): eager vs torch.compile for `paper` at
+# 256 px, batch 8, fp32 and bf16 -- whether inductor's fused GroupNorm/SiLU/add chains lift the forward
+# to >= 80 % of the ceiling (section 3b of sampling-cuda.md says what keeps eager below it).
+# shellcheck disable=SC2086
+timeout "${COMPILE_TIMEOUT:-240}" $PY benchmarks/compile_forward.py --device auto --out "$OUT/compile-cuda.md" \
+  ${COMPILE_ARGS:---presets paper --sizes 256 --batch 8} 2>&1 | tail -n 20
+rc_compile=$?
+echo "device checks: exit ${rc_checks}; sampling benchmark: exit ${rc_bench}; compile benchmark: exit ${rc_compile} (informative)"
 [ "$rc_checks" -eq 0 ] && [ "$rc_bench" -eq 0 ]
