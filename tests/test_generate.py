@@ -18,9 +18,9 @@ from seg2med.models import ModelConfig, SchedulerConfig, build_model
 TINY = dict(channels=(8, 16, 16, 16), norm_num_groups=8, num_head_channels=8)
 
 
-def make_checkpoint(folder, modality="ct", sequence=None, size=32, spacing=4.0, seed=0):
+def make_checkpoint(folder, modality="ct", sequence=None, size=32, spacing=4.0, seed=0, neighbours=0, scheduler=None):
     torch.manual_seed(seed)
-    mcfg = ModelConfig.from_preset("tiny", **TINY)
+    mcfg = ModelConfig.from_preset("tiny", **TINY, neighbours=neighbours)
     net = build_model(mcfg)
     folder.mkdir(parents=True, exist_ok=True)
     save_weights(folder / "model.safetensors", net.state_dict())
@@ -29,7 +29,7 @@ def make_checkpoint(folder, modality="ct", sequence=None, size=32, spacing=4.0, 
             "ct_window": [0.0, 2000.0], "mr_percentiles": [10.0, 90.0]}
     if modality == "mr":
         data["image_normalization"] = {"method": "window", "low": 10.0, "high": 500.0}
-    write_checkpoint_config(folder, {"method": "ddpm", "model": mcfg.to_dict(), "scheduler": SchedulerConfig().to_dict(),
+    write_checkpoint_config(folder, {"method": "ddpm", "model": mcfg.to_dict(), "scheduler": (scheduler or SchedulerConfig()).to_dict(),
                                      "data": data, "weights": {"model": "model.safetensors", "ema": "ema.safetensors"}})
     return folder
 
@@ -98,6 +98,26 @@ def test_generate_non_ras_anisotropic_input_written_on_its_grid(tmp_path, ckpt, 
     assert meta["seconds"] > 0 and "seg2med_version" in meta
 
 
+def test_rflow_2_5d_model_samples_with_rflow_by_default_and_refuses_ddim(tmp_path, capsys, monkeypatch):
+    # a rectified-flow model with +-1 neighbouring prior slices (4 input channels): the default sampler
+    # follows the model's training scheduler; DDIM/DDPM steps would be meaningless for it
+    run = make_checkpoint(tmp_path / "rflow", neighbours=1, scheduler=SchedulerConfig(kind="rflow"))
+    labels = _phantom_file(tmp_path)
+    a = seg2med.generate(labels, model=run, steps=3, seed=1, batch=2)
+    b = seg2med.generate(labels, model=run, steps=3, seed=1, batch=3)
+    src = load_volume(labels, kind="labels")
+    assert a.metadata["sampler"] == "rflow"
+    assert a.samples[0].shape == src.shape and np.array_equal(a.samples[0].affine, src.affine)
+    assert np.array_equal(a.samples[0].array, b.samples[0].array)  # the batch split does not change the result
+    out = tmp_path / "s.nii.gz"
+    for sampler in ("ddim", "ddpm"):
+        res = run_cli(["generate", "--labels", labels, "--out", out, "--model", run, "--steps", "2", "--sampler", sampler],
+                      capsys, monkeypatch)
+        assert res.code != 0 and "Traceback" not in res.err
+        assert f"sampler '{sampler}' needs a DDPM-trained model" in " ".join(res.err.split())
+        assert not out.exists()
+
+
 def test_generate_refuses_unknown_sequence_scheme_and_bad_checkpoints(tmp_path, ckpt, capsys, monkeypatch):
     labels = _phantom_file(tmp_path)
     out = tmp_path / "s.nii.gz"
@@ -111,6 +131,8 @@ def test_generate_refuses_unknown_sequence_scheme_and_bad_checkpoints(tmp_path, 
 
     fails(["--model", ckpt, "--sequence", "vibe-in"], "trained for sequence 'ct'", "vibe-in")
     fails(["--model", ckpt, "--scheme", "nonsense"], "unknown label scheme 'nonsense'")
+    fails(["--model", ckpt, "--sampler", "rflow"], "sampler 'rflow' needs a model trained with the rflow scheduler")
+    fails(["--model", ckpt, "--sampler", "euler"], "unknown sampler 'euler'")
     fails(["--model", tmp_path / "nowhere"], "nowhere", "no such checkpoint")
     empty = tmp_path / "empty_run"
     empty.mkdir()

@@ -410,7 +410,7 @@ def generate(
     *,
     model: str | Path = "ct-demo",
     steps: int = 50,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     seed: int = 0,
     samples: int = 1,
     batch: int = 8,

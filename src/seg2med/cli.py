@@ -245,7 +245,7 @@ def generate_cmd(
     sequence: Annotated[Optional[str], typer.Option("--sequence", help="Must match the model's sequence (checked).")] = None,
     model: Annotated[str, typer.Option("--model", help="Run folder or shipped model name (e.g. ct-demo, mr-demo).")] = "ct-demo",
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    sampler: Annotated[str, typer.Option("--sampler", help="ddim | ddpm | rflow.")] = "ddim",
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="ddim | ddpm | rflow (default: rflow for an rflow-trained model, else ddim).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     samples: Annotated[int, typer.Option("--samples", help="K samples; K > 1 also writes a std map.")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,

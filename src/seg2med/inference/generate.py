@@ -35,7 +35,7 @@ from seg2med.io.checkpoints import (
     read_checkpoint_config,
 )
 from seg2med.labels import LabelScheme, TissueTable
-from seg2med.models import ModelConfig, SchedulerConfig, build_model, for_inference
+from seg2med.models import ModelConfig, SchedulerConfig, build_model, build_scheduler, for_inference
 from seg2med.models.baselines import (
     BASELINE_METHODS,
     DIFFUSION,
@@ -45,7 +45,7 @@ from seg2med.models.baselines import (
     PriorMap,
 )
 from seg2med.physics import sequence_from_config, simulate_prior
-from seg2med.sampling import conditional_denoiser, sample
+from seg2med.sampling import conditional_denoiser, default_sampler, sample
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def generate_volume(
     *,
     tissues: TissueTable | None = None,
     steps: int = 50,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     seed: int = 0,
     samples: int = 1,
     batch: int = 8,
@@ -237,6 +237,9 @@ def generate_volume(
     """
     if samples < 1 or batch < 1:
         raise ConfigError("--samples and --batch must be >= 1")
+    if model.is_diffusion:
+        sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
+        build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here, before any work
     t0 = time.perf_counter()
     data = model.data
     modality = str(data.get("modality", "ct"))

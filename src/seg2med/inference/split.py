@@ -48,7 +48,7 @@ class SplitPlan:
         models: Mapping[str, LoadedModel],
         *,
         steps: int = 50,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         seed: int = 0,
         batch: int = 8,
         axis: str = "axial",

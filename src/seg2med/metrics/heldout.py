@@ -32,7 +32,7 @@ def evaluate_split(
     split: str = "test",
     *,
     steps: int = 50,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     seed: int = 0,
     batch: int = 8,
     axis: str = "axial",
@@ -43,6 +43,7 @@ def evaluate_split(
     rows = []
     for case in plan.generate({"model": model}, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis):
         rs, res, subj = case.subject, case.results["model"], case.record
+        sampler = res.metadata.get("sampler")  # the one generate_volume used (its default resolved)
         labels, body, real = rs.labels.array, rs.body, rs.image.array
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)

@@ -153,7 +153,9 @@ def build_scheduler(cfg: SchedulerConfig, sampler: str | None = None):
 
     if cfg.kind == "rflow" or sampler == "rflow":
         if cfg.kind != "rflow":
-            raise ConfigError("sampler 'rflow' needs a model trained with the rflow scheduler")
+            raise ConfigError("sampler 'rflow' needs a model trained with the rflow scheduler (this one: DDPM; use ddim or ddpm)")
+        if sampler in ("ddpm", "ddim"):
+            raise ConfigError(f"sampler {sampler!r} needs a DDPM-trained model; this one was trained with the rflow scheduler (use rflow)")
         return RFlowScheduler(num_train_timesteps=cfg.num_train_timesteps, use_discrete_timesteps=False, spatial_dim=2)
     common = dict(
         num_train_timesteps=cfg.num_train_timesteps,

@@ -19,6 +19,12 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("ddim", "ddpm", "rflow")
 
 
+def default_sampler(cfg: SchedulerConfig) -> str:
+    """The sampler a model trained with ``cfg`` is drawn with unless asked otherwise:
+    ``rflow`` for a rectified-flow model, ``ddim`` for a DDPM-trained one."""
+    return "rflow" if cfg.kind == "rflow" else "ddim"
+
+
 def conditional_denoiser(model: torch.nn.Module, condition: torch.Tensor) -> Denoiser:
     """Bind the condition channels (prior slices) to a conditional network: x_t -> model([x_t, condition], t)."""
 

@@ -11,7 +11,7 @@ import torch
 from seg2med.data.dataset import SliceDataset
 from seg2med.io.files import atomic_write
 from seg2med.models.config import SchedulerConfig
-from seg2med.sampling import conditional_denoiser, sample
+from seg2med.sampling import conditional_denoiser, default_sampler, sample
 from seg2med.training.data import collate
 from seg2med.training.runtime import Runtime, step_generator
 
@@ -48,7 +48,7 @@ def val_samples(model: torch.nn.Module, ds: SliceDataset, sched: SchedulerConfig
     cond = (b["prior"] * 2.0 - 1.0).to(rt.device)
     g = step_generator(seed, VAL_STREAM, 0)
     noise = torch.randn(b["image"].shape, generator=g)
-    sampler = "rflow" if sched.kind == "rflow" else "ddim"
+    sampler = default_sampler(sched)
     with rt.autocast():
         x = sample(conditional_denoiser(model, cond), tuple(noise.shape), sched, sampler, min(steps, sched.num_train_timesteps),
                    device=rt.device, noise=noise)
