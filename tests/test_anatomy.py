@@ -182,6 +182,25 @@ def test_many_unknown_ids_are_summarised_on_one_line(seg):
     assert msg.endswith("and 12 more ids (78 voxels)")  # 1 + 2 + ... + 12
 
 
+def test_a_map_of_another_scheme_names_that_scheme(seg, tissue_masks, caplog):
+    # TotalSegmentator's tissue_types folder given as the organ label map: say which scheme it is
+    with caplog.at_level(logging.WARNING, logger="seg2med"), pytest.raises(InputError) as err:
+        build_label_volume(tissue_masks, TOTAL)
+    assert "no voxel of any class of label scheme 'total'" in str(err.value)
+    assert "they are classes of scheme 'tissue_types': pass --scheme tissue_types or give them as --tissue-masks" in str(err.value)
+    assert "classes not in label scheme 'total'" in caplog.text  # plural of 'class'
+    # an organ map (ids 5 liver, 52 aorta) read as tissue_types (ids 1..3): its ids fit 'total'
+    organs = np.zeros(seg.shape, np.int16)
+    organs[10:20, 10:20, 10:12] = 5
+    organs[12:14, 12:14, 10:12] = 52
+    with pytest.raises(InputError, match=r"organs\.nii\.gz: no voxel of any class of label scheme 'tissue_types' "
+                                         r"\(its ids fit scheme 'total': pass --scheme total\)"):
+        build_label_volume(Volume(organs, seg.affine, None, Path("organs.nii.gz")), "tissue_types")
+    # ids no built-in scheme holds: no hint
+    with pytest.raises(InputError, match=r"scheme 'total'$"):
+        build_label_volume(Volume(np.where(organs > 0, 999, 0).astype(np.int16), seg.affine, None, Path("x.nii.gz")), TOTAL)
+
+
 def test_empty_label_map_and_grid_mismatch_raise(seg, tissue_masks):
     empty = Volume(np.zeros(seg.shape, np.int32), seg.affine, None, Path("empty_seg.nii.gz"))
     with pytest.raises(InputError, match="empty_seg"):

@@ -29,7 +29,7 @@ import numpy as np
 from seg2med.anatomy.contour import body_mask_from_ct, body_mask_from_labels, body_mask_from_mr
 from seg2med.errors import ConfigError, InputError
 from seg2med.io.nifti import Volume, check_same_grid, label_values
-from seg2med.labels.schemes import LabelScheme, canonical_scheme, get_scheme
+from seg2med.labels.schemes import LabelScheme, canonical_scheme, get_scheme, guess_scheme, list_schemes
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +147,39 @@ def _label_dtype(max_id: int) -> type:
     return np.int16 if max_id < np.iinfo(np.int16).max else np.int32
 
 
+def _plural(word: str) -> str:
+    return word + ("es" if word.endswith("s") else "s")
+
+
+def _scheme_hint(scheme: LabelScheme, names: Iterable[str] = (), ids: Iterable[int] = ()) -> str:
+    """`` (… pass --scheme X)`` when the unknown class names / ids belong to another built-in scheme."""
+    names, ids = set(names), {int(i) for i in ids}
+    if names:
+        fits = [s for s in list_schemes() if s != scheme.name and names <= set(get_scheme(s).classes)]
+        if fits:
+            tissue = " or give them as --tissue-masks" if "tissue_types" in fits else ""
+            return f" (they are classes of scheme {fits[0]!r}: pass --scheme {fits[0]}{tissue})"
+    elif ids:
+        best = guess_scheme(ids)
+        if best != scheme.name and not (ids - set(get_scheme(best).classes.values())):
+            return f" (its ids fit scheme {best!r}: pass --scheme {best})"
+    return ""
+
+
 def _unknown_text(ids: Mapping, what: str = "id", limit: int = 8) -> str:
     """``id 7 (120 voxels), …``: the ``limit`` largest by voxel count (in id order), then a count of the rest."""
     shown = sorted(sorted(ids.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
     text = ", ".join(f"{what} {k} ({v} voxels)" for k, v in shown)
     if len(ids) > limit:
         rest = {k: v for k, v in ids.items() if (k, v) not in shown}
-        text += f" and {len(rest)} more {what}s ({sum(rest.values())} voxels)"
+        text += f" and {len(rest)} more {_plural(what)} ({sum(rest.values())} voxels)"
     return text
 
 
 def _handle_unknown(source: str, scheme_name: str, unknown: Mapping, strict: bool, what: str = "id") -> None:
     if not unknown:
         return
-    msg = f"{source}: {what}s not in label scheme {scheme_name!r}: {_unknown_text(unknown, what)}"
+    msg = f"{source}: {_plural(what)} not in label scheme {scheme_name!r}: {_unknown_text(unknown, what)}"
     if strict:
         raise ConfigError(msg)
     log.warning("%s; these voxels are treated as unlabelled", msg)
@@ -310,7 +329,8 @@ def build_label_volume(
         labels = np.where(np.isin(raw, list(unknown)), 0, raw).astype(dtype) if unknown else raw.astype(dtype)
         report = AnatomyReport(source, canon.name, ref.shape, unknown_ids=unknown)
     if not labels.any():
-        raise InputError(f"{source}: no voxel of any class of label scheme {scheme.name!r}")
+        hint = _scheme_hint(scheme, names=report.unknown_classes, ids=report.unknown_ids)
+        raise InputError(f"{source}: no voxel of any class of label scheme {scheme.name!r}{hint}")
 
     # -- tissue types -----------------------------------------------------------
     if tissues is not None:
