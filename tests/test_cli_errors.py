@@ -98,6 +98,15 @@ def test_an_image_given_as_labels_is_named_as_such(tmp_path, capsys, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
 
 
+@pytest.mark.parametrize("cmd", ["simulate", "anatomy", "generate", "phantom"])
+def test_an_output_that_is_not_nifti_is_refused_before_any_work(tmp_path, small_labels, capsys, monkeypatch, cmd):
+    out = tmp_path / "result.txt"
+    args = [cmd, "--out", out] + ([] if cmd == "phantom" else ["--labels", small_labels])
+    res = run_cli(args + (["--model", "ct-demo-tiny", "--steps", "1"] if cmd == "generate" else []), capsys, monkeypatch)
+    _assert_clean_error(res, "result.txt", "output must be a NIfTI file named *.nii.gz or *.nii")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.nii.gz"]
+
+
 def test_nan_in_image(tmp_path, small_labels, capsys, monkeypatch):
     arr = np.zeros((12, 12, 6), np.float32)
     arr[0, 0, 0] = np.nan

@@ -107,10 +107,11 @@ def anatomy_cmd(
     """Build one canonical label volume (organs + tissue types + body) with an overlap report."""
     from seg2med import api
 
-    api.sidecar_path(out)  # validate early
     from seg2med.io.files import ensure_writable
+    from seg2med.io.nifti import check_nifti_output
 
-    ensure_writable(out, overwrite)
+    check_nifti_output(out, overwrite)
+    ensure_writable(api.sidecar_path(out), overwrite)
     lv = api.build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, strict=strict)
     api.save_label_volume(lv, out, overwrite=overwrite)
     rep = lv.report
@@ -146,8 +147,9 @@ def simulate_cmd(
     """Label map -> physics prior image (CT HU or MR signal)."""
     from seg2med import api
     from seg2med.io.files import ensure_writable
+    from seg2med.io.nifti import check_nifti_output
 
-    ensure_writable(out, overwrite)
+    check_nifti_output(out, overwrite)
     ensure_writable(api.sidecar_path(out), overwrite)
     prior = api.simulate_prior(
         labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues, scheme=scheme,
@@ -171,8 +173,10 @@ def phantom_cmd(
     """A procedural digital torso phantom in the TotalSegmentator 'total' scheme."""
     from seg2med import api
     from seg2med.io.files import ensure_writable
+    from seg2med.io.nifti import check_nifti_output
 
-    ensure_writable(out, overwrite)
+    check_nifti_output(out, overwrite)
+    ensure_writable(api.sidecar_path(out), overwrite)
     lv = api.make_phantom(seed=seed, spacing=spacing, slices=slices, size=size)
     api.save_label_volume(lv, out, overwrite=overwrite)
     out_console.print(f"wrote {out} {lv.volume.shape}")
@@ -260,7 +264,9 @@ def generate_cmd(
     """Label map -> physics prior -> conditional diffusion -> synthetic CT / MR volume on the input grid."""
     from seg2med import api
     from seg2med.io.files import ensure_writable
+    from seg2med.io.nifti import check_nifti_output
 
+    check_nifti_output(out, overwrite)
     for p in api.generated_paths(out, samples).values():
         ensure_writable(p, overwrite)
     with Progress(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

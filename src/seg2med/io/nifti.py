@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seg2med.errors import GridMismatchError, InputError
-from seg2med.io.files import atomic_write
+from seg2med.errors import ConfigError, GridMismatchError, InputError
+from seg2med.io.files import atomic_write, ensure_writable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 
@@ -32,6 +32,18 @@ def nifti_stem(path: str | Path) -> str:
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return Path(path).stem
+
+
+OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def check_nifti_output(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work is done, an output that is not ``.nii.gz`` / ``.nii`` or that
+    exists without ``overwrite`` (one-line errors naming the file)."""
+    p = Path(path)
+    if not p.name.lower().endswith(OUTPUT_SUFFIXES) or p.name.startswith("."):
+        raise ConfigError(f"{p}: output must be a NIfTI file named *.nii.gz or *.nii")
+    return ensure_writable(p, overwrite)
 
 
 def sidecar_path(nifti: str | Path) -> Path:
@@ -195,6 +207,8 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
     img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
     target = Path(path)
+    if not target.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{target}: output must be a NIfTI file named *.nii.gz or *.nii")
     with atomic_write(target, overwrite) as tmp:
         nib.save(img, str(tmp))
     return target
