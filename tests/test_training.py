@@ -178,6 +178,11 @@ def test_cli_bad_inputs(trained: tuple[Path, dict], tmp_path: Path, capsys, monk
     res = run_cli(["train", "--data", tmp_path / "nope", "--out", out, "--preset", "tiny"], capsys, monkeypatch)
     _clean_error(res, "nope", "dataset folder not found")
     assert not out.exists()
+    raw = tmp_path / "niftis"  # a folder of images, not a prepared dataset
+    raw.mkdir()
+    res = run_cli(["train", "--data", raw, "--out", out, "--preset", "tiny"], capsys, monkeypatch)
+    _clean_error(res, "niftis", "not a prepared slice dataset", "seg2med prepare")
+    assert not out.exists()
     before = (run / "config.json").read_text()
     res = run_cli(["train", "--data", dataset, "--out", run, "--steps", "2"], capsys, monkeypatch)
     _clean_error(res, "training run", "--resume", "--overwrite")

@@ -333,6 +333,8 @@ def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     d = Path(dataset_dir)
     if not d.is_dir():
         raise InputError(f"{d}: dataset folder not found")
+    if not (d / MANIFEST).is_file():
+        raise InputError(f"{d}: not a prepared slice dataset (no {MANIFEST}; make one with `seg2med prepare`)")
     m = read_json(d / MANIFEST)
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise InputError(f"{d / MANIFEST}: not a seg2med slice dataset manifest")
