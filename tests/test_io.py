@@ -61,3 +61,16 @@ def test_atomic_write_refuses_overwrite_and_keeps_the_old_file(tmp_path: Path) -
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_json_is_strict_json_with_nan_as_null(tmp_path: Path) -> None:
+    # a one-subject evaluation has sd = NaN: the file must still parse as strict JSON (jq, JavaScript)
+    from seg2med.io.files import read_json, write_json
+
+    p = write_json(tmp_path / "s.json", {"sd": float("nan"), "x": [np.float32(np.inf), np.array([1.5, np.nan])], "n": 1})
+    text = p.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    import json
+
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert strict == {"sd": None, "x": [None, [1.5, None]], "n": 1} == read_json(p)

@@ -379,7 +379,7 @@ def evaluate_cmd(
     """Compare synthetic with real volumes: SSIM, MS-SSIM, PSNR, MAE, HistCC, FSIM (+ Dice, FID) and an HTML report."""
     from seg2med import api
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as prog:
         task = prog.add_task("evaluate", total=None)
         written = api.evaluate(pred, ref, out, labels=labels, mask=mask if mask in ("body", "none") else Path(mask), prior=prior,
                                modality=modality, segmenter=segmenter, fid_weights=fid_weights, overwrite=overwrite,
@@ -409,7 +409,7 @@ def benchmark_cmd(
     from seg2med import api
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as prog:
         task = prog.add_task("benchmark", total=None)
         result = api.benchmark(data, out, methods=names, budget_minutes=budget, max_steps=max_steps, preset=preset, batch=batch,
                                seed=seed, sample_steps=sample_steps, segmenter=segmenter, segmenter_minutes=segmenter_budget,

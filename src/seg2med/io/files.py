@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,25 @@ def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     return Path(path)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN / inf float (Python or NumPy, also inside arrays) as ``None``: strict
+    JSON has no NaN, and jq, JavaScript and most JSON readers reject Python's ``NaN`` token."""
+    import numpy as np
+
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite)
+    """Strict JSON (NaN / inf written as ``null``), atomically."""
+    return write_text(path, json.dumps(json_safe(obj), indent=2, default=_json_default, allow_nan=False) + "\n", overwrite)
 
 
 def read_json(path: str | Path) -> Any:
