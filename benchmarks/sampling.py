@@ -429,8 +429,17 @@ def count_flops(model: torch.nn.Module, cfg: ModelConfig, size: int, device: tor
     from torch.utils.flop_counter import FlopCounterMode
 
     x, t = model_inputs(cfg, 1, size, device)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(x, timesteps=t)
+    # FlopCounterMode has no formula for PyTorch's CPU fused-attention kernel (it would count attention
+    # as 0 FLOPs): count with MONAI's explicit softmax(QK^T)V, the same function, then switch back
+    fused = [m for m in model.modules() if getattr(m, "use_flash_attention", False)]
+    try:
+        for m in fused:
+            m.use_flash_attention = False
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            model(x, timesteps=t)
+    finally:
+        for m in fused:
+            m.use_flash_attention = True
     per_op = counter.get_flop_counts().get("Global", {})
     conv = sum(int(n) for op, n in per_op.items() if "convolution" in str(op))
     return int(counter.get_total_flops()), conv

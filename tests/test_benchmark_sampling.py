@@ -74,3 +74,24 @@ def test_quick_benchmark_report(tmp_path: Path) -> None:
     summary = "\n".join(sections[next(k for k in sections if k.startswith("6."))])
     assert "DDIM-5 cost ≤ 1/50 of DDPM-500:" in summary
     assert "SSIM ≥ 0.99 to DDPM-1000: skipped" in summary  # no trained model in --quick without --model
+
+
+def test_flops_include_attention_although_the_cpu_fused_kernel_has_no_flop_formula() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import sampling as sb
+
+    model, cfg = sb.make_model("tiny", torch.device("cpu"), 0)
+    total, conv = sb.count_flops(model, cfg, 32, torch.device("cpu"))
+    fused = [m for m in model.modules() if getattr(m, "use_flash_attention", False)]
+    assert fused  # build_model runs attention through the fused kernel, and count_flops switched it back
+    x, t = sb.model_inputs(cfg, 1, 32, torch.device("cpu"))
+    with FlopCounterMode(display=False) as naive, torch.inference_mode():
+        model(x, timesteps=t)
+    attention_flops = total - naive.get_total_flops()
+    # QK^T and AV of every attention block: 2 x (2 n^2 d) per block at the last level (4 x 4 tokens at 32 px)
+    n, d = (32 // 8) ** 2, cfg.channels[-1]
+    assert attention_flops == len(fused) * 2 * 2 * n * n * d
+    assert 0 < conv < total
