@@ -107,6 +107,24 @@ def test_an_output_that_is_not_nifti_is_refused_before_any_work(tmp_path, small_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.nii.gz"]
 
 
+def test_a_folder_of_images_given_as_masks_is_refused(tmp_path, capsys, monkeypatch):
+    # e.g. a BraTS modality folder passed as --labels: each file is read as a class mask
+    folder = tmp_path / "flair"
+    folder.mkdir()
+    ok = np.zeros((8, 8, 4), np.uint8)
+    ok[2:5, 2:5, 1:3] = 255  # a 0/255 mask is fine
+    _save(ok, folder / "liver.nii.gz")
+    img = np.arange(8 * 8 * 4, dtype=np.float32).reshape(8, 8, 4)
+    _save(img, folder / "case_flair.nii.gz")
+    out = tmp_path / "p.nii.gz"
+    res = run_cli(["simulate", "--labels", folder, "--out", out], capsys, monkeypatch)
+    _assert_clean_error(res, "case_flair.nii.gz", "not a binary mask", "max 255")
+    assert not out.exists()
+    (folder / "case_flair.nii.gz").unlink()
+    res = run_cli(["simulate", "--labels", folder, "--out", out], capsys, monkeypatch)
+    assert res.code == 0, res.err
+
+
 def test_nan_in_image(tmp_path, small_labels, capsys, monkeypatch):
     arr = np.zeros((12, 12, 6), np.float32)
     arr[0, 0, 0] = np.nan

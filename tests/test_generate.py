@@ -96,6 +96,7 @@ def test_generate_non_ras_anisotropic_input_written_on_its_grid(tmp_path, ckpt, 
     meta = json.loads((tmp_path / "syn.json").read_text())
     assert meta["sampler"] == "ddim" and meta["steps"] == 2 and meta["seed"] == 1 and meta["samples"] == 2
     assert meta["seconds"] > 0 and "seg2med_version" in meta
+    assert meta["model"] == str(ckpt.resolve())  # where the weights came from, whatever the working directory
 
 
 def test_rflow_2_5d_model_samples_with_rflow_by_default_and_refuses_ddim(tmp_path, capsys, monkeypatch):

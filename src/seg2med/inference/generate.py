@@ -67,7 +67,7 @@ def resolve_model(model: str | Path) -> Path:
     """A run/checkpoint folder path, or the name of a shipped model."""
     p = Path(model)
     if p.is_dir():
-        return p
+        return p.resolve()  # the sidecar records where the weights came from, not a relative name
     if str(model) in list_models():
         return Path(str(_builtin_dir() / str(model)))
     if p.exists():

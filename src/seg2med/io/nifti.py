@@ -142,7 +142,8 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
 
     ``kind="image"``: float32 array; NaN/inf are rejected.
     ``kind="labels"``: integer array; non-integer values are rejected.
-    ``kind="mask"``: boolean array (non-zero voxels).
+    ``kind="mask"``: boolean array (non-zero voxels); a file with more than one non-zero value
+    (an image or a multi-label map) is refused.
     """
     p = Path(path)
     img, data = _read(p)
@@ -161,6 +162,11 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
         arr = label_values(data, p).astype(np.int32, copy=False)
     elif kind == "mask":
         arr = np.asarray(data) != 0
+        if data.dtype != bool and arr.any():
+            top = data.max()
+            if np.any(arr & (data != top)):  # a second non-zero value: not a 0/1 (or 0/255) mask
+                raise InputError(f"{p}: not a binary mask (more than one non-zero value, min {data.min():g}, "
+                                 f"max {top:g}) — an image, or a multi-label map that belongs in --labels as a file?")
     else:
         raise ValueError(f"unknown volume kind {kind!r}")
     return Volume(arr, np.asarray(img.affine, dtype=np.float64), header, p)
