@@ -11,24 +11,35 @@ concatenations (memory-bound, no counted FLOPs) keep an eager forward below the 
 ``torch.compile`` (inductor) fuses those element-wise chains; this script measures whether that
 lifts the forward to the issue's >= 80 % of the ceiling. Per preset x size x dtype: eager and
 compiled ms per forward (channels-last, ``torch.inference_mode``), the speed-up, the compile time
-(first call), achieved GFLOP/s and fraction of the matmul ceiling of the same dtype (measured in
-this run, as in ``sampling.py``), and max |compiled - eager| on one input (a sanity check: the
-network's zero-initialised layers are given small random weights first, so that it is not 0 = 0).
+(first call, with an empty inductor cache unless ``TORCHINDUCTOR_CACHE_DIR`` is set), achieved
+GFLOP/s and fraction of the matmul ceiling of the same dtype (measured in this run, as in
+``sampling.py``), and max |compiled - eager| on one input (a sanity check: the network's
+zero-initialised layers are given small random weights first, so that it is not 0 = 0).
 Not part of the test suite's timing checks; the smoke test runs ``--quick``.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import datetime as _dt
 import math
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # cold compiles: a warm on-disk cache would hide the compile time
+    _CACHE = tempfile.mkdtemp(prefix="seg2med-inductor-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+import torch  # noqa: E402  (after the cache directory is chosen)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -130,7 +141,8 @@ def render(rows: list[Row], ceilings: dict[str, sb.Ceiling], args: argparse.Name
     desc = sb.machine_description(SimpleNamespace(device=device, tf32=args.tf32))
     lines = [f"# seg2med forward pass, eager vs torch.compile ({device.type}{', quick' if args.quick else ''})", "",
              f"- Machine: {desc}",
-             f"- Run: `python benchmarks/compile_forward.py {shlex.join(list(argv))}`, {seconds:.0f} s in all; "
+             f"- Run: {_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
+             f"`python benchmarks/compile_forward.py {shlex.join(list(argv))}`, {seconds:.0f} s in all; "
              f"torch.compile mode `{args.mode}`, `dynamic=False`, channels-last, `torch.inference_mode`",
              "- Matmul ceiling (square `torch.mm`, as in `sampling.py`): "
              + ", ".join(f"{c.dtype} {c.gflops:.1f} GFLOP/s" for c in ceilings.values() if c.supported), "",
