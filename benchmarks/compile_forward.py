@@ -184,17 +184,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     bf16_ok, why = sb.bf16_support(device)
     dtypes = args.dtypes or (["fp32", "bf16"] if bf16_ok else ["fp32"])
+    if not (args.presets and args.sizes and dtypes):
+        sys.stderr.write("error: --presets, --sizes and --dtypes must each name at least one value\n")
+        return 2
     unknown = [d for d in dtypes if d not in ("fp32", "bf16")]
     if unknown or ("bf16" in dtypes and not bf16_ok):
         sys.stderr.write(f"error: --dtypes {','.join(dtypes)}: {'unknown ' + ','.join(unknown) if unknown else why}\n")
         return 2
     ceilings = {"fp32": sb.matmul_ceiling("fp32", device, repeats, "")}
     ceilings["bf16"] = sb.matmul_ceiling("bf16", device, repeats, why) if bf16_ok else sb.Ceiling("bf16", False, why)
-    rows = [measure(p, s, d, args.batch, args.mode, ceilings[d], device, repeats, args.seed)
-            for p in args.presets for s in args.sizes for d in dtypes]
-    report = render(rows, ceilings, args, device, argv, time.perf_counter() - start)
     out = args.out or sb.RESULTS / f"compile-{device.type}.md"
-    sb.write_atomic(out, report)
+    rows: list[Row] = []
+    for p, s, d in [(p, s, d) for p in args.presets for s in args.sizes for d in dtypes]:
+        rows.append(measure(p, s, d, args.batch, args.mode, ceilings[d], device, repeats, args.seed))
+        # rewritten after every row: a run stopped by a time limit keeps the rows it finished
+        report = render(rows, ceilings, args, device, argv, time.perf_counter() - start)
+        sb.write_atomic(out, report)
     sys.stdout.write(report)
     sb.log(f"wrote {out}")
     return 0
