@@ -54,7 +54,11 @@ def _progress(total: int, description: str):
             label = f"{description}: {msg}" if isinstance(msg, str) and msg else description
             prog.update(task, advance=1, description=label)
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            prog.remove_task(task)  # the error line alone, not a half-full bar above it
+            raise
 
 
 def _version(value: bool) -> None:
