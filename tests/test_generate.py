@@ -134,6 +134,8 @@ def test_generate_refuses_unknown_sequence_scheme_and_bad_checkpoints(tmp_path, 
     fails(["--model", ckpt, "--scheme", "nonsense"], "unknown label scheme 'nonsense'")
     fails(["--model", ckpt, "--sampler", "rflow"], "sampler 'rflow' needs a model trained with the rflow scheduler")
     fails(["--model", ckpt, "--sampler", "euler"], "unknown sampler 'euler'")
+    fails(["--model", ckpt, "--precision", "fp16"], "precision fp16 needs a CUDA device")
+    fails(["--model", ckpt, "--precision", "fp8"], "unknown precision 'fp8'")
     fails(["--model", tmp_path / "nowhere"], "nowhere", "no such checkpoint")
     empty = tmp_path / "empty_run"
     empty.mkdir()

@@ -416,6 +416,7 @@ def generate(
     batch: int = 8,
     axis: str = "axial",
     device: str = "auto",
+    precision: str = "fp32",
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
     tissues: str | Path | None = None,
@@ -431,9 +432,10 @@ def generate(
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import pick_device
+    from seg2med.inference.generate import pick_device, sampling_dtype
 
     dev = pick_device(device)
+    sampling_dtype(precision, dev)  # a precision this device cannot run fails before any work
     lm = load_model(model, device=dev)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
@@ -444,7 +446,7 @@ def generate(
     )
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
-        samples=samples, batch=batch, axis=axis, device=dev, progress=progress,
+        samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
     result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name})
     return result

@@ -45,7 +45,7 @@ from seg2med.models.baselines import (
     PriorMap,
 )
 from seg2med.physics import sequence_from_config, simulate_prior
-from seg2med.sampling import conditional_denoiser, default_sampler, sample
+from seg2med.sampling import autocast_denoiser, conditional_denoiser, default_sampler, sample
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,23 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+#: ``--precision`` of generation: the network's matmuls and convolutions under autocast.
+SAMPLING_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None = fp32), or a one-line error where it
+    cannot run: fp16 needs CUDA; bf16 needs a GPU that supports it (any CPU runs it, fast only with
+    AVX512-BF16 / AMX)."""
+    if precision not in SAMPLING_PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (known: {', '.join(SAMPLING_PRECISIONS)})")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device (use bf16 or fp32 on a CPU)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision bf16 is not supported by this GPU (use fp16 or fp32)")
+    return SAMPLING_PRECISIONS[precision]
+
+
 # --------------------------------------------------------------------------- generation
 @dataclass
 class GenerationResult:
@@ -227,6 +244,7 @@ def generate_volume(
     batch: int = 8,
     axis: str = "axial",
     device: torch.device | str = "cpu",
+    precision: str = "fp32",
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
@@ -237,6 +255,8 @@ def generate_volume(
     """
     if samples < 1 or batch < 1:
         raise ConfigError("--samples and --batch must be >= 1")
+    device = torch.device(device)
+    amp_dtype = sampling_dtype(precision, device)
     if model.is_diffusion:
         sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
         build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here, before any work
@@ -255,7 +275,6 @@ def generate_volume(
     cond = condition_stack(sliced["prior"], model.neighbours) * 2.0 - 1.0  # [-1, 1] like training
     mask = sliced["mask"] > 0
     n, h, w = sliced["prior"].shape
-    device = torch.device(device)
     window = _image_window(model, modality)
     outs: list[np.ndarray] = []
     diffusion = model.is_diffusion
@@ -280,12 +299,13 @@ def generate_volume(
                     if progress is not None:
                         progress(base + i, total)
 
-                x = sample(conditional_denoiser(model.network, c), tuple(noise.shape), model.scheduler_cfg, sampler, steps,
+                denoiser = autocast_denoiser(conditional_denoiser(model.network, c), device.type, amp_dtype)
+                x = sample(denoiser, tuple(noise.shape), model.scheduler_cfg, sampler, steps,
                            generator=step_gen, device=device, noise=noise, callback=step_cb)
                 done += steps
             else:
-                with torch.no_grad():
-                    x = model.network(c)
+                with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    x = model.network(c).float()
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -309,6 +329,7 @@ def generate_volume(
         "batch": batch,
         "axis": axis,
         "device": str(device),
+        "precision": precision,
         "modality": modality,
         "sequence": seq.to_config(),
         "prior_normalization": prior_params,

@@ -1,5 +1,13 @@
 """Samplers (k-diffusion style): they take a denoiser callable, never a network class."""
 
-from seg2med.sampling.sampler import SAMPLERS, Denoiser, conditional_denoiser, default_sampler, sample, training_target
+from seg2med.sampling.sampler import (
+    SAMPLERS,
+    Denoiser,
+    autocast_denoiser,
+    conditional_denoiser,
+    default_sampler,
+    sample,
+    training_target,
+)
 
-__all__ = ["SAMPLERS", "Denoiser", "conditional_denoiser", "default_sampler", "sample", "training_target"]
+__all__ = ["SAMPLERS", "Denoiser", "autocast_denoiser", "conditional_denoiser", "default_sampler", "sample", "training_target"]

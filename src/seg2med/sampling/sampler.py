@@ -25,6 +25,21 @@ def default_sampler(cfg: SchedulerConfig) -> str:
     return "rflow" if cfg.kind == "rflow" else "ddim"
 
 
+def autocast_denoiser(denoiser: Denoiser, device_type: str, dtype: torch.dtype | None) -> Denoiser:
+    """``denoiser`` run under ``torch.autocast(device_type, dtype)`` (bf16 / fp16 matmuls and
+    convolutions), its output back in float32 so that the scheduler update stays in full precision.
+    ``dtype=None``: the denoiser unchanged (fp32)."""
+    if dtype is None:
+        return denoiser
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, dtype=dtype):
+            out = denoiser(x, t)
+        return out.float()
+
+    return denoise
+
+
 def conditional_denoiser(model: torch.nn.Module, condition: torch.Tensor) -> Denoiser:
     """Bind the condition channels (prior slices) to a conditional network: x_t -> model([x_t, condition], t)."""
 
