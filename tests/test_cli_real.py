@@ -107,3 +107,31 @@ def test_demo_writes_named_outputs_and_refuses_to_overwrite(tmp_path, capsys, mo
     res = run_cli(["demo", "--out", out, "--priors-only"], capsys, monkeypatch)
     assert res.code != 0 and "--overwrite" in res.err
     assert (out / "ct_prior.nii.gz").read_bytes() == before
+
+
+def test_demo_synthesis_from_user_labels_on_their_grid_in_bf16(ts_dir, tmp_path, capsys, monkeypatch):
+    # the demo's main job with the shipped ct-demo and mr-demo, on a crop of subject A's label map
+    from seg2med.io import Volume, save_volume
+
+    seg = load_volume(ts_dir / "example_seg.nii.gz", kind="labels")
+    shift = np.eye(4)
+    shift[2, 3] = 12
+    crop = save_volume(Volume(seg.array[:, :, 12:16], seg.affine @ shift), tmp_path / "crop.nii.gz")
+    out = tmp_path / "demo"
+    res = run_cli(["demo", "--out", out, "--labels", crop, "--steps", "2", "--precision", "fp16"], capsys, monkeypatch)
+    assert res.code != 0 and "fp16 needs a CUDA device" in res.err and not out.exists()
+    res = run_cli(["demo", "--out", out, "--labels", crop, "--steps", "2", "--precision", "bf16"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    src = load_volume(crop, kind="labels")
+    canonical = load_volume(out / "labels.nii.gz", kind="labels")  # organs + body contour, on the crop's grid
+    assert np.array_equal(canonical.affine, src.affine)
+    for mod, lo, hi in (("ct", -1000.0, 1000.0), ("mr", None, None)):
+        syn = load_volume(out / f"{mod}_synthetic.nii.gz")
+        assert syn.shape == src.shape and np.array_equal(syn.affine, src.affine)
+        meta = json.loads((out / f"{mod}_synthetic.json").read_text())
+        assert (meta["model_name"], meta["steps"], meta["precision"]) == (f"{mod}-demo", 2, "bf16")
+        inside = canonical.array != 0
+        assert syn.array[inside].std() > 0  # an image, not a constant
+        if lo is not None:
+            assert lo <= syn.array.min() and syn.array.max() <= hi
+            assert syn.array[~inside].max() == pytest.approx(-1000.0)  # air outside the body

@@ -358,6 +358,8 @@ def run_demo(
     seed: int = 0,
     steps: int = 10,
     synthesize: bool = True,
+    device: str = "auto",
+    precision: str = "fp32",
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
@@ -365,10 +367,11 @@ def run_demo(
 
     Writes the canonical labels, the CT prior and the MR (VIBE in-phase) prior
     and, with the shipped ``ct-demo`` / ``mr-demo`` models, the synthetic CT and
-    MR generated from them (DDIM, ``steps`` steps), plus PNG previews in three
-    planes (prior | synthetic).
+    MR generated from them (DDIM, ``steps`` steps, on ``device`` in ``precision``), plus PNG
+    previews in three planes (prior | synthetic).
     """
     from seg2med.inference import list_models
+    from seg2med.inference.generate import pick_device, sampling_dtype
     from seg2med.io.preview import Panel, save_preview
 
     out = Path(out)
@@ -382,6 +385,8 @@ def run_demo(
             names[f"{mod}_synthetic"] = out / f"{mod}_synthetic.nii.gz"
         names[f"{mod}_preview"] = out / f"preview_{mod}.png"
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
+    if shipped:
+        sampling_dtype(precision, pick_device(device))  # refuse what this device cannot run before any work
     for p in [*names.values(), *sidecars]:
         ensure_writable(p, overwrite)
     step("anatomy")
@@ -395,7 +400,7 @@ def run_demo(
         panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
         if model in shipped:
             step(f"synthetic {mod.upper()} ({model})")
-            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=8)
+            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=8, device=device, precision=precision)
             save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite)
             panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
         save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite,

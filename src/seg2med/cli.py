@@ -231,6 +231,8 @@ def demo_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the synthesis (10: within 0.004 SSIM of 50 steps, benchmarks/results/sampling-cpu.md).")] = 10,
     no_synthesis: Annotated[bool, typer.Option("--priors-only", help="Only simulate the priors.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 (CUDA only), as for generate.")] = "fp32",
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Run the embedded demo: one anatomy -> CT and MR priors -> synthetic CT and MR -> NIfTI + PNG previews in OUT."""
@@ -240,7 +242,7 @@ def demo_cmd(
     n = 3 + (0 if no_synthesis else len({"ct-demo", "mr-demo"} & set(list_models())))
     with _progress(n, "demo") as advance:
         written = api.run_demo(out, labels=labels, scheme=scheme, seed=seed, steps=steps, synthesize=not no_synthesis,
-                               overwrite=overwrite, progress=advance)
+                               device=device, precision=precision, overwrite=overwrite, progress=advance)
     for name, path in written.items():
         out_console.print(f"{name}: {path}")
 
