@@ -371,7 +371,8 @@ def run_demo(
     previews in three planes (prior | synthetic).
     """
     from seg2med.inference import list_models
-    from seg2med.inference.generate import pick_device, sampling_dtype
+    from seg2med.inference.generate import pick_device
+    from seg2med.models.precision import autocast_dtype
     from seg2med.io.preview import Panel, save_preview
 
     out = Path(out)
@@ -386,7 +387,7 @@ def run_demo(
         names[f"{mod}_preview"] = out / f"preview_{mod}.png"
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
     if shipped:
-        sampling_dtype(precision, pick_device(device))  # refuse what this device cannot run before any work
+        autocast_dtype(precision, pick_device(device))  # refuse what this device cannot run before any work
     for p in [*names.values(), *sidecars]:
         ensure_writable(p, overwrite)
     step("anatomy")
@@ -437,10 +438,11 @@ def generate(
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import pick_device, sampling_dtype
+    from seg2med.inference.generate import pick_device
+    from seg2med.models.precision import autocast_dtype
 
     dev = pick_device(device)
-    sampling_dtype(precision, dev)  # a precision this device cannot run fails before any work
+    autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
     lm = load_model(model, device=dev)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:

@@ -44,6 +44,7 @@ from seg2med.models.baselines import (
     OneShotGenerator,
     PriorMap,
 )
+from seg2med.models.precision import autocast_dtype
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.sampling import autocast_denoiser, conditional_denoiser, default_sampler, sample
 
@@ -184,23 +185,6 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-#: ``--precision`` of generation: the network's matmuls and convolutions under autocast.
-SAMPLING_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def sampling_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` on ``device`` (None = fp32), or a one-line error where it
-    cannot run: fp16 needs CUDA; bf16 needs a GPU that supports it (any CPU runs it, fast only with
-    AVX512-BF16 / AMX)."""
-    if precision not in SAMPLING_PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r} (known: {', '.join(SAMPLING_PRECISIONS)})")
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA device (use bf16 or fp32 on a CPU)")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("precision bf16 is not supported by this GPU (use fp16 or fp32)")
-    return SAMPLING_PRECISIONS[precision]
-
-
 # --------------------------------------------------------------------------- generation
 @dataclass
 class GenerationResult:
@@ -256,7 +240,7 @@ def generate_volume(
     if samples < 1 or batch < 1:
         raise ConfigError("--samples and --batch must be >= 1")
     device = torch.device(device)
-    amp_dtype = sampling_dtype(precision, device)
+    amp_dtype = autocast_dtype(precision, device)
     if model.is_diffusion:
         sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
         build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here, before any work

@@ -37,12 +37,17 @@ def nifti_stem(path: str | Path) -> str:
 OUTPUT_SUFFIXES = (".nii.gz", ".nii")
 
 
+def _refuse_non_nifti(p: Path, hidden_ok: bool = True) -> None:
+    """One-line error unless ``p`` is named ``*.nii.gz`` / ``*.nii`` (and, unless ``hidden_ok``, not ``.name``)."""
+    if not p.name.lower().endswith(OUTPUT_SUFFIXES) or (not hidden_ok and p.name.startswith(".")):
+        raise ConfigError(f"{p}: output must be a NIfTI file named *.nii.gz or *.nii")
+
+
 def check_nifti_output(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse, before any work is done, an output that is not ``.nii.gz`` / ``.nii`` or that
     exists without ``overwrite`` (one-line errors naming the file)."""
     p = Path(path)
-    if not p.name.lower().endswith(OUTPUT_SUFFIXES) or p.name.startswith("."):
-        raise ConfigError(f"{p}: output must be a NIfTI file named *.nii.gz or *.nii")
+    _refuse_non_nifti(p, hidden_ok=False)
     return ensure_writable(p, overwrite)
 
 
@@ -213,8 +218,7 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
     img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
     target = Path(path)
-    if not target.name.lower().endswith(OUTPUT_SUFFIXES):
-        raise ConfigError(f"{target}: output must be a NIfTI file named *.nii.gz or *.nii")
+    _refuse_non_nifti(target)
     with atomic_write(target, overwrite) as tmp:
         nib.save(img, str(tmp))
     return target

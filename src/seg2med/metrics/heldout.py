@@ -40,10 +40,10 @@ def evaluate_split(
     """Per-subject and pooled SSIM / PSNR / MAE of the model and of the prior alone."""
     plan = plan_split(dataset_dir, split)
     config, modality = plan.manifest["config"], plan.modality
-    rows = []
+    rows, used_sampler = [], sampler
     for case in plan.generate({"model": model}, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis):
         rs, res, subj = case.subject, case.results["model"], case.record
-        sampler = res.metadata.get("sampler")  # the one generate_volume used (its default resolved)
+        used_sampler = res.metadata.get("sampler")  # the one generate_volume used (its default resolved)
         labels, body, real = rs.labels.array, rs.body, rs.image.array
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)
@@ -63,4 +63,4 @@ def evaluate_split(
     keys = [k for k in rows[0] if k.startswith(("model_", "prior_"))]
     weights = np.array([r["voxels"] for r in rows], float)
     pooled = {k: float(np.average([r[k] for r in rows], weights=weights)) for k in keys}
-    return {"split": split, "steps": steps, "sampler": sampler, "seed": seed, "subjects": rows, "pooled": pooled}
+    return {"split": split, "steps": steps, "sampler": used_sampler, "seed": seed, "subjects": rows, "pooled": pooled}

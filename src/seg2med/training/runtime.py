@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from seg2med.errors import ConfigError
+from seg2med.models.precision import AUTOCAST_DTYPES, autocast_dtype
 
 log = logging.getLogger(__name__)
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> bf16 autocast on CUDA when supported, else fp32; fp16 needs CUDA (loss scaling)."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("precision bf16 is not supported by this GPU (use fp16 or fp32)")
+    autocast_dtype(precision, device)  # refuses what this device cannot run
     return precision
 
 
