@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import sampling as sb  # noqa: E402  (benchmarks/sampling.py: ceiling, FLOPs, timing helpers)
+from seg2med.io.files import write_text  # noqa: E402
 
 
 @dataclass
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(measure(p, s, d, args.batch, args.mode, ceilings[d], device, repeats, args.seed))
         # rewritten after every row: a run stopped by a time limit keeps the rows it finished
         report = render(rows, ceilings, args, device, argv, time.perf_counter() - start)
-        sb.write_atomic(out, report)
+        write_text(out, report, overwrite=True)
     sys.stdout.write(report)
     sb.log(f"wrote {out}")
     return 0

@@ -38,7 +38,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg2med.io.files import write_text
 from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters, for_inference
 from seg2med.sampling.sampler import Denoiser, conditional_denoiser, sample
 
@@ -890,21 +890,6 @@ def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: lis
     return "\n".join(line for part in parts for line in part)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------- main
 def benchmark_models(s: Settings, ceilings: dict[str, Ceiling], bf16: bool
                      ) -> tuple[list[FlopsRow], list[ForwardRow], list[Breakdown], list[SamplingRow]]:
@@ -962,7 +947,7 @@ def run_benchmark(s: Settings) -> int:
         remeasure_ceiling(ceilings[name], s.device, s.repeats)
     quality = measure_quality(s)
     report = render(s, ceilings, bf16_note, flops, fwd, brk, samp, quality, time.perf_counter() - start, load)
-    write_atomic(s.out, report)
+    write_text(s.out, report, overwrite=True)  # atomic: a temporary file beside it, then os.replace
     sys.stdout.write(report)
     log(f"wrote {s.out}")
     return 0

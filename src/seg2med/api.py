@@ -372,8 +372,8 @@ def run_demo(
     """
     from seg2med.inference import list_models
     from seg2med.inference.generate import pick_device
-    from seg2med.models.precision import autocast_dtype
     from seg2med.io.preview import Panel, save_preview
+    from seg2med.models.precision import autocast_dtype
 
     out = Path(out)
     step = progress or (lambda _msg: None)
