@@ -6,6 +6,7 @@ import os
 import stat
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch
 from seg2med.errors import OutputExistsError
 from seg2med.io.checkpoints import save_weights
 from seg2med.io.files import atomic_dir, atomic_write
-from seg2med.io.nifti import Volume, save_volume
+from seg2med.io.nifti import Volume, load_volume, save_volume
 
 
 @pytest.fixture
@@ -74,3 +75,21 @@ def test_write_json_is_strict_json_with_nan_as_null(tmp_path: Path) -> None:
 
     strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert strict == {"sd": None, "x": [None, [1.5, None]], "n": 1} == read_json(p)
+
+
+def test_saved_volume_keeps_geometry_but_not_the_source_display_window_or_intent(tmp_path: Path) -> None:
+    # a generated CT written with its label map's header must not inherit the labels' display
+    # window (viewers would show HU -1000..1000 clipped to 0..117) nor a "label" intent
+    src = nib.Nifti1Image(np.zeros((4, 5, 6), np.uint8), np.diag([-1.5, -1.5, 3.0, 1.0]))
+    src.header["cal_min"], src.header["cal_max"] = 0, 117
+    src.header.set_intent("label")
+    src.header.set_xyzt_units("mm", "sec")
+    nib.save(src, tmp_path / "labels.nii.gz")
+    labels = load_volume(tmp_path / "labels.nii.gz", kind="labels")
+    out = save_volume(labels.like(np.full(labels.shape, -1000.0, np.float32)), tmp_path / "ct.nii.gz")
+    hdr = nib.load(out).header
+    assert (float(hdr["cal_min"]), float(hdr["cal_max"])) == (0.0, 0.0)
+    assert int(hdr["intent_code"]) == 0
+    assert hdr.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_array_equal(nib.load(out).affine, labels.affine)
+    assert nib.load(out).get_fdata().min() == -1000.0

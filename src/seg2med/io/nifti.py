@@ -199,7 +199,8 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
 
     Integer arrays are stored as the smallest integer type holding them,
     floating arrays as float32 unless ``dtype`` says otherwise. No intensity
-    scaling is applied (scl_slope/scl_inter are cleared).
+    scaling is applied (scl_slope/scl_inter are cleared), and the source header's display range
+    (cal_min/cal_max) and intent are cleared: they described other values.
     """
     arr = np.asarray(vol.array)
     if arr.dtype == bool:
@@ -210,6 +211,11 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
     if vol.header is not None:
         hdr = vol.header.copy()
         hdr.set_data_shape(arr.shape)
+        # what described the source's values does not describe these: a label map's display window
+        # (cal_min/cal_max 0..117) would show a CT in HU as black/white, its intent would call an image
+        # labels; geometry, units and slice timing stay
+        hdr["cal_min"] = hdr["cal_max"] = 0
+        hdr.set_intent("none", (), allow_unknown=True)
         img = nib.Nifti1Image(arr, vol.affine, header=hdr)
     else:
         img = nib.Nifti1Image(arr, vol.affine)
