@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg2med.errors import OutputExistsError
+from seg2med.errors import InputError, OutputExistsError
 from seg2med.io.checkpoints import save_weights
 from seg2med.io.files import atomic_dir, atomic_write
 from seg2med.io.nifti import Volume, load_volume, save_volume
@@ -93,3 +93,14 @@ def test_saved_volume_keeps_geometry_but_not_the_source_display_window_or_intent
     assert hdr.get_xyzt_units() == ("mm", "sec")
     np.testing.assert_array_equal(nib.load(out).affine, labels.affine)
     assert nib.load(out).get_fdata().min() == -1000.0
+
+
+def test_load_volume_reads_trailing_singleton_dims_as_3d_and_refuses_true_4d(tmp_path: Path) -> None:
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) % 7
+    nib.save(nib.Nifti1Image(data[..., None, None], np.eye(4)), tmp_path / "x5d.nii.gz")
+    vol = load_volume(tmp_path / "x5d.nii.gz", kind="labels")
+    assert vol.shape == (4, 5, 6)
+    np.testing.assert_array_equal(vol.array, data)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), np.eye(4)), tmp_path / "x4d.nii.gz")
+    with pytest.raises(InputError, match=r"x4d.nii.gz: expected a 3D volume, got shape \(4, 5, 6, 2\)"):
+        load_volume(tmp_path / "x4d.nii.gz")

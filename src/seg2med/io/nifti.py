@@ -153,7 +153,7 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
     p = Path(path)
     img, data = _read(p)
     data = np.asarray(data)
-    if data.ndim == 4 and data.shape[3] == 1:
+    while data.ndim > 3 and data.shape[-1] == 1:  # (x, y, z, 1) or (x, y, z, 1, 1): one 3D volume
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"{p}: expected a 3D volume, got shape {data.shape}")
