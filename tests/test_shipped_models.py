@@ -10,6 +10,7 @@ from seg2med.data.normalize import normalize_volume
 from seg2med.inference import list_models, load_model, resolve_model
 from seg2med.inference.generate import generate_volume
 from seg2med.io import Volume, load_volume
+from seg2med.labels import get_scheme
 from seg2med.metrics import ssim
 
 HELD_OUT = (58, 72)  # subject A slices the CT model never trained on (scripts/build_demo_datasets.py)
@@ -108,3 +109,28 @@ def test_bf16_generation_stays_within_a_few_hu_of_fp32(ts_dir):
     assert diff.mean() < 5.0 and np.percentile(diff, 99) < 50.0, (diff.mean(), np.percentile(diff, 99))
     to01 = lambda a: np.clip((np.asarray(a, np.float64) + 1000.0) / 2000.0, 0, 1)  # noqa: E731
     assert ssim(to01(bf16), to01(fp32), data_range=1.0, mask=body) > 0.995
+
+
+def test_a_field_of_view_wider_than_the_model_slices_is_sampled_whole_not_cropped(ts_dir, caplog):
+    """Subject A's label map stretched to 4.5 mm voxels (549 x 455 mm) is wider than ct-demo's 128 px x 3 mm
+    (384 mm): generation grows the canvas to 184 x 152 px instead of cropping, so the body outside the central
+    384 mm is synthetic tissue, not air (a crop filled it with the window's -1000 HU)."""
+    seg = load_volume(ts_dir / "example_seg.nii.gz", kind="labels")
+    affine = seg.affine.copy()
+    affine[:3, :3] *= 1.5
+    z0 = 15
+    labels = Volume(seg.array[:, :, z0 : z0 + 2], affine)
+    lm = load_model("ct-demo-tiny")
+    with caplog.at_level("INFO", logger="seg2med.inference.generate"):
+        res = generate_volume(labels, get_scheme("total"), lm, steps=2, seed=0, batch=2)
+    assert res.metadata["slice_size"] == [184, 152]
+    assert "sampled on 184 x 152 px" in caplog.text
+    vol = res.samples[0].array
+    assert vol.shape == labels.shape
+    body = labels.array != 0
+    half = 384.0 / 4.5 / 2  # voxels each side of the centre inside the training field of view
+    cx = (labels.shape[0] - 1) / 2
+    outer = body & (np.abs(np.arange(labels.shape[0]) - cx) > half + 1)[:, None, None]
+    assert outer.sum() > 100  # the stretched body does reach beyond 384 mm
+    assert np.mean(vol[outer] <= -999.0) < 0.05  # synthetic tissue there, not the crop's air
+    assert np.median(vol[outer]) > -200.0  # fat / muscle / skin, HU well above air

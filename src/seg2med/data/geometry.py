@@ -143,8 +143,14 @@ class SliceGeometry:
         axis: str,
         spacing: float = 1.0,
         size: int | tuple[int, int] = 256,
+        grow_multiple: int | None = None,
     ) -> "SliceGeometry":
-        """Work out the geometry of ``axis`` slices for a canonical grid."""
+        """Work out the geometry of ``axis`` slices for a canonical grid.
+
+        With ``grow_multiple`` the slice size is never smaller than the resampled plane: a side that
+        would be cropped grows to the next multiple of ``grow_multiple`` (the network's down-sampling
+        factor) instead, so nothing of the plane is cut away (generation of a wide field of view).
+        """
         axis = check_axis(axis)
         if not spacing > 0:
             raise ConfigError(f"target spacing must be > 0 mm, got {spacing}")
@@ -155,6 +161,11 @@ class SliceGeometry:
         plane = [a for a in range(3) if a != AXES[axis]]
         in_sp = tuple(float(canonical_spacing[a]) for a in plane)
         res = tuple(max(1, int(round(shape[a] * s / spacing))) for a, s in zip(plane, in_sp))
+        if grow_multiple is not None:
+            g = int(grow_multiple)
+            if g < 1:
+                raise ConfigError(f"grow_multiple must be >= 1, got {grow_multiple}")
+            size2 = tuple(max(m, -(-r // g) * g) for m, r in zip(size2, res))
         pads, crops = zip(*(_pad_crop(n, m) for n, m in zip(res, size2)))
         return cls(axis, shape, in_sp, float(spacing), res, size2, tuple(pads), tuple(crops))
 

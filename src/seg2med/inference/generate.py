@@ -3,7 +3,7 @@
 Pipeline (exactly the training preprocessing, then its inverse):
 labels -> physics prior (the sequence and parameters the model was trained
 with) -> normalisation -> closest-RAS reorientation -> in-plane resampling and
-pad/crop to the model's slice size -> batched reverse diffusion (``ddpm``) or
+pad to the model's slice size (a wider plane: a larger canvas, never a crop) -> batched reverse diffusion (``ddpm``) or
 one batched forward pass of the generator (``unet``, ``pix2pix``,
 ``cyclegan``; the fitted intensity map for ``prior``) -> undo the geometry ->
 undo the normalisation (HU for CT) -> a float32 volume with the input's
@@ -43,6 +43,7 @@ from seg2med.models.baselines import (
     BaselineConfig,
     OneShotGenerator,
     PriorMap,
+    downsampling,
 )
 from seg2med.models.precision import autocast_dtype
 from seg2med.physics import sequence_from_config, simulate_prior
@@ -109,6 +110,16 @@ class LoadedModel:
         if self.model_cfg is not None:
             return int(self.model_cfg.neighbours)
         return int(self.config.get("model", {}).get("neighbours", 0))
+
+    @property
+    def size_multiple(self) -> int:
+        """The network's total down-sampling: a slice side must be a multiple of it."""
+        if self.model_cfg is not None:
+            return 2 ** (len(self.model_cfg.channels) - 1)
+        if self.method == "prior":
+            return 1
+        nets = BaselineConfig.from_dict(self.config["model"], self.method).networks
+        return downsampling(nets["generator"])
 
     @property
     def sequence_config(self) -> dict[str, Any]:
@@ -254,7 +265,15 @@ def generate_volume(
         prior, modality, body, tuple(data.get("ct_window", (0.0, 2000.0))), tuple(data.get("mr_percentiles", (10.0, 90.0)))
     )
     reo = Reorientation.from_affine(labels.affine, labels.shape)
-    geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)), data.get("size", 256))
+    trained = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)), data.get("size", 256))
+    # a field of view wider than the training slices is sampled on a larger canvas (the network is
+    # convolutional), not cropped: a crop would turn the body outside it into air
+    geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, trained.spacing, trained.size,
+                             grow_multiple=model.size_multiple)
+    if geo.size != trained.size:
+        log.info("%s slices of %s mm exceed the model's %s px at %g mm: sampled on %s px",
+                 axis, " x ".join(f"{r * trained.spacing:.0f}" for r in geo.resampled_shape),
+                 " x ".join(map(str, trained.size)), trained.spacing, " x ".join(map(str, geo.size)))
     sliced = model_slices({"prior": np.asarray(norm, dtype=np.float32)}, body, reo, geo)
     cond = condition_stack(sliced["prior"], model.neighbours) * 2.0 - 1.0  # [-1, 1] like training
     mask = sliced["mask"] > 0
@@ -312,6 +331,7 @@ def generate_volume(
         "samples": samples,
         "batch": batch,
         "axis": axis,
+        "slice_size": list(geo.size),
         "device": str(device),
         "precision": precision,
         "modality": modality,
