@@ -229,6 +229,28 @@ def test_geometry_crop_and_pad(ct: Volume) -> None:
     assert np.all(back[:18] == -2000) and np.all(back[104:] == -2000)
 
 
+def test_cut_fraction_is_the_share_of_the_body_a_round_trip_loses(ct: Volume) -> None:
+    reo = Reorientation.from_affine(ct.affine, ct.shape)
+    body = reo.apply(ct.array > -500)
+    for size, spacing in [(64, 3.0), (96, 2.0), (200, 2.5)]:
+        geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, "axial", spacing, size)
+        back = from_slices(to_slices(body.astype(np.uint8), reo, geo, order=0), reo, geo, order=0)
+        lost = float((body & (back == 0)).sum() / body.sum())
+        assert geo.cut_fraction(body) == pytest.approx(lost, abs=0.01)
+        assert (geo.cut_fraction(body) > 0.05) == (size * spacing < 250)
+    assert geo.cut_fraction(np.zeros_like(body)) == 0.0
+
+
+def test_prepare_warns_when_the_slices_cut_the_body(tmp_path: Path, subjects: list[SubjectInput], caplog) -> None:
+    with caplog.at_level("WARNING", logger="seg2med.data.prepare"):
+        prepare_dataset(subjects[:1], tmp_path / "narrow", PrepareConfig(**{**CFG, "size": 64, "axes": ("axial",)}))
+    assert "of the body lies outside the 64 x 64 px slices at 1 mm and is cut away" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seg2med.data.prepare"):
+        prepare_dataset(subjects[:1], tmp_path / "wide", PrepareConfig(**{**CFG, "axes": ("axial",)}))
+    assert "cut away" not in caplog.text
+
+
 def test_geometry_mr_lps_coronal(mr: Volume) -> None:
     reo = Reorientation.from_affine(mr.affine, mr.shape)
     geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, "coronal", 3.0, 128)

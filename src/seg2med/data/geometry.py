@@ -192,6 +192,23 @@ class SliceGeometry:
         scale = self.spacing / np.asarray(self.in_plane_spacing)
         return scale, (n - 1) / 2 - scale * (m - 1) / 2
 
+    def cut_fraction(self, mask: np.ndarray) -> float:
+        """Fraction of the non-zero voxels of a canonical ``mask`` (e.g. the body) that fall outside the
+        slices, i.e. in what the centre crop cuts away (0.0 when nothing is cropped)."""
+        mask = np.asarray(mask) != 0
+        total = int(mask.sum())
+        if total == 0 or not any(sum(c) for c in self.crop):
+            return 0.0
+        scale, offset = self._zoom()
+        keep = np.ones(mask.shape, dtype=bool)
+        for k, (ax, (c0, c1)) in enumerate(zip(self.plane_axes, self.crop)):
+            lo = scale[k] * (c0 - 0.5) + offset[k]  # plane coordinates covered by the kept resampled pixels
+            hi = scale[k] * (self.resampled_shape[k] - c1 - 0.5) + offset[k]
+            x = np.arange(mask.shape[ax])
+            inside = (x >= lo) & (x < hi)
+            keep &= inside.reshape([-1 if a == ax else 1 for a in range(3)])
+        return float((mask & ~keep).sum() / total)
+
     def forward(self, vol: np.ndarray, order: int = 1) -> np.ndarray:
         """Canonical volume -> ``[N, H, W]`` slices (resampled, padded with 0 / cropped)."""
         if tuple(vol.shape) != self.canonical_shape:

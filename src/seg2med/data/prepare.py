@@ -250,6 +250,11 @@ def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str)
     geometry, shards = {}, {}
     for axis in cfg.axes:
         geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
+        cut = geo.cut_fraction(reo.apply(body))
+        if cut > 0.001:
+            log.warning("%s %s: %.1f %% of the body lies outside the %s px slices at %g mm and is cut away "
+                        "(raise --size or --spacing)", s.subject_id, axis, 100 * cut,
+                        " x ".join(map(str, geo.size)), geo.spacing)
         sliced = model_slices(arrays, body, reo, geo)
         geometry[axis] = geo.to_dict()
         shards[axis] = _write_axis_shards(out, s.subject_id, axis, sliced, cfg)
