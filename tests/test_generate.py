@@ -99,6 +99,30 @@ def test_generate_non_ras_anisotropic_input_written_on_its_grid(tmp_path, ckpt, 
     assert meta["model"] == str(ckpt.resolve())  # where the weights came from, whatever the working directory
 
 
+def test_slicing_axis_defaults_to_the_models_and_another_axis_is_a_warning(tmp_path, caplog):
+    from seg2med.errors import ConfigError
+    from seg2med.inference.generate import generate_volume, load_model
+
+    lv = seg2med.make_phantom(seed=1, spacing=5.0, slices=5, size=24)
+    axial = load_model(make_checkpoint(tmp_path / "axial"))  # no "axes" recorded: axial, as prepare's default
+    cfg_path = make_checkpoint(tmp_path / "coronal") / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["data"]["axes"] = ["coronal"]
+    cfg_path.write_text(json.dumps(cfg))
+    coronal = load_model(tmp_path / "coronal")
+    with caplog.at_level("WARNING", logger="seg2med.inference.generate"):
+        a = generate_volume(lv.volume, lv.scheme, axial, steps=1, sampler="ddim")
+        c = generate_volume(lv.volume, lv.scheme, coronal, steps=1, sampler="ddim")
+    assert (a.metadata["axis"], c.metadata["axis"]) == ("axial", "coronal")
+    assert "trained on" not in caplog.text
+    with caplog.at_level("WARNING", logger="seg2med.inference.generate"):
+        s = generate_volume(lv.volume, lv.scheme, axial, steps=1, sampler="ddim", axis="Sagittal")
+    assert s.metadata["axis"] == "sagittal" and s.samples[0].shape == lv.volume.shape
+    assert "was trained on axial slices only: sagittal slices are outside its training data" in caplog.text
+    with pytest.raises(ConfigError, match="unknown slicing axis 'oblique'"):
+        generate_volume(lv.volume, lv.scheme, axial, steps=1, axis="oblique")
+
+
 def test_rflow_2_5d_model_samples_with_rflow_by_default_and_refuses_ddim(tmp_path, capsys, monkeypatch):
     # a rectified-flow model with +-1 neighbouring prior slices (4 input channels): the default sampler
     # follows the model's training scheduler; DDIM/DDPM steps would be meaningless for it

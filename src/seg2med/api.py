@@ -420,7 +420,7 @@ def generate(
     seed: int = 0,
     samples: int = 1,
     batch: int = 8,
-    axis: str = "axial",
+    axis: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
     scheme: str | LabelScheme | None = None,

@@ -259,7 +259,7 @@ def generate_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     samples: Annotated[int, typer.Option("--samples", help="K samples; K > 1 also writes a std map.")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
-    axis: Annotated[str, typer.Option("--axis", help="Slicing axis: axial, coronal or sagittal.")] = "axial",
+    axis: Annotated[Optional[str], typer.Option("--axis", help="Slicing axis: axial, coronal or sagittal (default: the model's training axis).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 (CUDA only): the network under autocast. bf16 was 2.8x faster on a 2-core AMX CPU, within 1 HU of fp32.")] = "fp32",
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (default: the model's).")] = None,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seg2med.data.geometry import Reorientation, SliceGeometry
+from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis
 from seg2med.data.normalize import denormalize, normalize_volume
 from seg2med.data.prepare import model_slices
 from seg2med.errors import ConfigError, InputError
@@ -237,7 +237,7 @@ def generate_volume(
     seed: int = 0,
     samples: int = 1,
     batch: int = 8,
-    axis: str = "axial",
+    axis: str | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     progress: Callable[[int, int], None] | None = None,
@@ -257,6 +257,11 @@ def generate_volume(
         build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here, before any work
     t0 = time.perf_counter()
     data = model.data
+    trained_axes = [str(a) for a in data.get("axes", ["axial"])]
+    axis = check_axis(axis) if axis is not None else trained_axes[0]
+    if axis not in trained_axes:
+        log.warning("%s was trained on %s slices only: %s slices are outside its training data",
+                    model.path.name, " and ".join(trained_axes), axis)
     modality = str(data.get("modality", "ct"))
     seq = sequence_from_config(model.sequence_config)
     prior = simulate_prior(labels.array, scheme, seq, tissues)
