@@ -48,8 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg2med.errors import ConfigError
 from seg2med.io.files import write_text
 from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters, for_inference
+from seg2med.models.precision import parse_device
 from seg2med.sampling.sampler import Denoiser, conditional_denoiser, sample
 
 HERE = Path(__file__).resolve().parent
@@ -128,12 +130,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
-    return torch.device(name)
+    """``auto`` -> CUDA when available, else CPU (seg2med's own ``--device`` parser); a device this
+    machine does not have ends the script with its one-line message."""
+    try:
+        return parse_device(name)
+    except ConfigError as exc:
+        raise SystemExit(f"--device: {exc}") from None
 
 
 SHIPPED_QUALITY_MODELS = ("ct-demo", "ct-demo-tiny")

@@ -125,6 +125,39 @@ def test_a_folder_of_images_given_as_masks_is_refused(tmp_path, capsys, monkeypa
     assert res.code == 0, res.err
 
 
+@pytest.mark.parametrize(("device", "needle"), [
+    ("foo", "unknown device 'foo' (expected auto, cpu, cuda or cuda:N)"),
+    ("mps", "unknown device 'mps'"),
+    ("cuda:0", "no CUDA device is available"),
+])
+def test_a_device_this_machine_lacks_is_one_line(tmp_path, small_labels, capsys, monkeypatch, device, needle):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
+    out = tmp_path / "s.nii.gz"
+    res = run_cli(["generate", "--labels", small_labels, "--out", out, "--model", "ct-demo-tiny", "--device", device],
+                  capsys, monkeypatch)
+    _assert_clean_error(res, needle)
+    assert not out.exists()
+
+
+def test_parse_device_names() -> None:
+    import torch
+
+    from seg2med.errors import ConfigError
+    from seg2med.models.precision import parse_device
+
+    assert parse_device("CPU") == torch.device("cpu")
+    assert parse_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        assert parse_device("cuda", local_rank=n + 1) == torch.device("cuda", (n + 1) % n)
+        with pytest.raises(ConfigError, match=f"has {n} CUDA device"):
+            parse_device(f"cuda:{n}")
+    with pytest.raises(ConfigError, match="unknown device 'cuda0'"):
+        parse_device("cuda0")
+
+
 def test_nan_in_image(tmp_path, small_labels, capsys, monkeypatch):
     arr = np.zeros((12, 12, 6), np.float32)
     arr[0, 0, 0] = np.nan

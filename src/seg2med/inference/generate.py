@@ -45,7 +45,7 @@ from seg2med.models.baselines import (
     PriorMap,
     downsampling,
 )
-from seg2med.models.precision import autocast_dtype
+from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.sampling import autocast_denoiser, conditional_denoiser, default_sampler, sample
 
@@ -189,11 +189,8 @@ def load_model(model: str | Path, ema: bool = True, device: str | torch.device =
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but no CUDA device is available")
-    return torch.device(device)
+    """The device a ``--device`` value names (see :func:`seg2med.models.precision.parse_device`)."""
+    return parse_device(device)
 
 
 # --------------------------------------------------------------------------- generation

@@ -1,7 +1,8 @@
-"""Mixed precision: which autocast dtype a precision name means, and whether a device runs it.
+"""Devices and mixed precision: which device a ``--device`` value names, which autocast dtype a
+precision name means, and whether the device runs it.
 
-One table and one check for training (``seg2med train --precision``) and generation
-(``seg2med generate --precision``).
+One parser and one check for training (``seg2med train --device/--precision``), generation,
+evaluation and the benchmark scripts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,28 @@ from __future__ import annotations
 import torch
 
 from seg2med.errors import ConfigError
+
+def parse_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu``; ``cuda`` (GPU ``local_rank`` modulo the
+    number of GPUs: one per process under torchrun) or ``cuda:N``. Anything else, CUDA without a GPU
+    or a GPU index that does not exist is a one-line :class:`ConfigError`."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but no CUDA device is available")
+        count = torch.cuda.device_count()
+        index = name.partition(":")[2]
+        if not index:
+            return torch.device("cuda", local_rank % count)
+        if not index.isdigit() or int(index) >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA device(s) (cuda:0 .. cuda:{count - 1})")
+        return torch.device("cuda", int(index))
+    raise ConfigError(f"unknown device {device!r} (expected auto, cpu, cuda or cuda:N)")
+
 
 #: precision name -> autocast dtype (None: full fp32, no autocast)
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

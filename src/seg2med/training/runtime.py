@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from seg2med.errors import ConfigError
-from seg2med.models.precision import AUTOCAST_DTYPES, autocast_dtype
+from seg2med.models.precision import AUTOCAST_DTYPES, autocast_dtype, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,12 @@ def world_size_from_env() -> int:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available (one GPU per process under torchrun), else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but no CUDA device is available")
-        if device == "cuda":
-            device = f"cuda:{local_rank % torch.cuda.device_count()}"
-        torch.cuda.set_device(torch.device(device))
-    return torch.device(device)
+    """``auto`` -> CUDA when available (one GPU per process under torchrun), else CPU; a CUDA device
+    becomes the process's current one."""
+    dev = parse_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
