@@ -316,9 +316,8 @@ def train_cmd(
     import os
 
     from seg2med.errors import ConfigError
-    from seg2med.io import read_yaml
     from seg2med.io.checkpoints import CONFIG, read_checkpoint_config
-    from seg2med.training import check_blocks, train_method
+    from seg2med.training import read_config_file, train_method
 
     names = {"prediction": {"epsilon": "epsilon", "v": "v_prediction", "v_prediction": "v_prediction", "sample": "sample"},
              "beta_schedule": {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta",
@@ -330,7 +329,7 @@ def train_cmd(
     def given(**kw: object) -> dict[str, object]:
         return {k: v for k, v in kw.items() if v is not None}
 
-    blocks = check_blocks(read_yaml(config)) if config is not None else None
+    blocks = read_config_file(config, method) if config is not None else None
     base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
     summary = train_method(
         method, data, out, preset=preset, blocks=blocks, model=given(neighbours=neighbours),

@@ -145,6 +145,11 @@ def read_yaml(path: str | Path) -> Any:
         raise InputError(f"{p}: file not found")
     try:
         return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:  # "line 2, column 1: expected ',' or ']', but got '<stream end>'"
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise ConfigError(f"{p}: not valid YAML ({where}{what})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        msg = str(exc).replace("\n", " ")
+        msg = " ".join(str(exc).split())
         raise ConfigError(f"{p}: not valid YAML ({msg})") from None

@@ -24,6 +24,25 @@ def resolve_method(method: str | None, blocks: Mapping[str, Any] | None = None, 
     return chosen
 
 
+def read_config_file(path: str | Path, method: str | None = None) -> dict[str, Any]:
+    """A ``--config`` YAML file's blocks, checked on their own (without the command-line options) so that
+    an error in the file names the file: ``cfg.yaml: model config: unknown keys ['chanels'] ...``."""
+    from seg2med.io import read_yaml
+    from seg2med.training.baselines import resolve_baseline_configs
+
+    data = read_yaml(path)  # its own errors name the file
+    try:
+        blocks = check_blocks(data)
+        m = check_method(method or blocks.get("method") or DIFFUSION)
+        if m == DIFFUSION:
+            resolve_configs(None, blocks)
+        elif m in BASELINE_METHODS:
+            resolve_baseline_configs(m, None, {k: v for k, v in blocks.items() if k != "scheduler"})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return blocks
+
+
 def train_method(
     method: str | None,
     data_dir: str | Path,
