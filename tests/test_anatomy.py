@@ -27,7 +27,7 @@ from seg2med.anatomy import (
 )
 from seg2med.errors import ConfigError, GridMismatchError, InputError
 from seg2med.io.nifti import Volume, load_volume, save_volume
-from seg2med.io.segmentations import load_mask_folder, load_segmentation
+from seg2med.io.segmentations import load_body_mask, load_mask_folder, load_segmentation
 from seg2med.labels import canonical_scheme, get_scheme
 
 TOTAL = get_scheme("total")
@@ -258,6 +258,41 @@ def test_labels_contour_matches_ct_contour_and_ignores_axis_order(ts_dir, seg, t
     assert axial_axis(aff) == 0
     moved = body_mask_from_labels(union.transpose(perm), [seg.spacing[i] for i in perm], affine=aff)
     np.testing.assert_array_equal(moved, from_labels.transpose(perm))
+
+
+def test_body_from_totalsegmentator_body_task_folder_or_file(ts_dir, seg, tmp_path, caplog):
+    """--body: TotalSegmentator's --task body folder (union of its masks) or one mask file becomes the body
+    contour; without it (nor image nor tissue masks) a warning says the body wall is missing."""
+    ct = load_volume(ts_dir / "example_ct_sm.nii.gz")
+    body = body_mask_from_ct(ct.array, ct.spacing, affine=ct.affine)
+    trunc = body.copy()
+    trunc[:, :, :10] = False  # split the body in two parts, as body_trunc / body_extremities are
+    folder = tmp_path / "body_task"
+    folder.mkdir()
+    save_volume(ct.like(trunc), folder / "body_trunc.nii.gz")
+    save_volume(ct.like(body & ~trunc), folder / "body_extremities.nii.gz")
+    from_folder = load_body_mask(folder)
+    np.testing.assert_array_equal(from_folder.array, body)
+    np.testing.assert_array_equal(from_folder.affine, ct.affine)
+    save_volume(ct.like(body.astype(np.uint8) * 2), tmp_path / "body_labels.nii.gz")  # any non-zero value is body
+    np.testing.assert_array_equal(load_body_mask(tmp_path / "body_labels.nii.gz").array, body)
+    save_volume(ct.like(np.zeros(ct.shape, np.uint8)), tmp_path / "empty.nii.gz")
+    with pytest.raises(InputError, match="empty.nii.gz: empty body mask"):
+        load_body_mask(tmp_path / "empty.nii.gz")
+
+    vol, rep = build_label_volume(seg, TOTAL, body=from_folder)
+    assert rep.contour_source == "given"
+    assert np.array_equal(vol.array == CANON.id_of("body"), body & (seg.array == 0))
+    shifted = Volume(body, ct.affine.copy())
+    shifted.affine[0, 3] += 3.0
+    with pytest.raises(GridMismatchError):
+        build_label_volume(seg, TOTAL, body=shifted)
+    with caplog.at_level(logging.WARNING, logger="seg2med.anatomy.labelmap"):
+        build_label_volume(seg, TOTAL, body=from_folder)
+        assert "no body contour" not in caplog.text
+        _, rep = build_label_volume(seg, TOTAL)
+    assert rep.contour_source == "labels"
+    assert "no body contour (--body, --image) and no tissue masks" in caplog.text
 
 
 # --------------------------------------------------------------------------- phantom

@@ -135,3 +135,32 @@ def test_demo_synthesis_from_user_labels_on_their_grid_in_bf16(ts_dir, tmp_path,
         if lo is not None:
             assert lo <= syn.array.min() and syn.array.max() <= hi
             assert syn.array[~inside].max() == pytest.approx(-1000.0)  # air outside the body
+
+
+def test_generate_with_a_totalsegmentator_body_mask_restores_the_body_wall(ts_dir, tmp_path, capsys, monkeypatch):
+    """An organ-only TotalSegmentator label map gives a body that hugs the organs (fat and muscle wall become
+    air, with a warning); --body (TotalSegmentator --task body) puts them back: far closer to the real CT."""
+    from seg2med.anatomy import body_mask_from_ct
+    from seg2med.io import save_volume
+
+    ct = load_volume(ts_dir / "example_ct_sm.nii.gz")
+    body = body_mask_from_ct(ct.array, ct.spacing, affine=ct.affine)
+    (tmp_path / "body_task").mkdir()
+    save_volume(ct.like(body.astype(np.uint8)), tmp_path / "body_task" / "body.nii.gz")
+    maes = {}
+    for name, extra in (("organs", []), ("body", ["--body", tmp_path / "body_task"])):
+        out = tmp_path / f"{name}.nii.gz"
+        res = run_cli(["generate", "--labels", ts_dir / "example_seg.nii.gz", "--out", out, "--model", "ct-demo-tiny",
+                       "--steps", "5", "--batch", "30", *extra], capsys, monkeypatch)
+        assert res.code == 0, res.err
+        assert ("no body contour" in " ".join(res.err.split())) == (name == "organs")
+        syn = load_volume(out)
+        assert np.array_equal(syn.affine, ct.affine)
+        maes[name] = float(np.abs(np.clip(syn.array, -1000, 1000) - np.clip(ct.array, -1000, 1000))[body].mean())
+    assert maes["body"] < 80.0 and maes["organs"] > 250.0, maes
+
+
+def test_demo_body_and_tissue_masks_need_labels(tmp_path, capsys, monkeypatch):
+    res = run_cli(["demo", "--out", tmp_path / "d", "--body", tmp_path / "b.nii.gz", "--priors-only"], capsys, monkeypatch)
+    assert res.code != 0 and "--tissue-masks and --body go with --labels" in " ".join(res.err.split())
+    assert not (tmp_path / "d").exists()

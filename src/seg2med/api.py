@@ -3,9 +3,11 @@
 Typical use::
 
     import seg2med
-    labels, report = seg2med.build_anatomy("seg.nii.gz", image="ct.nii.gz", modality="ct")
-    prior = seg2med.simulate_prior(labels, sequence="vibe-in", field=1.5)
-    seg2med.save(prior, "prior.nii.gz")
+    lv = seg2med.build_anatomy("seg.nii.gz", tissue_masks="tissue_types/", body="body/")  # TotalSegmentator outputs
+    prior = seg2med.simulate_prior(lv, sequence="vibe-in", field=1.5)
+    seg2med.save_prior(prior, "prior.nii.gz")
+    result = seg2med.generate(lv, model="ct-demo", steps=50, seed=0)  # .samples[0]: the synthetic CT (HU)
+    seg2med.save_generated(result, "synthetic_ct.nii.gz")
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, load_volume, read_json, read_yaml, save_volume, write_json
 from seg2med.io.files import ensure_writable
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
+from seg2med.io.segmentations import load_body_mask
 from seg2med.labels import LabelScheme, canonical_scheme, get_scheme, list_schemes, scheme_from_mapping
 
 log = logging.getLogger(__name__)
@@ -91,12 +94,15 @@ def build_anatomy(
     tissue_masks: str | Path | Volume | Mapping[str, Volume] | None = None,
     image: str | Path | Volume | None = None,
     modality: str | None = None,
+    body: str | Path | Volume | None = None,
     strict: bool = False,
 ) -> LabelVolume:
     """One canonical label volume from TotalSegmentator output (file or per-class folder).
 
-    Label files written by seg2med (with a ``.json`` label table beside them)
-    are already canonical and are returned as they are.
+    The body contour comes from ``body`` (a mask file or TotalSegmentator's ``--task body``
+    folder), else from ``image`` (CT or MR of the same grid, with its ``modality``), else from the
+    labels (and tissue masks). Label files written by seg2med (with a ``.json`` label table beside
+    them) are already canonical and are returned as they are.
     """
     from seg2med.anatomy import build_label_volume
 
@@ -115,7 +121,9 @@ def build_anatomy(
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
         raise ConfigError("an image for the body contour needs its modality ('ct' or 'mr')")
-    vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, strict=strict)
+    body_vol = load_body_mask(body) if isinstance(body, (str, Path)) else body
+    vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_vol,
+                                     strict=strict)
     return LabelVolume(vol, canonical_scheme(base), report.to_dict())
 
 
@@ -181,6 +189,7 @@ def simulate_prior(
     tissue_masks: str | Path | None = None,
     image: str | Path | Volume | None = None,
     modality: str | None = None,
+    body: str | Path | Volume | None = None,
     seed: int | None = None,
     tissue_spread: float = 0.0,
     bias_field: float = 0.0,
@@ -198,7 +207,7 @@ def simulate_prior(
     from seg2med.physics import simulate_prior as _simulate
 
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
-        labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, strict=strict
+        labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, body=body, strict=strict
     )
     seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
     table = load_tissue_table(tissues)
@@ -355,6 +364,8 @@ def run_demo(
     *,
     labels: str | Path | None = None,
     scheme: str | None = None,
+    tissue_masks: str | Path | None = None,
+    body: str | Path | None = None,
     seed: int = 0,
     steps: int = 10,
     synthesize: bool = True,
@@ -375,6 +386,8 @@ def run_demo(
     from seg2med.io.preview import Panel, save_preview
     from seg2med.models.precision import autocast_dtype
 
+    if labels is None and (tissue_masks is not None or body is not None):
+        raise ConfigError("--tissue-masks and --body go with --labels (the phantom has its own body and tissues)")
     out = Path(out)
     step = progress or (lambda _msg: None)
     shipped = set(list_models()) if synthesize else set()
@@ -391,7 +404,8 @@ def run_demo(
     for p in [*names.values(), *sidecars]:
         ensure_writable(p, overwrite)
     step("anatomy")
-    lv = make_phantom(seed=seed) if labels is None else build_anatomy(labels, scheme=scheme)
+    lv = make_phantom(seed=seed) if labels is None else build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks,
+                                                                      body=body)
     save_label_volume(lv, names["labels"], overwrite=overwrite)
     for mod, seq, model in plan:
         step(f"{mod.upper()} prior")
@@ -425,6 +439,7 @@ def generate(
     precision: str = "fp32",
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
+    body: str | Path | Volume | None = None,
     tissues: str | Path | None = None,
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -449,7 +464,7 @@ def generate(
         raise ConfigError(f"model {model} was trained for sequence {trained!r}, not {sequence!r}")
     default_scheme = lm.data.get("scheme") or "total"
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
-        labels, scheme=scheme or default_scheme, tissue_masks=tissue_masks, strict=strict
+        labels, scheme=scheme or default_scheme, tissue_masks=tissue_masks, body=body, strict=strict
     )
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,

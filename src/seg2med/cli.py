@@ -105,6 +105,7 @@ def anatomy_cmd(
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output (folder or multilabel).")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Image for the body contour.")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="Modality of --image: ct or mr.")] = None,
+    body: Annotated[Optional[Path], typer.Option("--body", help="Body contour: a mask, or TotalSegmentator --task body output (file or folder).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Unknown label ids are an error, not a warning.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
 ) -> None:
@@ -116,7 +117,8 @@ def anatomy_cmd(
 
     check_nifti_output(out, overwrite)
     ensure_writable(api.sidecar_path(out), overwrite)
-    lv = api.build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, strict=strict)
+    lv = api.build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, body=body,
+                           strict=strict)
     api.save_label_volume(lv, out, overwrite=overwrite)
     rep = lv.report
     for rule in rep.get("overlaps", []) if isinstance(rep, dict) else []:
@@ -140,6 +142,7 @@ def simulate_cmd(
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Image for the body contour.")] = None,
     modality: Annotated[Optional[str], typer.Option("--modality", help="Modality of --image: ct or mr.")] = None,
+    body: Annotated[Optional[Path], typer.Option("--body", help="Body contour: a mask, or TotalSegmentator --task body output (file or folder).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the randomised prior.")] = None,
     tissue_spread: Annotated[float, typer.Option("--tissue-spread", help="Per-tissue parameter jitter (x table spread).")] = 0.0,
     bias_field: Annotated[float, typer.Option("--bias-field", help="Smooth multiplicative bias amplitude.")] = 0.0,
@@ -157,7 +160,7 @@ def simulate_cmd(
     ensure_writable(api.sidecar_path(out), overwrite)
     prior = api.simulate_prior(
         labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues, scheme=scheme,
-        tissue_masks=tissue_masks, image=image, modality=modality, seed=seed, tissue_spread=tissue_spread,
+        tissue_masks=tissue_masks, image=image, modality=modality, body=body, seed=seed, tissue_spread=tissue_spread,
         bias_field=bias_field, noise=noise, blur=blur, strict=strict,
     )
     api.save_prior(prior, out, overwrite=overwrite)
@@ -228,6 +231,8 @@ def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Use this label map instead of the phantom.")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme")] = None,
+    tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output for --labels.")] = None,
+    body: Annotated[Optional[Path], typer.Option("--body", help="Body contour for --labels: a mask, or TotalSegmentator --task body output.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the synthesis (10: within 0.004 SSIM of 50 steps, benchmarks/results/sampling-cpu.md).")] = 10,
     no_synthesis: Annotated[bool, typer.Option("--priors-only", help="Only simulate the priors.")] = False,
@@ -241,7 +246,8 @@ def demo_cmd(
 
     n = 3 + (0 if no_synthesis else len({"ct-demo", "mr-demo"} & set(list_models())))
     with _progress(n, "demo") as advance:
-        written = api.run_demo(out, labels=labels, scheme=scheme, seed=seed, steps=steps, synthesize=not no_synthesis,
+        written = api.run_demo(out, labels=labels, scheme=scheme, tissue_masks=tissue_masks, body=body, seed=seed,
+                               steps=steps, synthesize=not no_synthesis,
                                device=device, precision=precision, overwrite=overwrite, progress=advance)
     for name, path in written.items():
         out_console.print(f"{name}: {path}")
@@ -264,6 +270,7 @@ def generate_cmd(
     precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 (CUDA only): the network under autocast. bf16 was 2.8x faster on a 2-core AMX CPU, within 1 HU of fp32.")] = "fp32",
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (default: the model's).")] = None,
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
+    body: Annotated[Optional[Path], typer.Option("--body", help="Body contour: a mask, or TotalSegmentator --task body output (file or folder).")] = None,
     tissues: Annotated[Optional[Path], typer.Option("--tissues", help="Tissue property YAML.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Unknown label ids are an error.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
@@ -281,8 +288,8 @@ def generate_cmd(
         task = prog.add_task("generate", total=1.0)
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
-            axis=axis, device=device, precision=precision, scheme=scheme, tissue_masks=tissue_masks, tissues=tissues,
-            strict=strict,
+            axis=axis, device=device, precision=precision, scheme=scheme, tissue_masks=tissue_masks, body=body,
+            tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),
         )
     written = api.save_generated(result, out, overwrite=overwrite)

@@ -269,7 +269,7 @@ def build_label_volume(
     tissues: Volume | Mapping[str, Volume] | None = None,
     image: Volume | None = None,
     modality: str | None = None,
-    body: np.ndarray | None = None,
+    body: Volume | np.ndarray | None = None,
     strict: bool = False,
 ) -> tuple[Volume, AnatomyReport]:
     """Merge organs, tissue types and a body contour into one canonical label volume.
@@ -288,7 +288,10 @@ def build_label_volume(
         Image on the organs' grid and its modality (``"ct"`` or ``"mr"``) for the
         body contour; without an image the contour comes from the labels.
     body
-        A precomputed boolean body mask (overrides ``image``).
+        A body mask (non-zero = body; e.g. TotalSegmentator ``--task body``) as a Volume on the
+        organs' grid or an array of their shape; overrides ``image``. Without ``body``, ``image``
+        or ``tissues`` the contour closes the labelled organs only, which misses the body wall
+        and subcutaneous fat (a warning says so).
     strict
         Raise :class:`ConfigError` on ids / class names the schemes do not know
         (default: report them, warn, and treat their voxels as unlabelled).
@@ -351,7 +354,9 @@ def build_label_volume(
     if modality is not None and modality.lower() not in ("ct", "mr"):
         raise ConfigError(f"unknown modality {modality!r} (expected 'ct' or 'mr')")
     if body is not None:
-        mask = np.asarray(body) != 0
+        if isinstance(body, Volume):
+            check_same_grid(ref, body)
+        mask = np.asarray(body.array if isinstance(body, Volume) else body) != 0
         if mask.shape != ref.shape[:3]:
             raise InputError(f"body mask shape {mask.shape} does not match {source} {ref.shape}")
         report.contour_source = "given"
@@ -365,6 +370,10 @@ def build_label_volume(
     else:
         mask = body_mask_from_labels(raw_any, spacing, affine=ref.affine)
         report.contour_source = "labels"
+        if tissues is None:
+            log.warning("%s: no body contour (--body, --image) and no tissue masks: the body is the closed hull of "
+                        "the labelled structures, without body wall or subcutaneous fat; give TotalSegmentator's "
+                        "body (--task body) or tissue_types masks", source)
 
     fill = mask & (labels == 0)
     labels[fill] = canon.id_of("body")

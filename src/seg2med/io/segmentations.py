@@ -3,12 +3,18 @@
 * a multilabel file (``--ml``): one integer label map, read as a label :class:`Volume`;
 * a per-class folder (default output): one binary mask per class, the class
   name being the file stem (``liver.nii.gz`` -> ``liver``).
+
+A body contour (``--body``) is read from either form: TotalSegmentator's ``--task body`` folder
+(``body.nii.gz``, ``body_trunc.nii.gz``, ``body_extremities.nii.gz``, ``skin.nii.gz``), one of its
+files, or any mask / label map whose non-zero voxels are the body.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+import numpy as np
 
 from seg2med.errors import InputError
 from seg2med.io.nifti import Volume, check_same_grid, list_nifti, load_volume, nifti_stem
@@ -46,3 +52,20 @@ def load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
     if p.is_dir():
         return load_mask_folder(p)
     return load_volume(p, kind="labels")
+
+
+def load_body_mask(path: str | Path) -> Volume:
+    """The body contour in ``path`` as a boolean :class:`Volume`: the non-zero voxels of a mask or label
+    file, or the union of the masks of a folder (TotalSegmentator ``--task body``: body_trunc,
+    body_extremities, body, skin). An empty mask is an :class:`InputError`."""
+    p = Path(path)
+    if p.is_dir():
+        masks = load_mask_folder(p)
+        ref = next(iter(masks.values()))
+        body = Volume(np.logical_or.reduce([m.array for m in masks.values()]), ref.affine, ref.header, p)
+    else:
+        vol = load_volume(p, kind="labels")
+        body = Volume(vol.array != 0, vol.affine, vol.header, p)
+    if not body.array.any():
+        raise InputError(f"{p}: empty body mask (no non-zero voxel)")
+    return body
