@@ -156,6 +156,8 @@ def test_generate_with_a_totalsegmentator_body_mask_restores_the_body_wall(ts_di
         assert ("no body contour" in " ".join(res.err.split())) == (name == "organs")
         syn = load_volume(out)
         assert np.array_equal(syn.affine, ct.affine)
+        assert json.loads(out.with_suffix("").with_suffix(".json").read_text())["body_contour"] == (
+            "labels" if name == "organs" else "given")
         maes[name] = float(np.abs(np.clip(syn.array, -1000, 1000) - np.clip(ct.array, -1000, 1000))[body].mean())
     assert maes["body"] < 80.0 and maes["organs"] > 250.0, maes
 

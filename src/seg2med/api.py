@@ -470,7 +470,9 @@ def generate(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
-    result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name})
+    result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name,
+                            # where the body (everything not air) came from: given, ct, mr, labels, or a built volume
+                            "body_contour": lv.report.get("contour_source") or lv.report.get("source")})
     return result
 
 
