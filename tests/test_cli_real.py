@@ -166,3 +166,13 @@ def test_demo_body_and_tissue_masks_need_labels(tmp_path, capsys, monkeypatch):
     res = run_cli(["demo", "--out", tmp_path / "d", "--body", tmp_path / "b.nii.gz", "--priors-only"], capsys, monkeypatch)
     assert res.code != 0 and "--tissue-masks and --body go with --labels" in " ".join(res.err.split())
     assert not (tmp_path / "d").exists()
+
+
+def test_a_seg2med_label_volume_refuses_body_and_tissue_options(tmp_path, capsys, monkeypatch):
+    # labels written by seg2med already hold body and tissues: --body / --tissue-masks would be silently ignored
+    lab = tmp_path / "ph.nii.gz"
+    assert run_cli(["phantom", "--out", lab, "--slices", "4", "--size", "64", "--spacing", "6"], capsys, monkeypatch).code == 0
+    res = run_cli(["simulate", "--labels", lab, "--out", tmp_path / "p.nii.gz", "--body", lab], capsys, monkeypatch)
+    assert res.code != 0 and "a seg2med label volume already holds its tissues and body; --body would be ignored" in " ".join(res.err.split())
+    assert not (tmp_path / "p.nii.gz").exists()
+    assert run_cli(["simulate", "--labels", lab, "--out", tmp_path / "p.nii.gz"], capsys, monkeypatch).code == 0

@@ -110,6 +110,10 @@ def build_anatomy(
         p = Path(labels)
         table = _read_label_table(p) if p.is_file() else None
         if table is not None:
+            given = [n for n, v in (("--tissue-masks", tissue_masks), ("--image", image), ("--body", body)) if v is not None]
+            if given:
+                raise ConfigError(f"{p}: a seg2med label volume already holds its tissues and body; "
+                                  f"{', '.join(given)} would be ignored (give the TotalSegmentator output instead)")
             vol = load_volume(p, kind="labels")
             _check_known(vol, table, strict)
             return LabelVolume(vol, table, {"source": "seg2med label volume", "path": str(p)})
