@@ -3,11 +3,11 @@
 Pipeline (exactly the training preprocessing, then its inverse):
 labels -> physics prior (the sequence and parameters the model was trained
 with) -> normalisation -> closest-RAS reorientation -> in-plane resampling and
-pad to the model's slice size (a wider plane: a larger canvas, never a crop) -> batched reverse diffusion (``ddpm``) or
-one batched forward pass of the generator (``unet``, ``pix2pix``,
-``cyclegan``; the fitted intensity map for ``prior``) -> undo the geometry ->
-undo the normalisation (HU for CT) -> a float32 volume with the input's
-affine, shape and spacing.
+padding to the model's slice size (a wider plane gets a larger canvas, never a
+crop) -> batched reverse diffusion (``ddpm``) or one batched forward pass of the
+generator (``unet``, ``pix2pix``, ``cyclegan``; the fitted intensity map for
+``prior``) -> undo the geometry -> undo the normalisation (HU for CT) -> a
+float32 volume with the input's affine, shape and spacing.
 """
 
 from __future__ import annotations
