@@ -373,7 +373,7 @@ def build_label_volume(
         if tissues is None:
             log.warning("%s: no body contour (--body, --image) and no tissue masks: the body is the closed hull of "
                         "the labelled structures, without body wall or subcutaneous fat; give TotalSegmentator's "
-                        "body (--task body) or tissue_types masks", source)
+                        "body (--task body, MR: body_mr) or tissue_types masks", source)
 
     fill = mask & (labels == 0)
     labels[fill] = canon.id_of("body")
