@@ -215,6 +215,25 @@ def test_empty_label_map_and_grid_mismatch_raise(seg, tissue_masks):
 
 
 # --------------------------------------------------------------------------- body contours
+def test_closing_on_the_bounding_box_equals_the_closing_of_the_whole_padded_array():
+    from seg2med.anatomy.contour import _dilate, _erode, binary_closing_mm, bounding_box
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        m = np.zeros((40, 50, 30), bool)
+        for _ in range(int(rng.integers(1, 6))):
+            c, r = rng.integers(0, (40, 50, 30)), rng.integers(1, 8, 3)
+            m[tuple(slice(max(0, int(ci - ri)), int(ci + ri)) for ci, ri in zip(c, r))] = True
+        m &= rng.random(m.shape) > 0.2
+        sp, radius = tuple(rng.uniform(0.5, 3.0, 3)), float(rng.uniform(1.0, 8.0))
+        pad = [int(np.ceil(radius / s)) + 1 for s in sp]
+        full = np.pad(m, [(p, p) for p in pad])
+        ref = (_erode(_dilate(full, radius, sp), radius, sp) | full)[tuple(slice(p, p + n) for p, n in zip(pad, m.shape))]
+        np.testing.assert_array_equal(binary_closing_mm(m, radius, sp), ref)
+    assert bounding_box(np.zeros((3, 4, 5), bool)) is None
+    assert not binary_closing_mm(np.zeros((3, 4, 5), bool), 5.0, 1.0).any()
+
+
 def test_ct_body_contour_contains_organs_excludes_air_and_table(ts_dir):
     ct = load_volume(ts_dir / "example_ct.nii.gz")
     lab = load_volume(ts_dir / "example_seg_fast_force_split.nii.gz", kind="labels").array
