@@ -223,3 +223,16 @@ def test_segmenter_needs_labels(tmp_path: Path, capsys, monkeypatch) -> None:
     res = run_cli(["train-segmenter", "--data", ds, "--out", tmp_path / "seg2", "--steps", "1"], capsys, monkeypatch)
     assert res.code != 0 and "Traceback" not in res.err and "stores no labels" in " ".join(res.err.split())
     assert not (tmp_path / "seg2").exists()
+
+
+def test_baselines_sample_a_wide_field_of_view_on_a_grown_canvas(runs, tmp_path: Path) -> None:
+    # 50 px at the runs' 8 mm: wider than their 32 px slices; the canvas grows to the generator's down-sampling
+    # multiple (4 for channels (8, 16, 32)) instead of cropping the body
+    lv = seg2med.make_phantom(seed=7, spacing=8.0, slices=2, size=50)
+    run, _ = runs["unet"]
+    res = seg2med.generate(lv, model=run, device="cpu", batch=2)
+    assert res.metadata["slice_size"] == [52, 52]
+    vol, body = res.samples[0].array, lv.volume.array != 0
+    assert vol.shape == lv.volume.shape and np.isfinite(vol).all()
+    edge = body & (np.abs(np.arange(50) - 24.5) > 17)[:, None, None]  # body beyond the central 32 px
+    assert edge.any() and np.mean(vol[edge] <= -999.0) < 0.5
