@@ -215,6 +215,29 @@ def test_empty_label_map_and_grid_mismatch_raise(seg, tissue_masks):
 
 
 # --------------------------------------------------------------------------- body contours
+def test_a_folder_with_tissue_and_body_task_masks_routes_them_to_tissues_and_body(ts_dir, seg, tissue_masks, caplog):
+    """TotalSegmentator total + tissue_types + body written into one folder: the tissue masks become tissue
+    types and body/body_trunc/... the body contour, exactly as when given with --tissue-masks / --body."""
+    ct = load_volume(ts_dir / "example_ct_sm.nii.gz")
+    body = ct.like(body_mask_from_ct(ct.array, ct.spacing, affine=ct.affine))
+    organs = {TOTAL.name_of(int(i)): seg.like(seg.array == i) for i in np.unique(seg.array)[1:]}
+    trunc = body.array.copy()
+    trunc[:, :, :5] = False
+    merged = {**organs, **tissue_masks, "body_trunc": body.like(trunc), "body_extremities": body.like(body.array & ~trunc),
+              "skin": body.like(np.zeros(body.shape, bool))}
+    with caplog.at_level(logging.INFO, logger="seg2med.anatomy.labelmap"):
+        vol, rep = build_label_volume(merged, TOTAL)
+    assert "taken as the tissue types" in caplog.text and "taken as the body contour" in caplog.text
+    ref, ref_rep = build_label_volume(organs, TOTAL, tissues=tissue_masks, body=body)
+    np.testing.assert_array_equal(vol.array, ref.array)
+    assert rep.contour_source == "given" and rep.unknown_classes == {}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seg2med.anatomy.labelmap"):
+        explicit, _ = build_label_volume(merged, TOTAL, body=body.like(np.ones(body.shape, bool)))
+    assert "ignoring its body masks body_trunc, body_extremities, skin" in caplog.text
+    assert (explicit.array != 0).all()  # the explicit (whole-grid) body won
+
+
 def test_closing_on_the_bounding_box_equals_the_closing_of_the_whole_padded_array():
     from seg2med.anatomy.contour import _dilate, _erode, binary_closing_mm, bounding_box
 

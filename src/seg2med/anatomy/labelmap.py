@@ -57,6 +57,10 @@ PRIORITY_TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Tissue-type overlap priority, best first (names of :data:`seg2med.labels.schemes.EXTENSION_CLASSES`).
 TISSUE_PRIORITY: tuple[str, ...] = ("skeletal_muscle", "intermuscular_fat", "torso_fat", "subcutaneous_fat")
 
+#: Mask names of TotalSegmentator's body tasks (``body``, ``body_mr``); in a class-mask folder they make
+#: the body contour (their union), not organs.
+BODY_MASK_NAMES: tuple[str, ...] = ("body", "body_trunc", "body_extremities", "skin")
+
 #: Scheme of a multilabel tissue-type file (TotalSegmentator task ``tissue_types``).
 TISSUE_SCHEME = "tissue_types"
 
@@ -303,6 +307,8 @@ def build_label_volume(
     scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     canon = canonical_scheme(scheme)
     dtype = _label_dtype(max(canon.ids))
+    if isinstance(organs, Mapping):
+        organs, tissues, body = _route_task_masks(organs, scheme, tissues, body)
 
     # -- organs ---------------------------------------------------------------
     if isinstance(organs, Mapping):
@@ -386,6 +392,39 @@ def build_label_volume(
     if report.labelled_outside_body:
         log.info("%s: %d labelled voxels outside the body contour (kept)", source, report.labelled_outside_body)
     return Volume(labels, ref.affine.copy(), ref.header, None), report
+
+
+def _route_task_masks(
+    masks: Mapping[str, Volume], scheme: LabelScheme, tissues: Volume | Mapping[str, Volume] | None,
+    body: Volume | np.ndarray | None,
+) -> tuple[dict[str, Volume], Volume | Mapping[str, Volume] | None, Volume | np.ndarray | None]:
+    """A class-mask folder that also holds TotalSegmentator's ``tissue_types`` and ``body`` task outputs
+    (several tasks written into one folder): their masks become the tissues and the body contour
+    instead of unknown organ classes. Explicit ``tissues`` / ``body`` win over the folder's."""
+    source = _masks_source(masks)
+    tissue_names = [n for n in masks if n in TISSUE_PRIORITY and n not in scheme.names]
+    body_names = [n for n in masks if n in BODY_MASK_NAMES and n not in scheme.names]
+    organs = {n: v for n, v in masks.items() if n not in tissue_names and n not in body_names}
+    if not organs:
+        return dict(masks), tissues, body  # only task masks: let the caller report an empty organ map
+    if tissue_names:
+        if tissues is None:
+            tissues = {n: masks[n] for n in tissue_names}
+            log.info("%s: tissue masks %s taken as the tissue types", source, ", ".join(tissue_names))
+        else:
+            log.warning("%s: ignoring its tissue masks %s (tissue masks were given separately)", source,
+                        ", ".join(tissue_names))
+    if body_names:
+        if body is None:
+            ref = masks[body_names[0]]
+            union = np.logical_or.reduce([np.asarray(masks[n].array) != 0 for n in body_names])
+            if union.any():
+                body = Volume(union, ref.affine, ref.header, ref.path)
+                log.info("%s: %s taken as the body contour", source, ", ".join(body_names))
+        else:
+            log.warning("%s: ignoring its body masks %s (a body contour was given separately)", source,
+                        ", ".join(body_names))
+    return organs, tissues, body
 
 
 def _tissue_labels(
