@@ -26,7 +26,7 @@ from seg2med.anatomy import (
     priority_order,
 )
 from seg2med.errors import ConfigError, GridMismatchError, InputError
-from seg2med.io.nifti import Volume, load_volume, save_volume
+from seg2med.io.nifti import Volume, embedded_label_table, load_volume, save_volume
 from seg2med.io.segmentations import load_body_mask, load_mask_folder, load_segmentation
 from seg2med.labels import canonical_scheme, get_scheme
 
@@ -236,6 +236,65 @@ def test_a_folder_with_tissue_and_body_task_masks_routes_them_to_tissues_and_bod
         explicit, _ = build_label_volume(merged, TOTAL, body=body.like(np.ones(body.shape, bool)))
     assert "ignoring its body masks body_trunc, body_extremities, skin" in caplog.text
     assert (explicit.array != 0).all()  # the explicit (whole-grid) body won
+
+
+def _caret_table(table: dict[int, str]) -> bytes:
+    labels = "".join(f'<Label Key="{k}" Red="1" Green="0" Blue="0" Alpha="1"><![CDATA[{v}]]></Label>\n' for k, v in table.items())
+    return (f'<?xml version="1.0" encoding="UTF-8"?> <CaretExtension> <VolumeInformation Index="0"> <LabelTable>\n'
+            f"{labels}</LabelTable> <VolumeType><![CDATA[Label]]></VolumeType> </VolumeInformation></CaretExtension>\n  ").encode()
+
+
+def test_embedded_label_table_of_totalsegmentator_files(ts_dir, tmp_path):
+    mr = load_volume(ts_dir / "example_seg_mr.nii.gz", kind="labels")
+    table = embedded_label_table(mr.header)
+    assert len(table) == 50 and table[13] == "small_bowel" and table[19] == "vertebrae"  # total_mr numbering
+    assert embedded_label_table(load_volume(ts_dir / "example_seg.nii.gz", kind="labels").header)[18] == "small_bowel"
+    assert embedded_label_table(None) is None
+    img = nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, b"<CaretExtension><LabelTable><Label Key='x'>"))
+    assert embedded_label_table(img.header) is None  # malformed: ignored
+    # outputs never carry the source's table: it names the ids of another volume
+    out = save_volume(mr.like(mr.array.astype(np.float32)), tmp_path / "img.nii.gz")
+    assert len(nib.load(out).header.extensions) == 0
+
+
+def test_a_label_file_is_read_by_its_own_table_not_by_an_assumed_numbering(ts_dir, tmp_path, caplog):
+    """TotalSegmentator MR labels (total_mr numbering: 13 small_bowel, 19 vertebrae) are read as such
+    without --scheme: a CT prior puts bowel and bone there, not the lung and duodenum of 'total' ids
+    13 and 19. Any numbering named by the file's table gives the same canonical volume."""
+    import seg2med
+
+    src = ts_dir / "example_seg_mr.nii.gz"
+    raw = load_volume(src, kind="labels").array
+    with caplog.at_level(logging.INFO, logger="seg2med.api"):
+        lv = seg2med.build_anatomy(src)
+    assert "its label table names the classes of scheme 'total_mr'" in caplog.text
+    assert lv.scheme.name.startswith("total_mr") and lv.report["label_table"] == "embedded"
+    prior = seg2med.simulate_prior(lv, "ct").volume.array
+    assert np.median(prior[raw == 13]) > -200 and np.median(prior[raw == 19]) > 150  # bowel wall / bone, not air
+    np.testing.assert_array_equal(lv.volume.array[raw != 0], seg2med.build_anatomy(src, scheme="total_mr").volume.array[raw != 0])
+    # explicit --scheme total: still mapped by name; total_mr-only classes are reported with a hint
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        as_total = seg2med.build_anatomy(src, scheme="total")
+    total = get_scheme("total")
+    assert np.all(as_total.volume.array[raw == 13] == total.id_of("small_bowel"))
+    assert "class vertebrae (2006 voxels)" in caplog.text and "pass --scheme total_mr" in caplog.text
+    # a scrambled numbering with its own table: same canonical volume as the original
+    seg_img = nib.load(str(ts_dir / "example_seg.nii.gz"))
+    seg_arr = np.asarray(seg_img.dataobj).astype(np.int16)
+    present = [int(i) for i in np.unique(seg_arr)[1:]]
+    new_ids = {old: 300 - k for k, old in enumerate(present)}
+    scrambled = np.zeros_like(seg_arr)
+    for old, new in new_ids.items():
+        scrambled[seg_arr == old] = new
+    img = nib.Nifti1Image(scrambled, seg_img.affine)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, _caret_table({new: TOTAL.name_of(old) for old, new in new_ids.items()})))
+    nib.save(img, tmp_path / "scrambled.nii.gz")
+    a = seg2med.build_anatomy(ts_dir / "example_seg.nii.gz", scheme="total")
+    b = seg2med.build_anatomy(tmp_path / "scrambled.nii.gz")
+    assert b.scheme.name == a.scheme.name
+    np.testing.assert_array_equal(a.volume.array, b.volume.array)
 
 
 def test_closing_on_the_bounding_box_equals_the_closing_of_the_whole_padded_array():

@@ -134,3 +134,12 @@ def test_a_field_of_view_wider_than_the_model_slices_is_sampled_whole_not_croppe
     assert outer.sum() > 100  # the stretched body does reach beyond 384 mm
     assert np.mean(vol[outer] <= -999.0) < 0.05  # synthetic tissue there, not the crop's air
     assert np.median(vol[outer]) > -200.0  # fat / muscle / skin, HU well above air
+
+
+def test_ct_from_mr_labels_reads_them_by_their_own_table(ts_dir):
+    # the paper's cross-modality case: a CT from subject C's MR label map (total_mr numbering); ct-demo's
+    # own scheme is 'total', but the file's label table decides which id is which class
+    res = seg2med.generate(ts_dir / "example_seg_mr.nii.gz", model="ct-demo-tiny", steps=2, batch=20)
+    assert res.metadata["scheme"] == "total_mr+seg2med"
+    raw = load_volume(ts_dir / "example_seg_mr.nii.gz", kind="labels").array
+    assert np.median(res.prior.array[raw == 19]) > 150  # vertebrae are bone in the prior (total id 19 is the duodenum)

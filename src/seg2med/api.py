@@ -23,11 +23,18 @@ import numpy as np
 
 from seg2med import __version__
 from seg2med.errors import ConfigError, InputError
-from seg2med.io import Volume, load_volume, read_json, read_yaml, save_volume, write_json
+from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
 from seg2med.io.files import ensure_writable
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.segmentations import load_body_mask
-from seg2med.labels import LabelScheme, canonical_scheme, get_scheme, list_schemes, scheme_from_mapping
+from seg2med.labels import (
+    LabelScheme,
+    canonical_scheme,
+    get_scheme,
+    guess_scheme_by_names,
+    list_schemes,
+    scheme_from_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +103,13 @@ def build_anatomy(
     modality: str | None = None,
     body: str | Path | Volume | None = None,
     strict: bool = False,
+    default_scheme: str = "total",
 ) -> LabelVolume:
     """One canonical label volume from TotalSegmentator output (file or per-class folder).
+
+    The label scheme is ``scheme`` when given; otherwise, for a multilabel file carrying its own
+    label table (TotalSegmentator ``--ml``), the built-in scheme its class names belong to; otherwise
+    ``default_scheme``. A file's own label table always decides which id is which class.
 
     The body contour comes from ``body`` (a mask file or TotalSegmentator's ``--task body``
     folder), else from ``image`` (CT or MR of the same grid, with its ``modality``), else from the
@@ -120,7 +132,12 @@ def build_anatomy(
         organs: Volume | Mapping[str, Volume] = _load_segmentation(p)
     else:
         organs = labels
-    base = resolve_scheme(scheme)
+    table = embedded_label_table(organs.header) if isinstance(organs, Volume) and scheme is None else None
+    if table is not None:
+        base = get_scheme(guess_scheme_by_names(table.values()))
+        log.info("%s: its label table names the classes of scheme %r", organs.name, base.name)
+    else:
+        base = resolve_scheme(scheme, default=default_scheme)
     tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
@@ -468,7 +485,7 @@ def generate(
         raise ConfigError(f"model {model} was trained for sequence {trained!r}, not {sequence!r}")
     default_scheme = lm.data.get("scheme") or "total"
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
-        labels, scheme=scheme or default_scheme, tissue_masks=tissue_masks, body=body, strict=strict
+        labels, scheme=scheme, default_scheme=default_scheme, tissue_masks=tissue_masks, body=body, strict=strict
     )
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,

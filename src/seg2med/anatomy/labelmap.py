@@ -28,7 +28,7 @@ import numpy as np
 
 from seg2med.anatomy.contour import body_mask_from_ct, body_mask_from_labels, body_mask_from_mr
 from seg2med.errors import ConfigError, InputError
-from seg2med.io.nifti import Volume, check_same_grid, label_values
+from seg2med.io.nifti import Volume, check_same_grid, embedded_label_table, label_values
 from seg2med.labels.schemes import LabelScheme, canonical_scheme, get_scheme, guess_scheme, list_schemes
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class AnatomyReport:
     unknown_ids: dict[int, int] = field(default_factory=dict)
     unknown_tissue_ids: dict[int, int] = field(default_factory=dict)
     unknown_classes: dict[str, int] = field(default_factory=dict)
+    label_table: str = ""  # "embedded": ids mapped by the file's own label table (TotalSegmentator --ml)
     contour_source: str = ""
     body_voxels: int = 0
     body_filled: int = 0
@@ -180,10 +181,12 @@ def _unknown_text(ids: Mapping, what: str = "id", limit: int = 8) -> str:
     return text
 
 
-def _handle_unknown(source: str, scheme_name: str, unknown: Mapping, strict: bool, what: str = "id") -> None:
+def _handle_unknown(source: str, scheme_name: str, unknown: Mapping, strict: bool, what: str = "id",
+                    hint: str = "", where: str | None = None) -> None:
     if not unknown:
         return
-    msg = f"{source}: {_plural(what)} not in label scheme {scheme_name!r}: {_unknown_text(unknown, what)}"
+    where = where or f"label scheme {scheme_name!r}"
+    msg = f"{source}: {_plural(what)} not in {where}: {_unknown_text(unknown, what)}{hint}"
     if strict:
         raise ConfigError(msg)
     log.warning("%s; these voxels are treated as unlabelled", msg)
@@ -333,10 +336,19 @@ def build_label_volume(
         raw_any = raw != 0
         if not raw_any.any():
             raise InputError(f"{source}: empty label map (no non-zero voxel)")
-        unknown = scheme.unknown_ids(raw)
-        _handle_unknown(source, scheme.name, unknown, strict)
-        labels = np.where(np.isin(raw, list(unknown)), 0, raw).astype(dtype) if unknown else raw.astype(dtype)
-        report = AnatomyReport(source, canon.name, ref.shape, unknown_ids=unknown)
+        table = embedded_label_table(organs.header)
+        if table is not None:  # the file names its ids (TotalSegmentator --ml): map them by name
+            labels, unknown_names, unknown = _remap_by_table(raw, table, scheme, dtype)
+            hint = _scheme_hint(scheme, names=unknown_names)
+            _handle_unknown(source, scheme.name, unknown_names, strict, what="class", hint=hint)
+            _handle_unknown(source, scheme.name, unknown, strict, where="the file's own label table")
+            report = AnatomyReport(source, canon.name, ref.shape, unknown_ids=unknown, label_table="embedded")
+            report.unknown_classes = unknown_names
+        else:
+            unknown = scheme.unknown_ids(raw)
+            _handle_unknown(source, scheme.name, unknown, strict)
+            labels = np.where(np.isin(raw, list(unknown)), 0, raw).astype(dtype) if unknown else raw.astype(dtype)
+            report = AnatomyReport(source, canon.name, ref.shape, unknown_ids=unknown)
     if not labels.any():
         hint = _scheme_hint(scheme, names=report.unknown_classes, ids=report.unknown_ids)
         raise InputError(f"{source}: no voxel of any class of label scheme {scheme.name!r}{hint}")
@@ -425,6 +437,34 @@ def _route_task_masks(
             log.warning("%s: ignoring its body masks %s (a body contour was given separately)", source,
                         ", ".join(body_names))
     return organs, tissues, body
+
+
+def _remap_by_table(
+    raw: np.ndarray, table: Mapping[int, str], scheme: LabelScheme, dtype: type
+) -> tuple[np.ndarray, dict[str, int], dict[int, int]]:
+    """Label ids named by the file's own ``table`` -> ``scheme`` ids by class name.
+
+    Returns the remapped labels (0 where the class is not in ``scheme``), the voxel counts of
+    the named classes ``scheme`` lacks, and of the ids the table does not name.
+    """
+    counts = np.bincount(raw.ravel()) if raw.size and int(raw.max()) < (1 << 22) else None
+    if counts is not None:
+        present = {int(i): int(c) for i, c in enumerate(counts) if i and c}
+    else:
+        ids, cnt = np.unique(raw[raw != 0], return_counts=True)
+        present = {int(i): int(c) for i, c in zip(ids, cnt)}
+    lut = np.zeros(max(present) + 1, dtype=np.int64)
+    unknown_names: dict[str, int] = {}
+    unknown_ids: dict[int, int] = {}
+    for i, voxels in present.items():
+        name = table.get(i)
+        if name is None:
+            unknown_ids[i] = voxels
+        elif name in scheme.classes:
+            lut[i] = scheme.id_of(name)
+        else:
+            unknown_names[name] = unknown_names.get(name, 0) + voxels
+    return lut[raw].astype(dtype, copy=False), unknown_names, unknown_ids
 
 
 def _tissue_labels(

@@ -14,6 +14,7 @@ from seg2med.io.files import (
 from seg2med.io.nifti import (
     Volume,
     check_same_grid,
+    embedded_label_table,
     is_nifti_path,
     list_nifti,
     load_volume,
@@ -25,6 +26,7 @@ __all__ = [
     "Volume",
     "atomic_write",
     "check_same_grid",
+    "embedded_label_table",
     "ensure_writable",
     "is_nifti_path",
     "list_nifti",

@@ -7,9 +7,11 @@ was read with, so that every output can be written on exactly the input grid.
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +20,8 @@ from seg2med.errors import ConfigError, GridMismatchError, InputError
 from seg2med.io.files import atomic_write, ensure_writable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
+
+log = logging.getLogger(__name__)
 
 
 def is_nifti_path(path: str | Path) -> bool:
@@ -177,6 +181,32 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
     return Volume(arr, np.asarray(img.affine, dtype=np.float64), header, p)
 
 
+def embedded_label_table(header: nib.Nifti1Header | None) -> dict[int, str] | None:
+    """The id -> class-name table a label file carries in its header, or None.
+
+    TotalSegmentator writes its multilabel (``--ml``) outputs with a Connectome Workbench
+    ``CaretExtension`` XML label table in a NIfTI header extension (``<Label Key="5">liver</Label>``);
+    that table, not an assumed numbering, says which id is which class. A malformed table is ignored.
+    """
+    if header is None:
+        return None
+    for ext in getattr(header, "extensions", ()):
+        raw = ext.get_content()
+        content = raw if isinstance(raw, bytes) else str(raw).encode()
+        if b"<CaretExtension" not in content:
+            continue
+        try:
+            root = ElementTree.fromstring(content.strip(b"\x00 \t\r\n"))
+            table = {int(el.attrib["Key"]): (el.text or "").strip() for el in root.iter("Label")}
+        except (ElementTree.ParseError, KeyError, ValueError) as exc:
+            log.debug("ignoring a malformed CaretExtension label table (%s)", exc)
+            continue
+        table = {k: v for k, v in table.items() if k != 0 and v}
+        if table:
+            return table
+    return None
+
+
 def check_same_grid(a: Volume, b: Volume, atol: float = 1e-3) -> None:
     """Raise :class:`GridMismatchError` (naming both shapes and affines) unless a and b share a grid."""
     same = a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=atol)
@@ -200,7 +230,8 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
     Integer arrays are stored as the smallest integer type holding them,
     floating arrays as float32 unless ``dtype`` says otherwise. No intensity
     scaling is applied (scl_slope/scl_inter are cleared), and the source header's display range
-    (cal_min/cal_max) and intent are cleared: they described other values.
+    (cal_min/cal_max), intent and extensions (e.g. an embedded label table) are cleared: they
+    described other values.
     """
     arr = np.asarray(vol.array)
     if arr.dtype == bool:
@@ -216,6 +247,7 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
         # labels; geometry, units and slice timing stay
         hdr["cal_min"] = hdr["cal_max"] = 0
         hdr.set_intent("none", (), allow_unknown=True)
+        hdr.extensions.clear()  # e.g. the source's label table: it names the ids of another volume
         img = nib.Nifti1Image(arr, vol.affine, header=hdr)
     else:
         img = nib.Nifti1Image(arr, vol.affine)

@@ -7,6 +7,7 @@ from seg2med.labels.schemes import (
     canonical_scheme,
     get_scheme,
     guess_scheme,
+    guess_scheme_by_names,
     list_schemes,
     scheme_from_mapping,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "canonical_scheme",
     "get_scheme",
     "guess_scheme",
+    "guess_scheme_by_names",
     "list_schemes",
     "scheme_from_mapping",
     "FIELD_STRENGTHS",

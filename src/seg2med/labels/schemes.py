@@ -176,9 +176,18 @@ def canonical_scheme(base: str | LabelScheme) -> LabelScheme:
     return scheme.extended()
 
 
+#: Built-in organ schemes in the order a guess prefers them on ties.
+GUESS_ORDER = ("total", "total_mr", "amos", "tissue_types", "brats2021", "brats2015")
+
+
 def guess_scheme(label_ids: Iterable[int]) -> str:
     """Best built-in organ scheme for a set of ids (fewest unknown ids; ``total`` on ties)."""
     ids = {int(i) for i in label_ids} - {0} - set(EXTENSION_CLASSES.values())
-    order = ["total", "total_mr", "amos", "tissue_types", "brats2021", "brats2015"]
-    best = min(order, key=lambda s: (len(ids - set(get_scheme(s).classes.values())), order.index(s)))
-    return best
+    return min(GUESS_ORDER, key=lambda s: (len(ids - set(get_scheme(s).classes.values())), GUESS_ORDER.index(s)))
+
+
+def guess_scheme_by_names(names: Iterable[str]) -> str:
+    """Best built-in organ scheme for a set of class names (fewest names it lacks; ``total`` on ties),
+    e.g. for the label table a TotalSegmentator multilabel file carries."""
+    wanted = {str(n) for n in names} - set(EXTENSION_CLASSES)
+    return min(GUESS_ORDER, key=lambda s: (len(wanted - set(get_scheme(s).classes)), GUESS_ORDER.index(s)))
