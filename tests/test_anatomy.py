@@ -297,6 +297,28 @@ def test_a_label_file_is_read_by_its_own_table_not_by_an_assumed_numbering(ts_di
     np.testing.assert_array_equal(a.volume.array, b.volume.array)
 
 
+def test_a_tissue_multilabel_file_is_read_by_its_own_table(seg, tissue_masks, tmp_path):
+    """tissue_types / tissue_4_types --ml files: ids by the file's table (any numbering, intermuscular_fat too)."""
+    ref_vol, _ = build_label_volume(seg, TOTAL, tissue_masks)
+    ref_grid = next(iter(tissue_masks.values()))
+    arr = np.zeros(ref_grid.shape, np.uint8)
+    numbering = {"subcutaneous_fat": 9, "torso_fat": 7, "skeletal_muscle": 8}
+    for name in ("subcutaneous_fat", "torso_fat", "skeletal_muscle"):  # later wins: the folder's priority order
+        arr[tissue_masks[name].array] = numbering[name]
+    extra = (ref_vol.array == CANON.id_of("body")) & (np.arange(arr.shape[2]) == 0)[None, None, :]  # inside the body
+    assert extra.sum() > 100
+    arr[extra] = 4  # a tissue_4_types class
+    img = nib.Nifti1Image(arr, ref_grid.affine)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, _caret_table(
+        {9: "subcutaneous_fat", 7: "torso_fat", 8: "skeletal_muscle", 4: "intermuscular_fat"})))
+    nib.save(img, tmp_path / "tissue_ml.nii.gz")
+    vol, rep = build_label_volume(seg, TOTAL, load_volume(tmp_path / "tissue_ml.nii.gz", kind="labels"))
+    assert rep.unknown_tissue_ids == {} and rep.unknown_classes == {}
+    assert np.all(vol.array[extra] == CANON.id_of("intermuscular_fat"))
+    same = ~extra
+    np.testing.assert_array_equal(vol.array[same], ref_vol.array[same])
+
+
 def test_closing_on_the_bounding_box_equals_the_closing_of_the_whole_padded_array():
     from seg2med.anatomy.contour import _dilate, _erode, binary_closing_mm, bounding_box
 

@@ -490,6 +490,15 @@ def _tissue_labels(
         return tissue, np.logical_or.reduce(list(arrays.values()))
     check_same_grid(ref, tissues)
     raw = _as_labels(tissues)
+    table = embedded_label_table(tissues.header)
+    if table is not None:  # its own names (e.g. tissue_4_types: intermuscular_fat 4), not assumed ids
+        tissue_ids = LabelScheme("tissue types", {n: i for n, i in ids.items()})
+        tissue, unknown_names, unknown = _remap_by_table(raw, table, tissue_ids, dtype)
+        _handle_unknown(tissues.name, "", unknown_names, strict, what="class", where="the tissue types")
+        _handle_unknown(tissues.name, "", unknown, strict, where="the file's own label table")
+        report.unknown_classes.update(unknown_names)
+        report.unknown_tissue_ids = unknown
+        return tissue, raw != 0
     tscheme = get_scheme(TISSUE_SCHEME)
     unknown = tscheme.unknown_ids(raw)
     _handle_unknown(tissues.name, tscheme.name, unknown, strict)
