@@ -453,7 +453,7 @@ def _remap_by_table(
     else:
         ids, cnt = np.unique(raw[raw != 0], return_counts=True)
         present = {int(i): int(c) for i, c in zip(ids, cnt)}
-    lut = np.zeros(max(present) + 1, dtype=np.int64)
+    lut = np.zeros(max(present) + 1, dtype=dtype)
     unknown_names: dict[str, int] = {}
     unknown_ids: dict[int, int] = {}
     for i, voxels in present.items():
@@ -464,7 +464,7 @@ def _remap_by_table(
             lut[i] = scheme.id_of(name)
         else:
             unknown_names[name] = unknown_names.get(name, 0) + voxels
-    return lut[raw].astype(dtype, copy=False), unknown_names, unknown_ids
+    return lut[raw], unknown_names, unknown_ids
 
 
 def _tissue_labels(
