@@ -453,7 +453,7 @@ def _remap_by_table(
     else:
         ids, cnt = np.unique(raw[raw != 0], return_counts=True)
         present = {int(i): int(c) for i, c in zip(ids, cnt)}
-    lut = np.zeros(max(present) + 1, dtype=dtype)
+    lut = np.zeros(max(present, default=0) + 1, dtype=dtype)
     unknown_names: dict[str, int] = {}
     unknown_ids: dict[int, int] = {}
     for i, voxels in present.items():
