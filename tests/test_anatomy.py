@@ -268,7 +268,7 @@ def test_a_label_file_is_read_by_its_own_table_not_by_an_assumed_numbering(ts_di
     raw = load_volume(src, kind="labels").array
     with caplog.at_level(logging.INFO, logger="seg2med.api"):
         lv = seg2med.build_anatomy(src)
-    assert "its label table names the classes of scheme 'total_mr'" in caplog.text
+    assert "its class names are those of scheme 'total_mr'" in caplog.text
     assert lv.scheme.name.startswith("total_mr") and lv.report["label_table"] == "embedded"
     prior = seg2med.simulate_prior(lv, "ct").volume.array
     assert np.median(prior[raw == 13]) > -200 and np.median(prior[raw == 19]) > 150  # bowel wall / bone, not air
@@ -295,6 +295,26 @@ def test_a_label_file_is_read_by_its_own_table_not_by_an_assumed_numbering(ts_di
     b = seg2med.build_anatomy(tmp_path / "scrambled.nii.gz")
     assert b.scheme.name == a.scheme.name
     np.testing.assert_array_equal(a.volume.array, b.volume.array)
+
+
+def test_a_mask_folder_without_scheme_is_read_in_the_scheme_its_file_names_belong_to(ts_dir, tmp_path):
+    import seg2med
+
+    mr = load_volume(ts_dir / "example_seg_mr.nii.gz", kind="labels")
+    mr_scheme = get_scheme("total_mr")
+    folder = tmp_path / "mr_masks"
+    folder.mkdir()
+    for i in np.unique(mr.array)[1:]:
+        save_volume(mr.like(mr.array == i), folder / f"{mr_scheme.name_of(int(i))}.nii.gz")
+    lv = seg2med.build_anatomy(folder)
+    assert lv.scheme.name == canonical_scheme("total_mr").name and lv.report["unknown_classes"] == {}
+    np.testing.assert_array_equal(lv.volume.array, seg2med.build_anatomy(ts_dir / "example_seg_mr.nii.gz").volume.array)
+    # names common to both schemes: the default (or the model's) scheme stays
+    common = tmp_path / "common"
+    common.mkdir()
+    save_volume(mr.like(mr.array == mr_scheme.id_of("liver")), common / "liver.nii.gz")
+    assert seg2med.build_anatomy(common).scheme.name == canonical_scheme("total").name
+    assert seg2med.build_anatomy(common, default_scheme="total_mr").scheme.name == canonical_scheme("total_mr").name
 
 
 def test_a_tissue_multilabel_file_is_read_by_its_own_table(seg, tissue_masks, tmp_path):

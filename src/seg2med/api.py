@@ -132,12 +132,15 @@ def build_anatomy(
         organs: Volume | Mapping[str, Volume] = _load_segmentation(p)
     else:
         organs = labels
-    table = embedded_label_table(organs.header) if isinstance(organs, Volume) and scheme is None else None
-    if table is not None:
-        base = get_scheme(guess_scheme_by_names(table.values()))
-        log.info("%s: its label table names the classes of scheme %r", organs.name, base.name)
-    else:
-        base = resolve_scheme(scheme, default=default_scheme)
+    base = resolve_scheme(scheme, default=default_scheme)
+    if scheme is None:  # the file's own class names (label table, mask file names) say which scheme it is
+        table = embedded_label_table(organs.header) if isinstance(organs, Volume) else None
+        names = table.values() if table is not None else organs.keys() if isinstance(organs, Mapping) else None
+        if names is not None:
+            guess = guess_scheme_by_names(names, prefer=base.name)
+            if guess != base.name:
+                base = get_scheme(guess)
+                log.info("%s: its class names are those of scheme %r", _source_name(organs, labels), guess)
     tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
@@ -146,6 +149,10 @@ def build_anatomy(
     vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_vol,
                                      strict=strict)
     return LabelVolume(vol, canonical_scheme(base), report.to_dict())
+
+
+def _source_name(organs: Volume | Mapping[str, Volume], labels: Any) -> str:
+    return organs.name if isinstance(organs, Volume) else str(labels) if isinstance(labels, (str, Path)) else "<masks>"
 
 
 def _check_known(vol: Volume, scheme: LabelScheme, strict: bool) -> None:

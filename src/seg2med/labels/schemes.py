@@ -186,8 +186,10 @@ def guess_scheme(label_ids: Iterable[int]) -> str:
     return min(GUESS_ORDER, key=lambda s: (len(ids - set(get_scheme(s).classes.values())), GUESS_ORDER.index(s)))
 
 
-def guess_scheme_by_names(names: Iterable[str]) -> str:
-    """Best built-in organ scheme for a set of class names (fewest names it lacks; ``total`` on ties),
-    e.g. for the label table a TotalSegmentator multilabel file carries."""
+def guess_scheme_by_names(names: Iterable[str], prefer: str | None = None) -> str:
+    """Best built-in organ scheme for a set of class names (fewest names it lacks; on ties ``prefer``,
+    then ``total``), e.g. for the label table of a TotalSegmentator multilabel file or the mask names
+    of a per-class folder."""
     wanted = {str(n) for n in names} - set(EXTENSION_CLASSES)
-    return min(GUESS_ORDER, key=lambda s: (len(wanted - set(get_scheme(s).classes)), GUESS_ORDER.index(s)))
+    order = ([prefer] if prefer in GUESS_ORDER else []) + [s for s in GUESS_ORDER if s != prefer]
+    return min(order, key=lambda s: (len(wanted - set(get_scheme(s).classes)), order.index(s)))
