@@ -21,7 +21,7 @@ def test_simulate_cli_writes_float_prior_on_input_grid(ts_dir, tmp_path, capsys,
     assert prior.shape == seg.shape and np.array_equal(prior.affine, seg.affine)  # LPS input kept as is
     meta = json.loads((tmp_path / "mr.json").read_text())
     assert meta["sequence"]["name"] == "vibe-opp" and meta["sequence"]["field"] == 3.0 and meta["sequence"]["flip"] == 12.0
-    assert meta["scheme"] == "total_mr+seg2med"
+    assert meta["scheme"] == "total_mr+seg2med" and meta["body_contour"] == "labels"  # no --body / --image given
     assert prior.array.max() > 0 and prior.array.dtype == np.float32
 
 

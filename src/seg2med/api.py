@@ -77,6 +77,12 @@ class LabelVolume:
     scheme: LabelScheme
     report: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def body_contour(self) -> str | None:
+        """Where the body (everything not air) came from: ``given`` (--body), ``ct`` / ``mr`` (--image),
+        ``labels`` (closed hull of the labels), or the source of a ready volume (phantom, seg2med labels)."""
+        return self.report.get("contour_source") or self.report.get("source")
+
 
 def _load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
     from seg2med.io.segmentations import load_segmentation
@@ -252,6 +258,7 @@ def simulate_prior(
         "sequence": seq.to_config(),
         "modality": seq.modality,
         "scheme": lv.scheme.name,
+        "body_contour": lv.body_contour,
         "tissue_table": str(tissues) if tissues else "default",
         "seed": seed,
         "randomisation": {"tissue_spread": tissue_spread, "bias_field": bias_field, "noise": noise, "blur": blur},
@@ -499,8 +506,7 @@ def generate(
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
     result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name,
-                            # where the body (everything not air) came from: given, ct, mr, labels, or a built volume
-                            "body_contour": lv.report.get("contour_source") or lv.report.get("source")})
+                            "body_contour": lv.body_contour})
     return result
 
 
