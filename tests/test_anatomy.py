@@ -317,6 +317,32 @@ def test_a_mask_folder_without_scheme_is_read_in_the_scheme_its_file_names_belon
     assert seg2med.build_anatomy(common, default_scheme="total_mr").scheme.name == canonical_scheme("total_mr").name
 
 
+def test_a_totalsegmentator_v1_file_is_read_with_v1_numbering(ts_dir, tmp_path):
+    """v1 and v2 'total' share ids 1..104 with other meanings (v1 7 = aorta, v2 7 = pancreas): the file's
+    table picks total_v1, and the v1 heart chambers / myocardium get blood / muscle properties."""
+    import seg2med
+
+    v2 = load_volume(ts_dir / "example_seg.nii.gz", kind="labels")
+    v1_scheme = get_scheme("total_v1")
+    arr = np.zeros(v2.shape, np.uint8)
+    for name in ("aorta", "pancreas", "liver", "small_bowel"):
+        arr[v2.array == TOTAL.id_of(name)] = v1_scheme.id_of(name)
+    arr[:4, :4, :] = v1_scheme.id_of("heart_atrium_left")  # a corner block standing in for a v1 heart chamber
+    img = nib.Nifti1Image(arr, v2.affine)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(0, _caret_table(dict(zip(v1_scheme.ids, v1_scheme.names)))))
+    nib.save(img, tmp_path / "v1.nii.gz")
+    lv = seg2med.build_anatomy(tmp_path / "v1.nii.gz")
+    assert lv.scheme.name == canonical_scheme("total_v1").name and lv.report["unknown_classes"] == {}
+    names = {i: lv.scheme.name_of(int(lv.volume.array[arr == i][0])) for i in (7, 10, 55)}
+    assert names == {7: "aorta", 10: "pancreas", 55: "small_bowel"}  # v2 would read pancreas, lung lobe, -
+    prior = seg2med.simulate_prior(lv, "vibe-in").volume.array  # blood and pancreas differ in T1/T2
+    v2_prior = seg2med.simulate_prior(seg2med.build_anatomy(ts_dir / "example_seg.nii.gz"), "vibe-in").volume.array
+    aorta, pancreas = (float(v2_prior[v2.array == TOTAL.id_of(n)][0]) for n in ("aorta", "pancreas"))
+    assert aorta != pancreas
+    assert np.all(prior[arr == 7] == aorta) and np.all(prior[arr == 10] == pancreas)
+    assert np.all(prior[arr == v1_scheme.id_of("heart_atrium_left")] == aorta)  # a v1 chamber: blood
+
+
 def test_a_tissue_multilabel_file_is_read_by_its_own_table(seg, tissue_masks, tmp_path):
     """tissue_types / tissue_4_types --ml files: ids by the file's table (any numbering, intermuscular_fat too)."""
     ref_vol, _ = build_label_volume(seg, TOTAL, tissue_masks)

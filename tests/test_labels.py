@@ -15,9 +15,10 @@ def test_builtin_schemes_present_with_public_class_counts():
     assert len(get_scheme("total_mr")) == 50
     assert len(get_scheme("tissue_types")) == 3
     assert len(get_scheme("amos")) == 15
+    assert len(get_scheme("total_v1")) == 104
 
 
-@pytest.mark.parametrize("name", ["total", "total_mr", "tissue_types", "amos", "brats2021", "brats2015"])
+@pytest.mark.parametrize("name", ["total", "total_mr", "total_v1", "tissue_types", "amos", "brats2021", "brats2015"])
 def test_ids_unique_positive_and_names_round_trip(name):
     s = get_scheme(name)
     ids = list(s.classes.values())
@@ -34,6 +35,15 @@ def test_totalsegmentator_total_ids_match_map_to_binary():
     expected = {1: "spleen", 5: "liver", 7: "pancreas", 18: "small_bowel", 26: "vertebrae_S1", 27: "vertebrae_L5",
                 32: "vertebrae_T12", 50: "vertebrae_C1", 51: "heart", 52: "aorta", 63: "inferior_vena_cava",
                 79: "spinal_cord", 90: "brain", 92: "rib_left_1", 115: "rib_right_12", 116: "sternum", 117: "costal_cartilages"}
+    for i, n in expected.items():
+        assert s.name_of(i) == n
+
+
+def test_totalsegmentator_v1_ids_match_map_to_binary_total_v1():
+    s = get_scheme("total_v1")
+    expected = {1: "spleen", 7: "aorta", 10: "pancreas", 18: "vertebrae_L5", 41: "vertebrae_C1", 44: "heart_myocardium",
+                48: "heart_ventricle_right", 49: "pulmonary_artery", 55: "small_bowel", 58: "rib_left_1", 81: "rib_right_12",
+                92: "sacrum", 93: "face", 104: "urinary_bladder"}
     for i, n in expected.items():
         assert s.name_of(i) == n
 

@@ -45,7 +45,7 @@ PRIORITY_TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nerve", ("spinal_cord",)),
     ("gland", ("adrenal_gland_*", "thyroid_gland", "prostate*")),
     ("cyst", ("kidney_cyst_*",)),
-    ("solid_organ", ("gallbladder", "liver", "spleen", "kidney_*", "pancreas", "heart", "brain")),
+    ("solid_organ", ("gallbladder", "liver", "spleen", "kidney_*", "pancreas", "heart", "heart_*", "brain")),
     ("hollow_organ", ("esophagus", "trachea", "stomach", "duodenum", "small_bowel", "colon", "urinary_bladder")),
     ("lung", ("lung*",)),
     ("bone", ("vertebrae*", "intervertebral_discs", "sacrum", "rib_*", "sternum", "costal_cartilages",

@@ -1,7 +1,7 @@
 """Label schemes: class name <-> integer id, kept as data (``resources/schemes/*.yaml``).
 
 One tested source of truth for every class map seg2med reads or writes
-(TotalSegmentator ``total`` / ``total_mr`` / ``tissue_types``, AMOS 2022,
+(TotalSegmentator ``total`` / ``total_mr`` / ``total_v1`` / ``tissue_types``, AMOS 2022,
 BraTS 2021 and 2015). Id 0 is always background.
 
 A *canonical* scheme is an organ scheme extended with seg2med's own classes
@@ -177,7 +177,7 @@ def canonical_scheme(base: str | LabelScheme) -> LabelScheme:
 
 
 #: Built-in organ schemes in the order a guess prefers them on ties.
-GUESS_ORDER = ("total", "total_mr", "amos", "tissue_types", "brats2021", "brats2015")
+GUESS_ORDER = ("total", "total_mr", "total_v1", "amos", "tissue_types", "brats2021", "brats2015")
 
 
 def guess_scheme(label_ids: Iterable[int]) -> str:
