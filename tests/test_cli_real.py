@@ -44,8 +44,11 @@ def test_anatomy_cli_report_counts(ts_dir, tmp_path, capsys, monkeypatch):
     res = run_cli(["anatomy", "--labels", ts_dir / "example_seg.nii.gz", "--tissue-masks", ts_dir / "example_seg_tissue_types",
                    "--image", ts_dir / "example_ct_sm.nii.gz", "--modality", "ct", "--out", out], capsys, monkeypatch)
     assert res.code == 0, res.err
+    summary = " ".join(res.out.split())
+    assert "scheme total+seg2med (ids named by the file's own label table)" in summary and "body contour from ct" in summary
     table = json.loads((tmp_path / "canon.json").read_text())
     assert table["labels"]["200"] == "body" and table["labels"]["5"] == "liver"
+    assert table["report"]["label_table"] == "embedded" and table["report"]["contour_source"] == "ct"
     organs = load_volume(ts_dir / "example_seg.nii.gz", kind="labels").array
     muscle = load_volume(ts_dir / "example_seg_tissue_types" / "skeletal_muscle.nii.gz", kind="mask").array
     lost = sum(o["voxels"] for o in table["report"]["overlaps"]

@@ -112,7 +112,9 @@ class AnatomyReport:
     unknown_ids: dict[int, int] = field(default_factory=dict)
     unknown_tissue_ids: dict[int, int] = field(default_factory=dict)
     unknown_classes: dict[str, int] = field(default_factory=dict)
-    label_table: str = ""  # "embedded": ids mapped by the file's own label table (TotalSegmentator --ml)
+    #: how classes were identified: "embedded" (ids named by the file's own label table, TotalSegmentator
+    #: --ml), "mask names" (per-class mask files), "" (ids as the scheme numbers them)
+    label_table: str = ""
     contour_source: str = ""
     body_voxels: int = 0
     body_filled: int = 0
@@ -327,7 +329,7 @@ def build_label_volume(
         if not raw_any.any():
             raise InputError(f"{source}: empty label map (no mask has a non-zero voxel)")
         labels, ovr = labels_from_masks(arrays, scheme, strict=strict, source=source)
-        report = AnatomyReport(source, canon.name, ref.shape, list(ovr.overlaps))
+        report = AnatomyReport(source, canon.name, ref.shape, list(ovr.overlaps), label_table="mask names")
         report.unknown_classes = dict(ovr.unknown_classes)
         labels = labels.astype(dtype, copy=False)
     else:
