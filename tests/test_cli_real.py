@@ -157,6 +157,7 @@ def test_generate_with_a_totalsegmentator_body_mask_restores_the_body_wall(ts_di
                        "--steps", "5", "--batch", "30", *extra], capsys, monkeypatch)
         assert res.code == 0, res.err
         assert ("no body contour" in " ".join(res.err.split())) == (name == "organs")
+        assert f"body contour from {'labels' if name == 'organs' else 'given'})" in " ".join(res.out.split())
         syn = load_volume(out)
         assert np.array_equal(syn.affine, ct.affine)
         assert json.loads(out.with_suffix("").with_suffix(".json").read_text())["body_contour"] == (

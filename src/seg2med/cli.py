@@ -168,7 +168,8 @@ def simulate_cmd(
         bias_field=bias_field, noise=noise, blur=blur, strict=strict,
     )
     api.save_prior(prior, out, overwrite=overwrite)
-    out_console.print(f"wrote {out} ({prior.volume.shape}, {prior.metadata['units']})")
+    out_console.print(f"wrote {out} ({prior.volume.shape}, {prior.metadata['units']}; scheme {prior.metadata['scheme']}, "
+                      f"body contour from {prior.metadata['body_contour']})")
 
 
 # --------------------------------------------------------------------------- phantom
@@ -297,7 +298,9 @@ def generate_cmd(
             progress=lambda i, n: prog.update(task, completed=i / n),
         )
     written = api.save_generated(result, out, overwrite=overwrite)
-    out_console.print(f"wrote {', '.join(str(p) for p in written.values())} ({result.metadata['seconds']} s)")
+    meta = result.metadata
+    out_console.print(f"wrote {', '.join(str(p) for p in written.values())} ({meta['seconds']} s; scheme {meta['scheme']}, "
+                      f"body contour from {meta['body_contour']})")
 
 
 # --------------------------------------------------------------------------- train
