@@ -113,9 +113,10 @@ def build_anatomy(
 ) -> LabelVolume:
     """One canonical label volume from TotalSegmentator output (file or per-class folder).
 
-    The label scheme is ``scheme`` when given; otherwise, for a multilabel file carrying its own
-    label table (TotalSegmentator ``--ml``), the built-in scheme its class names belong to; otherwise
-    ``default_scheme``. A file's own label table always decides which id is which class.
+    The label scheme is ``scheme`` when given; otherwise the built-in scheme the class names belong
+    to, for a multilabel file carrying its own label table (TotalSegmentator ``--ml``) or a per-class
+    mask folder (``default_scheme`` on ties); otherwise ``default_scheme``. A file's own label table
+    always decides which id is which class.
 
     The body contour comes from ``body`` (a mask file or TotalSegmentator's ``--task body``
     folder), else from ``image`` (CT or MR of the same grid, with its ``modality``), else from the
