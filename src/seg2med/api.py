@@ -83,6 +83,13 @@ class LabelVolume:
         ``labels`` (closed hull of the labels), or the source of a ready volume (phantom, seg2med labels)."""
         return self.report.get("contour_source") or self.report.get("source")
 
+    @property
+    def classes_read_by(self) -> str:
+        """How the input's classes were identified (``report["label_table"]``), in words."""
+        return {"embedded": "ids named by the file's own label table",
+                "mask names": "classes named by their mask files"}.get(self.report.get("label_table", ""),
+                                                                        "ids as the scheme numbers them")
+
 
 def _load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
     from seg2med.io.segmentations import load_segmentation

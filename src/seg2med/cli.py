@@ -123,10 +123,8 @@ def anatomy_cmd(
     rep = lv.report
     for rule in rep.get("overlaps", []) if isinstance(rep, dict) else []:
         logging.getLogger("seg2med").info("overlap: %s", rule)
-    classes = [k for k, v in rep.get("class_voxels", {}).items() if v] if isinstance(rep, dict) else []
-    ids_by = {"embedded": "ids named by the file's own label table", "mask names": "classes named by their mask files"}.get(
-        rep.get("label_table", "") if isinstance(rep, dict) else "", "ids as the scheme numbers them")
-    out_console.print(f"wrote {out} and {api.sidecar_path(out)}: scheme {lv.scheme.name} ({ids_by}), "
+    classes = [k for k, v in rep.get("class_voxels", {}).items() if v]
+    out_console.print(f"wrote {out} and {api.sidecar_path(out)}: scheme {lv.scheme.name} ({lv.classes_read_by}), "
                       f"{len(classes)} classes, body contour from {lv.body_contour}")
 
 

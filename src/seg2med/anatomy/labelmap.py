@@ -416,8 +416,8 @@ def _route_task_masks(
     (several tasks written into one folder): their masks become the tissues and the body contour
     instead of unknown organ classes. Explicit ``tissues`` / ``body`` win over the folder's."""
     source = _masks_source(masks)
-    tissue_names = [n for n in masks if n in TISSUE_PRIORITY and n not in scheme.names]
-    body_names = [n for n in masks if n in BODY_MASK_NAMES and n not in scheme.names]
+    tissue_names = [n for n in masks if n in TISSUE_PRIORITY and n not in scheme.classes]
+    body_names = [n for n in masks if n in BODY_MASK_NAMES and n not in scheme.classes]
     organs = {n: v for n, v in masks.items() if n not in tissue_names and n not in body_names}
     if not organs:
         return dict(masks), tissues, body  # only task masks: let the caller report an empty organ map
@@ -494,8 +494,7 @@ def _tissue_labels(
     raw = _as_labels(tissues)
     table = embedded_label_table(tissues.header)
     if table is not None:  # its own names (e.g. tissue_4_types: intermuscular_fat 4), not assumed ids
-        tissue_ids = LabelScheme("tissue types", {n: i for n, i in ids.items()})
-        tissue, unknown_names, unknown = _remap_by_table(raw, table, tissue_ids, dtype)
+        tissue, unknown_names, unknown = _remap_by_table(raw, table, LabelScheme("tissue types", ids), dtype)
         _handle_unknown(tissues.name, "", unknown_names, strict, what="class", where="the tissue types")
         _handle_unknown(tissues.name, "", unknown, strict, where="the file's own label table")
         report.unknown_classes.update(unknown_names)

@@ -11,6 +11,7 @@ import torch
 
 from seg2med.errors import ConfigError
 
+
 def parse_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cpu``; ``cuda`` (GPU ``local_rank`` modulo the
     number of GPUs: one per process under torchrun) or ``cuda:N``. Anything else, CUDA without a GPU
