@@ -33,3 +33,7 @@ class ConfigError(Seg2MedError):
 
 class MissingDependencyError(Seg2MedError, ImportError):
     """An optional package a feature needs is not installed (the message names the install command)."""
+
+
+class BudgetError(ConfigError):
+    """An input or option would need more memory than the configured budget (``$SEG2MED_MEMORY_GB``)."""
