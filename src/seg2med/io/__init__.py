@@ -5,12 +5,12 @@ Everything else receives and returns in-memory :class:`Volume` objects.
 
 from seg2med.io.files import (
     atomic_write,
-    ensure_writable,
     read_json,
     read_yaml,
     write_json,
     write_text,
 )
+from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file, written_by_seg2med
 from seg2med.io.nifti import (
     Volume,
     check_same_grid,
@@ -24,10 +24,12 @@ from seg2med.io.nifti import (
 
 __all__ = [
     "Volume",
+    "atomic_outputs",
     "atomic_write",
+    "check_output_dir",
+    "check_output_file",
     "check_same_grid",
     "embedded_label_table",
-    "ensure_writable",
     "is_nifti_path",
     "list_nifti",
     "load_volume",
@@ -37,4 +39,5 @@ __all__ = [
     "save_volume",
     "write_json",
     "write_text",
+    "written_by_seg2med",
 ]

@@ -18,8 +18,12 @@ import yaml
 from seg2med.errors import ConfigError, InputError, OutputExistsError
 
 
-def ensure_writable(path: str | Path, overwrite: bool = False) -> Path:
-    """Return ``path`` as a Path; refuse an existing output unless ``overwrite``."""
+def _target(path: str | Path, overwrite: bool = False) -> Path:
+    """``path`` as a Path, its folder created; an existing one refused unless ``overwrite``.
+
+    The low-level existence check of the atomic writers below. Which existing outputs a command may
+    replace (only seg2med's own, never an input) is decided before, by :mod:`seg2med.io.outputs`.
+    """
     p = Path(path)
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p}: output exists (pass --overwrite to replace it)")
@@ -36,7 +40,7 @@ def atomic_write(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     ``.nii.gz``) so that writers choosing a format by extension still work.
     Nothing is left behind when the body raises.
     """
-    final = ensure_writable(path, overwrite)
+    final = _target(path, overwrite)
     suffix = "".join(final.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name.split('.')[0]}-", suffix=suffix, dir=final.parent)
     os.close(fd)
@@ -62,7 +66,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     only after the new folder is complete). On failure the temporary folder is
     removed and ``path`` is untouched.
     """
-    out = ensure_writable(path, overwrite)
+    out = _target(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700)
     try:

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from seg2med.errors import ConfigError, GridMismatchError, InputError
-from seg2med.io.files import atomic_write, ensure_writable
+from seg2med.io.files import atomic_write
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 
@@ -47,12 +47,15 @@ def _refuse_non_nifti(p: Path, hidden_ok: bool = True) -> None:
         raise ConfigError(f"{p}: output must be a NIfTI file named *.nii.gz or *.nii")
 
 
-def check_nifti_output(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse, before any work is done, an output that is not ``.nii.gz`` / ``.nii`` or that
-    exists without ``overwrite`` (one-line errors naming the file)."""
+def check_nifti_output(path: str | Path, overwrite: bool = False, inputs=()) -> Path:
+    """Refuse, before any work is done, an output that is not ``.nii.gz`` / ``.nii`` or that may not
+    be written (:func:`seg2med.io.outputs.check_output_file`: exists without ``overwrite``, not
+    seg2med's, an input of the command...); one-line errors naming the file."""
+    from seg2med.io.outputs import check_output_file
+
     p = Path(path)
     _refuse_non_nifti(p, hidden_ok=False)
-    return ensure_writable(p, overwrite)
+    return check_output_file(p, overwrite, inputs)
 
 
 def sidecar_path(nifti: str | Path) -> Path:
@@ -255,6 +258,9 @@ def save_volume(vol: Volume, path: str | Path, overwrite: bool = False, dtype: t
         img.header.set_sform(vol.affine, code=1)
     img.header.set_data_dtype(dtype)
     img.header.set_slope_inter(1.0, 0.0)
+    from seg2med.io.outputs import owner_tag
+
+    img.header["descrip"] = owner_tag().encode()  # how --overwrite knows seg2med wrote this file
     target = Path(path)
     _refuse_non_nifti(target)
     with atomic_write(target, overwrite) as tmp:
