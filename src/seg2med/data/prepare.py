@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from seg2med.data.normalize import (
 )
 from seg2med.errors import ConfigError, GridMismatchError, InputError
 from seg2med.io import Volume, check_same_grid, read_json, write_json
+from seg2med.io.budget import check_memory
 from seg2med.io.files import atomic_dir
 from seg2med.io.nifti import smallest_int_dtype
 from seg2med.io.shards import read_shard, write_shard
@@ -190,6 +192,21 @@ def check_subjects(subjects: Sequence[SubjectInput]) -> None:
         _check_subject(s)
 
 
+def check_resample_memory(s: SubjectInput, cfg: PrepareConfig) -> None:
+    """:class:`~seg2med.errors.BudgetError` (one line, before any work) when resampling ``s`` to
+    ``cfg.spacing`` would not fit the memory budget (``--spacing 0.001``: hundreds of GiB)."""
+    reo = Reorientation.from_affine(s.image.affine, s.image.shape)
+    for axis in cfg.axes:
+        geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
+        # counted: the whole resampled plane stack that ndimage.affine_transform allocates before the centre
+        # crop (n x resampled H x W, float32 for image/prior; mask and labels are no wider), one key at a
+        # time, plus the n x size slices kept of image, prior, mask and labels (at most 4 B each)
+        n = geo.n_slices
+        need = 4 * n * math.prod(geo.resampled_shape) + 4 * 4 * n * math.prod(geo.size)
+        check_memory(need, f"{s.subject_id} ({s.image.name}): resampling {n} {axis} slices to {geo.spacing:g} mm "
+                           f"({' x '.join(map(str, geo.resampled_shape))} px each)")
+
+
 # --------------------------------------------------------------------------- shards
 def _write_axis_shards(
     out: Path, sid: str, axis: str, arrays: Mapping[str, np.ndarray], cfg: PrepareConfig
@@ -290,6 +307,8 @@ def prepare_dataset(
     """
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
     check_subjects(subjects)
+    for s in subjects:
+        check_resample_memory(s, cfg)
     out = Path(out_dir)
     for s in subjects:
         if s.split is not None and s.split not in SPLITS:
