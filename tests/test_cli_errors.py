@@ -186,7 +186,12 @@ def test_output_exists_without_overwrite_is_refused_and_untouched(tmp_path, smal
     _assert_clean_error(res, "p.nii.gz", "--overwrite")
     assert out.read_bytes() == b"precious"
     res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--overwrite"], capsys, monkeypatch)
-    assert res.code == 0, res.err
+    _assert_clean_error(res, "p.nii.gz", "not written by seg2med")  # --overwrite replaces only seg2med's own files
+    assert out.read_bytes() == b"precious"
+    out.unlink()
+    assert run_cli(["simulate", "--labels", small_labels, "--out", out], capsys, monkeypatch).code == 0
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err  # its own output it does replace
     assert nib.load(str(out)).get_fdata().shape == (12, 12, 6)
     ds = tmp_path / "ds"
     ds.mkdir()

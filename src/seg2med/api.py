@@ -24,7 +24,7 @@ import numpy as np
 from seg2med import __version__
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
-from seg2med.io.files import ensure_writable
+from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.segmentations import load_body_mask
 from seg2med.labels import (
@@ -178,15 +178,17 @@ def _check_known(vol: Volume, scheme: LabelScheme, strict: bool) -> None:
         log.warning("%s: ids not in scheme %r: %s", vol.name, scheme.name, desc)
 
 
-def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False) -> Path:
-    """Write the label NIfTI and its JSON label table (``name.json``) beside it."""
+def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> Path:
+    """Write the label NIfTI and its JSON label table (``name.json``) beside it, as one atomic pair.
+
+    ``overwrite`` replaces only files seg2med wrote, never one of ``inputs`` (:mod:`seg2med.io.outputs`).
+    """
     out = Path(path)
-    side = sidecar_path(out)
-    ensure_writable(out, overwrite)
-    ensure_writable(side, overwrite)
-    table = {"kind": "seg2med-labels", "seg2med_version": __version__, **lv.scheme.to_table(), "report": lv.report}
-    save_volume(lv.volume, out, overwrite=overwrite)
-    write_json(side, table, overwrite=overwrite)
+    table = {"kind": "seg2med-labels", "seg2med_version": __version__, **lv.scheme.to_table(), "report": lv.report,
+             "files": [out.name]}
+    with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
+        save_volume(lv.volume, tmp_img)
+        write_json(tmp_side, table)
     return out
 
 
@@ -277,13 +279,13 @@ def simulate_prior(
     return Prior(lv.volume.like(np.asarray(arr, dtype=np.float32)), seq, meta)
 
 
-def save_prior(prior: Prior, path: str | Path, overwrite: bool = False) -> Path:
-    """Write a prior (float32 NIfTI) and its JSON sidecar."""
+def save_prior(prior: Prior, path: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> Path:
+    """Write a prior (float32 NIfTI) and its JSON sidecar, as one atomic pair (overwrite rule as
+    :func:`save_label_volume`)."""
     out = Path(path)
-    ensure_writable(out, overwrite)
-    ensure_writable(sidecar_path(out), overwrite)
-    save_volume(prior.volume, out, overwrite=overwrite, dtype=np.float32)
-    write_json(sidecar_path(out), prior.metadata, overwrite=overwrite)
+    with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
+        save_volume(prior.volume, tmp_img, dtype=np.float32)
+        write_json(tmp_side, {**prior.metadata, "files": [out.name]})
     return out
 
 
@@ -351,12 +353,13 @@ def prepare_dataset(
     from seg2med.data.prepare import PrepareConfig, SubjectInput
     from seg2med.data.prepare import prepare_dataset as _prepare
 
-    out = ensure_writable(out, overwrite)
     pairs = pair_images_labels(expand_paths(images), expand_paths(labels))
     # tissue-type masks: one entry (a TotalSegmentator tissue_types folder or multilabel file) per subject
     masks = [] if tissue_masks is None else [Path(t) for t in ([tissue_masks] if isinstance(tissue_masks, (str, Path)) else tissue_masks)]
     if masks and len(masks) != len(pairs):
         raise InputError(f"{len(pairs)} subjects but {len(masks)} tissue-mask entries: give one per subject")
+    inputs = [*(p for _, img, lab in pairs for p in (img, lab)), *masks, tissues]
+    out = check_output_dir(out, "dataset", overwrite, inputs)  # before reading any subject
     seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
     base = resolve_scheme(scheme, default="total" if seq.modality == "ct" else "total_mr")
     config = PrepareConfig(
@@ -379,7 +382,7 @@ def prepare_dataset(
         prior = simulate_prior(lv, seq.name, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
         body = lv.volume.array != 0
         subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=lv.volume))
-    return _prepare(subjects, out, config, overwrite=overwrite, progress=progress)
+    return _prepare(subjects, out, config, overwrite=overwrite, progress=progress, inputs=inputs)
 
 
 __all__ = [
@@ -444,24 +447,25 @@ def run_demo(
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
     if shipped:
         autocast_dtype(precision, pick_device(device))  # refuse what this device cannot run before any work
+    inputs = [labels, tissue_masks, body]
     for p in [*names.values(), *sidecars]:
-        ensure_writable(p, overwrite)
+        check_output_file(p, overwrite, inputs)
     step("anatomy")
     lv = make_phantom(seed=seed) if labels is None else build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks,
                                                                       body=body)
-    save_label_volume(lv, names["labels"], overwrite=overwrite)
+    save_label_volume(lv, names["labels"], overwrite=overwrite, inputs=inputs)
     for mod, seq, model in plan:
         step(f"{mod.upper()} prior")
         prior = simulate_prior(lv, seq)
-        save_prior(prior, names[f"{mod}_prior"], overwrite=overwrite)
+        save_prior(prior, names[f"{mod}_prior"], overwrite=overwrite, inputs=inputs)
         window = (-400.0, 600.0) if mod == "ct" else None
         panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
         if model in shipped:
             step(f"synthetic {mod.upper()} ({model})")
             result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=8, device=device, precision=precision)
-            save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite)
+            save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite, inputs=inputs)
             panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
-        save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite,
+        save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite, inputs=inputs,
                      title=f"seg2med demo: {mod.upper()} from one anatomy (prior | synthetic)")
     return names
 
@@ -530,16 +534,38 @@ def generated_paths(out: str | Path, samples: int) -> dict[str, Path]:
     return paths
 
 
-def save_generated(result, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
-    """Write every sample, the std map (K > 1) and the JSON sidecar; refuses existing files without ``overwrite``."""
+def check_volume_outputs(out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = (), samples: int = 1) -> None:
+    """Before any work: refuse an output that is not a NIfTI name, or any file of its set (the image,
+    its ``.json`` sidecar and, for ``samples`` > 1, ``_sampleK`` / ``_std``) that may not be written
+    (:func:`seg2med.io.outputs.check_output_file`: a folder there, not writable, an input, exists
+    without ``overwrite``, not seg2med's)."""
+    from seg2med.io.nifti import check_nifti_output
+
+    check_nifti_output(out, overwrite, inputs)
+    for p in generated_paths(out, samples).values():
+        check_output_file(p, overwrite, inputs)
+
+
+def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> dict[str, Path]:
+    """Write every sample, the std map (K > 1) and the JSON sidecar as one atomic set.
+
+    Existing files are refused without ``overwrite``; with it, only seg2med's own are replaced (never
+    one of ``inputs``), and the files of a previous run of this output that this one does not write
+    (``_sample2`` after ``--samples 3``, ``_std``) are removed.
+    """
+    from seg2med.io.outputs import described_files
+
     paths = generated_paths(out, len(result.samples))
-    for p in paths.values():
-        ensure_writable(p, overwrite)
-    for k, vol in enumerate(result.samples):
-        save_volume(vol, paths[f"sample{k}"], overwrite=overwrite, dtype=np.float32)
-    if result.std is not None:
-        save_volume(result.std, paths["std"], overwrite=overwrite, dtype=np.float32)
-    write_json(paths["sidecar"], result.metadata, overwrite=overwrite)
+    keys = list(paths)
+    stale = described_files(paths["sidecar"]) if overwrite else []
+    meta = {**result.metadata, "files": [p.name for k, p in paths.items() if k != "sidecar"]}
+    with atomic_outputs([paths[k] for k in keys], overwrite, inputs, stale=stale) as temps:
+        tmp = dict(zip(keys, temps))
+        for k, vol in enumerate(result.samples):
+            save_volume(vol, tmp[f"sample{k}"], dtype=np.float32)
+        if result.std is not None:
+            save_volume(result.std, tmp["std"], dtype=np.float32)
+        write_json(tmp["sidecar"], meta)
     return paths
 
 
@@ -589,9 +615,11 @@ def evaluate(
         methods = dict(parse_method(str(s)) for s in specs)
         if len(methods) != len(specs):
             raise ConfigError("--pred: two predictions have the same method name (use NAME=PATH)")
-    ensure_writable(out, overwrite)
-    weights = _optional_fid_weights(fid_weights)
     mask_file = None if str(mask) in ("body", "none") else mask
+    inputs = [*methods.values(), ref, labels, mask_file, prior, fid_weights,
+              None if segmenter is None or str(segmenter).lower().startswith("totalsegmentator") else segmenter]
+    check_output_dir(out, "evaluation", overwrite, inputs)  # before any reading or scoring
+    weights = _optional_fid_weights(fid_weights)
     cases = collect_cases(methods, ref, labels=labels, mask=mask_file, prior=prior)
     seg = None
     if segmenter is not None and str(segmenter).lower() in ("totalsegmentator", "totalsegmentator-fast"):
@@ -610,7 +638,7 @@ def evaluate(
         ev.notes.append("FID not computed: no Inception weights file (--fid-weights or $SEG2MED_FID_WEIGHTS); nothing is downloaded.")
     if seg is None:
         ev.notes.append("Dice / Fréchet-Seg not computed: no segmenter given (--segmenter RUN from seg2med train-segmenter).")
-    return write_report(ev, out, overwrite=overwrite)
+    return write_report(ev, out, overwrite=overwrite, inputs=inputs)
 
 
 def benchmark(

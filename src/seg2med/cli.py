@@ -112,14 +112,11 @@ def anatomy_cmd(
     """Build one canonical label volume (organs + tissue types + body) with an overlap report."""
     from seg2med import api
 
-    from seg2med.io.files import ensure_writable
-    from seg2med.io.nifti import check_nifti_output
-
-    check_nifti_output(out, overwrite)
-    ensure_writable(api.sidecar_path(out), overwrite)
+    inputs = [labels, tissue_masks, image, body]
+    api.check_volume_outputs(out, overwrite, inputs)
     lv = api.build_anatomy(labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, body=body,
                            strict=strict)
-    api.save_label_volume(lv, out, overwrite=overwrite)
+    api.save_label_volume(lv, out, overwrite=overwrite, inputs=inputs)
     rep = lv.report
     for rule in rep.get("overlaps", []) if isinstance(rep, dict) else []:
         logging.getLogger("seg2med").info("overlap: %s", rule)
@@ -155,17 +152,15 @@ def simulate_cmd(
 ) -> None:
     """Label map -> physics prior image (CT HU or MR signal)."""
     from seg2med import api
-    from seg2med.io.files import ensure_writable
-    from seg2med.io.nifti import check_nifti_output
 
-    check_nifti_output(out, overwrite)
-    ensure_writable(api.sidecar_path(out), overwrite)
+    inputs = [labels, tissues, scheme, tissue_masks, image, body]
+    api.check_volume_outputs(out, overwrite, inputs)
     prior = api.simulate_prior(
         labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues, scheme=scheme,
         tissue_masks=tissue_masks, image=image, modality=modality, body=body, seed=seed, tissue_spread=tissue_spread,
         bias_field=bias_field, noise=noise, blur=blur, strict=strict,
     )
-    api.save_prior(prior, out, overwrite=overwrite)
+    api.save_prior(prior, out, overwrite=overwrite, inputs=inputs)
     out_console.print(f"wrote {out} ({prior.volume.shape}, {prior.metadata['units']}; scheme {prior.metadata['scheme']}, "
                       f"body contour from {prior.metadata['body_contour']})")
 
@@ -182,11 +177,8 @@ def phantom_cmd(
 ) -> None:
     """A procedural digital torso phantom in the TotalSegmentator 'total' scheme."""
     from seg2med import api
-    from seg2med.io.files import ensure_writable
-    from seg2med.io.nifti import check_nifti_output
 
-    check_nifti_output(out, overwrite)
-    ensure_writable(api.sidecar_path(out), overwrite)
+    api.check_volume_outputs(out, overwrite)
     lv = api.make_phantom(seed=seed, spacing=spacing, slices=slices, size=size)
     api.save_label_volume(lv, out, overwrite=overwrite)
     out_console.print(f"wrote {out} {lv.volume.shape}")
@@ -280,12 +272,9 @@ def generate_cmd(
 ) -> None:
     """Label map -> physics prior -> conditional diffusion -> synthetic CT / MR volume on the input grid."""
     from seg2med import api
-    from seg2med.io.files import ensure_writable
-    from seg2med.io.nifti import check_nifti_output
 
-    check_nifti_output(out, overwrite)
-    for p in api.generated_paths(out, samples).values():
-        ensure_writable(p, overwrite)
+    inputs = [labels, model, tissue_masks, body, tissues, scheme]
+    api.check_volume_outputs(out, overwrite, inputs, samples)  # before minutes of sampling
     with Progress(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=True) as prog:  # no stale bar after an error
         task = prog.add_task("generate", total=1.0)
@@ -295,7 +284,7 @@ def generate_cmd(
             tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),
         )
-    written = api.save_generated(result, out, overwrite=overwrite)
+    written = api.save_generated(result, out, overwrite=overwrite, inputs=inputs)
     meta = result.metadata
     out_console.print(f"wrote {', '.join(str(p) for p in written.values())} ({meta['seconds']} s; scheme {meta['scheme']}, "
                       f"body contour from {meta['body_contour']})")

@@ -41,7 +41,7 @@ from seg2med.data.normalize import (
 from seg2med.errors import ConfigError, GridMismatchError, InputError
 from seg2med.io import Volume, check_same_grid, read_json, write_json
 from seg2med.io.budget import check_memory
-from seg2med.io.files import atomic_dir
+from seg2med.io.outputs import replace_folder
 from seg2med.io.nifti import smallest_int_dtype
 from seg2med.io.shards import read_shard, write_shard
 
@@ -304,6 +304,8 @@ def prepare_dataset(
 
     All inputs are validated before anything is written. ``progress`` (if
     given) is called with ``1`` after each subject (total = ``len(subjects)``).
+    ``overwrite`` replaces only a dataset folder seg2med wrote that holds none of the subjects' files
+    (:mod:`seg2med.io.outputs`).
     """
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
     check_subjects(subjects)
@@ -318,7 +320,8 @@ def prepare_dataset(
         if s.split is not None:
             splits[s.split] = sorted([*splits[s.split], s.subject_id])
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    with atomic_dir(out, overwrite) as tmp:
+    inputs = [v.path for s in subjects for v in (s.image, s.prior, s.body, s.labels) if isinstance(v, Volume)]
+    with replace_folder(out, "dataset", overwrite, inputs) as tmp:
         records = []
         for s in subjects:
             records.append(_prepare_subject(s, tmp, cfg, split_of[s.subject_id]))

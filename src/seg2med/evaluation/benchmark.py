@@ -34,7 +34,8 @@ from seg2med.evaluation.core import EvalOptions, evaluate_cases
 from seg2med.evaluation.pairs import collect_cases
 from seg2med.evaluation.report import LABELS_OF_METRICS, summarize, write_report
 from seg2med.io import save_volume, write_json
-from seg2med.io.files import ensure_writable, write_text
+from seg2med.io.files import write_text
+from seg2med.io.outputs import claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,10 @@ def benchmark(
     from seg2med.inference.split import plan_split
 
     plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing
-    ensure_writable(out, overwrite)
     if segmenter is not None and cfg.segmenter_minutes > 0:
         raise ConfigError("give either --segmenter RUN or --segmenter-budget, not both")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "benchmark", ("runs", "test", "report", "benchmark.json", "benchmark.md"), overwrite,
+                 inputs=(data, segmenter, fid_weights))
     t0 = time.perf_counter()
     training = _train_all(data, out / "runs", cfg, say)
     ids = _generate_all(data, out / "runs", out / "test", cfg, say)
@@ -199,7 +200,7 @@ def benchmark(
     table = table_markdown(summary, training)
     extra = "<h2>Training budget</h2><pre>" + table + "</pre>"
     write_report(ev, out / "report", overwrite=True, title="seg2med benchmark", extra_html=extra)
-    result = {"config": asdict(cfg), "data": str(data), "training": training, "subjects": ids, "summary": summary,
+    result = {"kind": "seg2med-benchmark", "config": asdict(cfg), "data": str(data), "training": training, "subjects": ids, "summary": summary,
               "seconds": round(time.perf_counter() - t0, 1)}
     write_json(out / "benchmark.json", result, overwrite=True)
     write_text(out / "benchmark.md", f"# seg2med benchmark on {data.name}\n\n{table}\n" + "\n".join(f"- {n}" for n in ev.notes) + "\n",

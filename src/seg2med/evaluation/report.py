@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from seg2med.evaluation.core import INTENSITY_METRICS, Evaluation
-from seg2med.io.files import atomic_dir, write_json, write_text
+from seg2med.io.files import write_json, write_text
+from seg2med.io.outputs import replace_folder
 from seg2med.metrics import histcc, mann_whitney, mean_sd
 
 LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
@@ -209,11 +210,15 @@ def summary_table_html(summary: dict[str, Any]) -> str:
 
 
 def write_report(ev: Evaluation, out: str | Path, overwrite: bool = False, title: str = "seg2med evaluation",
-                 extra_html: str = "", class_names: dict[int, str] | None = None) -> dict[str, Path]:
-    """Write ``per_subject.csv``, ``dice.csv`` (with a segmenter), ``summary.json``, ``figures/*.png`` and ``report.html``."""
+                 extra_html: str = "", class_names: dict[int, str] | None = None,
+                 inputs: Sequence[str | Path | None] = ()) -> dict[str, Path]:
+    """Write ``per_subject.csv``, ``dice.csv`` (with a segmenter), ``summary.json``, ``figures/*.png`` and ``report.html``.
+
+    The folder is replaced as a whole; ``overwrite`` replaces only a report folder seg2med wrote that
+    holds none of the ``inputs`` (:mod:`seg2med.io.outputs`)."""
     summary = summarize(ev)
     out = Path(out)
-    with atomic_dir(out, overwrite) as tmp:
+    with replace_folder(out, "evaluation", overwrite, inputs) as tmp:
         figs = tmp / "figures"
         figs.mkdir()
         write_text(tmp / "per_subject.csv", _csv(ev.rows))
@@ -223,7 +228,7 @@ def write_report(ev: Evaluation, out: str | Path, overwrite: bool = False, title
         if ev.dice_rows:
             write_text(tmp / "dice.csv", _csv(ev.dice_rows))
             figures["dice"] = fig_dice_heatmap(ev, figs / "dice_heatmap.png", class_names)
-        write_json(tmp / "summary.json", {**summary, "figures": {k: f"figures/{v}" for k, v in figures.items()},
+        write_json(tmp / "summary.json", {"kind": "seg2med-evaluation", **summary, "figures": {k: f"figures/{v}" for k, v in figures.items()},
                                           "written": dt.datetime.now().isoformat(timespec="seconds")})
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in ev.notes)
         fig_html = "".join(f'<h3>{html.escape(k)}</h3><img src="figures/{html.escape(v)}" alt="{html.escape(k)}">'

@@ -24,13 +24,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from seg2med.errors import ConfigError, InputError, OutputExistsError
+from seg2med.errors import ConfigError, OutputExistsError
 
 FOLDER_MARKER = ".seg2med-output.json"
 OWNER = "seg2med"  # NIfTI descrip prefix, PNG Software chunk, JSON kind prefix
@@ -73,6 +74,25 @@ def _sidecar_of(path: Path) -> Path:
     return sidecar_path(path)
 
 
+_COMPANION = re.compile(r"^(?P<stem>.+)_(?:sample\d+|std)\.nii(?:\.gz)?$", re.IGNORECASE)
+
+
+def described_files(sidecar: str | Path) -> list[Path]:
+    """The files a seg2med sidecar says belong to its output (its image, ``_sampleK``, ``_std``), or []."""
+    side = Path(sidecar)
+    data = _json_is_ours(side) if side.is_file() else None
+    if data is None:
+        return []
+    files = data.get("files")
+    if not isinstance(files, list):  # sidecars written before seg2med listed its files
+        from seg2med.io.nifti import nifti_stem
+
+        stem = nifti_stem(side)
+        k = data.get("samples", 1) if isinstance(data.get("samples", 1), int) else 1
+        files = [f"{stem}.nii.gz", *(f"{stem}_sample{i}.nii.gz" for i in range(1, k)), *([f"{stem}_std.nii.gz"] if k > 1 else [])]
+    return [side.with_name(f) for f in files if isinstance(f, str) and f == Path(f).name]
+
+
 def written_by_seg2med(path: str | Path) -> bool:
     """True when ``path`` is a file seg2med wrote (see the module docstring for how it tells)."""
     p = Path(path)
@@ -84,8 +104,9 @@ def written_by_seg2med(path: str | Path) -> bool:
     if name.endswith(_NIFTI):
         if _nifti_descrip(p).startswith(OWNER.encode()):
             return True
-        side = _json_is_ours(_sidecar_of(p)) if _sidecar_of(p).is_file() else None
-        return side is not None and (p.name in side.get("files", [p.name]))
+        m = _COMPANION.match(p.name)
+        sides = [_sidecar_of(p), *([p.with_name(m["stem"] + ".json")] if m else [])]
+        return any(p.name in {f.name for f in described_files(s)} for s in sides)
     if name.endswith(".png"):
         try:
             from PIL import Image
@@ -118,6 +139,23 @@ def _check_parent_writable(p: Path) -> None:
         raise ConfigError(f"{p}: {anc} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise ConfigError(f"{p}: the folder {anc} is not writable")
+
+
+def check_location(path: str | Path) -> Path:
+    """``path`` can be written: no symlink loop, its nearest existing ancestor a writable folder and,
+    when it is an existing folder, that folder writable too. Returns the resolved path."""
+    p = Path(path)
+    resolved = _resolve(p)
+    _check_parent_writable(p)
+    if p.is_dir() and not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{p}: the folder is not writable")
+    return resolved
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """``path`` is ``folder`` or lies inside it (after resolving links)."""
+    p, f = _resolve(Path(path)), _resolve(Path(folder))
+    return p == f or f in p.parents
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -168,13 +206,11 @@ def check_output_dir(path: str | Path, kind: str, overwrite: bool = False,
     ``kind`` folder, no entry the marker does not list, and no input of the command inside it.
     """
     p = Path(path)
-    resolved = _resolve(p)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{p}: exists and is not a folder")
-    _check_parent_writable(p)
+    check_location(p)
     for i in _inputs(inputs):
-        ri = _resolve(i)
-        if ri == resolved or resolved in ri.parents:
+        if inside(i, p):
             raise ConfigError(f"{p}: holds {i}, an input of this command; choose another output folder")
     if not p.is_dir() or not any(p.iterdir()):
         return p
@@ -228,8 +264,9 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
 
     Every path is checked first (:func:`check_output_file`). The commit renames the old files aside,
     moves the new ones in and only then deletes the old ones; if a move fails the old set is put back.
-    ``stale`` names files of the previous set that the new one no longer has (e.g. ``_sample2``): they
-    are removed after the commit when seg2med wrote them. When the body raises, nothing is changed.
+    ``stale`` names files of the previous set (e.g. :func:`described_files` of the old sidecar); those the
+    new set does not have (e.g. ``_sample2``) are removed after the commit. When the body raises,
+    nothing is changed.
     """
     inputs = list(inputs)
     finals = [check_output_file(p, overwrite, inputs) for p in paths]
@@ -247,7 +284,7 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
         keep = {_resolve(f) for f in finals}
         for s in stale:
             sp = Path(s)
-            if _resolve(sp) not in keep and written_by_seg2med(sp):
+            if _resolve(sp) not in keep and sp.is_file() and not sp.is_symlink():
                 sp.unlink()
     finally:
         for t in temps:
@@ -295,11 +332,10 @@ def replace_folder(path: str | Path, kind: str, overwrite: bool = False,
         write_folder_marker(tmp, kind)
 
 
-@contextlib.contextmanager
 def claim_folder(path: str | Path, kind: str, entries: Sequence[str], overwrite: bool = False,
-                 inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
-    """For commands that fill a folder over time (benchmark): check it, remove the entries a previous
-    seg2med ``kind`` run wrote there, mark it with ``entries`` and yield it."""
+                 inputs: Iterable[str | Path | None] = ()) -> Path:
+    """For commands that fill a folder over time (benchmark): check it (:func:`check_output_dir`),
+    remove the entries a previous seg2med ``kind`` run listed there, mark it with ``entries``."""
     out = check_output_dir(path, kind, overwrite, inputs)
     marker = read_folder_marker(out) if out.is_dir() else None
     out.mkdir(parents=True, exist_ok=True)
@@ -307,4 +343,4 @@ def claim_folder(path: str | Path, kind: str, entries: Sequence[str], overwrite:
         if Path(name).name == name:  # a bare entry name, never a path out of the folder
             _remove(out / name)
     write_folder_marker(out, kind, entries)
-    yield out
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seg2med.io.files import atomic_write
+from seg2med.io.outputs import atomic_outputs, owner_tag
 from seg2med.io.nifti import Volume
 
 
@@ -42,8 +42,10 @@ def _planes(arr: np.ndarray, spacing: Sequence[float]) -> list[tuple[str, np.nda
     return [("axial", axial, sy / sx), ("coronal", coronal, sz / sx), ("sagittal", sagittal, sz / sy)]
 
 
-def save_preview(panels: Sequence[Panel], path: str | Path, overwrite: bool = False, title: str | None = None) -> Path:
-    """Write a PNG grid: one row per panel, columns axial | coronal | sagittal."""
+def save_preview(panels: Sequence[Panel], path: str | Path, overwrite: bool = False, title: str | None = None,
+                 inputs: Sequence[str | Path | None] = ()) -> Path:
+    """Write a PNG grid: one row per panel, columns axial | coronal | sagittal (its ``Software`` text
+    chunk names seg2med, so ``overwrite`` may replace it later; see :mod:`seg2med.io.outputs`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,7 +67,7 @@ def save_preview(panels: Sequence[Panel], path: str | Path, overwrite: bool = Fa
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    with atomic_write(path, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    with atomic_outputs([path], overwrite, inputs) as (tmp,):
+        fig.savefig(tmp, dpi=100, format="png", metadata={"Software": owner_tag()})
     plt.close(fig)
     return Path(path)

@@ -428,7 +428,7 @@ def train_baseline(
     out = Path(out_dir)
     with runtime(cfg.device, cfg.precision) as rt:
         require_single_process(rt, method)
-        resuming = check_out_dir(out, resume, overwrite)
+        resuming = check_out_dir(out, resume, overwrite, data_dir)
         train_ds = open_split(data_dir, "train", model_cfg.neighbours)
         require_slices(train_ds, "train")
         model_cfg.check_slice_size(train_ds.manifest["config"]["size"], str(train_ds.root))
@@ -519,7 +519,7 @@ def train_prior(
     cfg = train_cfg or TrainConfig()
     out = Path(out_dir)
     t0 = time.perf_counter()
-    check_out_dir(out, False, overwrite)
+    check_out_dir(out, False, overwrite, data_dir)
     train_ds = open_split(data_dir, "train", neighbours)
     require_slices(train_ds, "train")
     val_ds = open_split(data_dir, "val", neighbours)

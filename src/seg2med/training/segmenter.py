@@ -235,7 +235,7 @@ def train_segmenter(
     out = Path(out_dir)
     with runtime(cfg.device, cfg.precision) as rt:
         require_single_process(rt, SEGMENTER)
-        resuming = check_out_dir(out, resume, overwrite)
+        resuming = check_out_dir(out, resume, overwrite, data_dir)
         train_ds = open_split(data_dir, "train", 0)
         check_has_labels(train_ds.manifest, train_ds.root)
         require_slices(train_ds, "train")

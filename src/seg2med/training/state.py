@@ -52,20 +52,40 @@ def step_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def check_out_dir(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Decide what to do with ``out``; True when an existing run is resumed. Writes nothing."""
+def is_run_folder(out: Path) -> bool:
+    """``out`` holds a seg2med run (its ``config.json`` is a seg2med checkpoint config)."""
+    from seg2med.io.outputs import written_by_seg2med
+
+    return written_by_seg2med(out / CONFIG)
+
+
+def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | None = None) -> bool:
+    """Decide what to do with ``out``; True when an existing run is resumed. Writes nothing.
+
+    ``overwrite`` replaces only a seg2med run (and of it only the run's own items, :func:`clear_run`);
+    a non-empty folder that is not one is refused, as is a run folder that is, holds or lies inside the
+    dataset ``data`` it would train on."""
+    from seg2med.io.outputs import check_location, inside
+
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder")
-    is_run = (out / CONFIG).is_file()
+    check_location(out)
+    if data is not None and Path(data).exists() and (inside(out, data) or inside(data, out)):
+        raise ConfigError(f"{out}: the run folder and the dataset {data} may not hold one another")
+    is_run = is_run_folder(out)
     if resume:
         if not (is_run and (out / STATE / PROGRESS).is_file()):
             raise ConfigError(f"{out}: no checkpoint to resume from (no {CONFIG} and {STATE}/{PROGRESS})")
         return True
-    if (is_run or (out.is_dir() and any(out.iterdir()))) and not overwrite:
+    nonempty = out.is_dir() and any(out.iterdir())
+    if nonempty and not overwrite:
         what = "a training run" if is_run else "a non-empty folder"
         raise OutputExistsError(f"{out}: is {what} (pass --resume to continue it or --overwrite to replace it)")
+    if nonempty and not is_run:
+        raise OutputExistsError(f"{out}: is a non-empty folder that is not a seg2med run; --overwrite replaces only "
+                                "seg2med's own outputs (choose a new folder)")
     return False
 
 

@@ -307,7 +307,7 @@ def train(
     with runtime(train_cfg.device, train_cfg.precision) as rt:
         if train_cfg.batch % rt.world_size:
             raise ConfigError(f"batch {train_cfg.batch} is not divisible by the {rt.world_size} processes")
-        resuming = check_out_dir(out, resume, overwrite)
+        resuming = check_out_dir(out, resume, overwrite, data_dir)
         train_ds, val_ds = _open_data(data_dir, model_cfg)
         if resuming:
             check_run_method(read_checkpoint_config(out), "ddpm", out)
