@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from seg2med import __version__
+from seg2med.checks import check_non_negative, check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
 from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
@@ -196,6 +197,7 @@ def make_phantom(seed: int = 0, spacing: float = 1.5, slices: int = 64, size: in
     """A procedural torso phantom in the canonical TotalSegmentator ``total`` scheme."""
     from seg2med.anatomy import make_phantom as _make
 
+    seed = check_seed(seed)
     vol = _make(seed=seed, spacing=spacing, slices=slices, size=size)
     return LabelVolume(vol, canonical_scheme("total"), {"source": "phantom", "seed": seed, "spacing": spacing, "slices": slices, "size": size})
 
@@ -250,6 +252,9 @@ def simulate_prior(
     from seg2med.physics import RandomPrior
     from seg2med.physics import simulate_prior as _simulate
 
+    seed = check_optional_seed(seed)  # every option is checked before the labels are read
+    tissue_spread, bias_field, noise, blur = (check_non_negative(v, opt) for v, opt in (
+        (tissue_spread, "--tissue-spread"), (bias_field, "--bias-field"), (noise, "--noise"), (blur, "--blur")))
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
         labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, body=body, strict=strict
     )
@@ -353,6 +358,7 @@ def prepare_dataset(
     from seg2med.data.prepare import PrepareConfig, SubjectInput
     from seg2med.data.prepare import prepare_dataset as _prepare
 
+    seed = check_seed(seed)
     pairs = pair_images_labels(expand_paths(images), expand_paths(labels))
     # tissue-type masks: one entry (a TotalSegmentator tissue_types folder or multilabel file) per subject
     masks = [] if tissue_masks is None else [Path(t) for t in ([tissue_masks] if isinstance(tissue_masks, (str, Path)) else tissue_masks)]
@@ -434,6 +440,7 @@ def run_demo(
 
     if labels is None and (tissue_masks is not None or body is not None):
         raise ConfigError("--tissue-masks and --body go with --labels (the phantom has its own body and tissues)")
+    seed = check_seed(seed)
     out = Path(out)
     step = progress or (lambda _msg: None)
     shipped = set(list_models()) if synthesize else set()
@@ -503,6 +510,7 @@ def generate(
     from seg2med.inference.generate import pick_device
     from seg2med.models.precision import autocast_dtype
 
+    seed = check_seed(seed)
     dev = pick_device(device)
     autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
     lm = load_model(model, device=dev)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from seg2med.checks import check_non_negative, check_optional_seed
 from seg2med.errors import ConfigError
 from seg2med.labels.schemes import LabelScheme
 from seg2med.labels.tissues import TissueTable, load_default_tissue_table
@@ -96,8 +97,8 @@ class RandomPrior:
     ``tissue_spread`` (dimensionless: fraction of ``hu_sd`` for CT, relative sd for MR),
     ``bias_field`` (polynomial coefficient range), ``noise`` (HU for CT, fraction of the
     image range for MR) and ``blur`` (Gaussian sigma in mm) are all >= 0; 0 switches a step
-    off. ``seed`` seeds one ``numpy.random.Generator`` kept across calls: two instances with
-    the same seed produce the same sequence of priors.
+    off. ``seed`` (an integer in [0, 2**32), or None) seeds one ``numpy.random.Generator``
+    kept across calls: two instances with the same seed produce the same sequence of priors.
     """
 
     def __init__(
@@ -110,14 +111,11 @@ class RandomPrior:
         seed: int | None = None,
     ) -> None:
         self.sequence = as_sequence(sequence)
-        for name, value in (("tissue_spread", tissue_spread), ("bias_field", bias_field), ("noise", noise), ("blur", blur)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"RandomPrior: {name} must be a finite number >= 0, got {value!r}")
-        self.tissue_spread = float(tissue_spread)
-        self.bias_field = float(bias_field)
-        self.noise = float(noise)
-        self.blur = float(blur)
-        self.seed = seed
+        self.tissue_spread = check_non_negative(tissue_spread, "RandomPrior: tissue_spread")
+        self.bias_field = check_non_negative(bias_field, "RandomPrior: bias_field")
+        self.noise = check_non_negative(noise, "RandomPrior: noise")
+        self.blur = check_non_negative(blur, "RandomPrior: blur")
+        self.seed = check_optional_seed(seed, "RandomPrior: seed")
         self._rng = np.random.default_rng(seed)
 
     def to_config(self) -> dict:
