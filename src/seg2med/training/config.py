@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
 from seg2med.errors import ConfigError
 from seg2med.models.config import ModelConfig, SchedulerConfig
 
@@ -50,22 +51,21 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget: stop (and checkpoint) after the step that reaches it; 0 = none
 
     def __post_init__(self) -> None:
-        self.steps, self.batch, self.seed = int(self.steps), int(self.batch), int(self.seed)
-        self.lr, self.ema_decay, self.grad_clip = float(self.lr), float(self.ema_decay), float(self.grad_clip)
+        self.steps, self.batch = check_int(self.steps, "training: steps"), check_int(self.batch, "training: batch")
+        self.seed = check_seed(self.seed, "training: seed")
+        self.lr = check_positive(self.lr, "training: lr")
+        self.grad_clip = check_non_negative(self.grad_clip, "training: grad_clip (0 = no clipping)")
+        self.ema_decay = check_non_negative(self.ema_decay, "training: ema_decay")
         self.intensity_jitter, self.augment_flips = float(self.intensity_jitter), bool(self.augment_flips)
-        if self.steps < 1 or self.batch < 1:
-            raise ConfigError(f"training: steps and batch must be >= 1 (got steps={self.steps}, batch={self.batch})")
-        if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or self.grad_clip < 0:
-            raise ConfigError("training: need lr > 0, 0 <= ema_decay < 1 and grad_clip >= 0 (0 = no clipping)")
+        if self.ema_decay >= 1.0:
+            raise ConfigError(f"training: ema_decay must be in [0, 1), got {self.ema_decay}")
         for name in ("ckpt_every", "val_every", "log_every", "num_workers"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"training: {name} must be >= 0")
             setattr(self, name, int(getattr(self, name)))
         if self.val_slices < 1 or self.val_steps < 1:
             raise ConfigError("training: val_slices and val_steps must be >= 1")
-        self.max_minutes = float(self.max_minutes)
-        if self.max_minutes < 0:
-            raise ConfigError(f"training: max_minutes must be >= 0 (0 = no time limit), got {self.max_minutes}")
+        self.max_minutes = check_non_negative(self.max_minutes, "training: max_minutes (0 = no time limit)")
         if not 0.0 <= self.intensity_jitter < 1.0:
             raise ConfigError(f"training: intensity_jitter must be in [0, 1), got {self.intensity_jitter}")
         if self.precision not in PRECISIONS:
