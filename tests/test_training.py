@@ -196,7 +196,7 @@ def test_cli_bad_inputs(trained: tuple[Path, dict], tmp_path: Path, capsys, monk
     for text, needle in [("model: [8, 16\n", "not valid YAML (line 2, column 1: "),
                          ("a: 1\n  b: 2\n", "not valid YAML (line 2, column 4: mapping values are not allowed here)"),
                          ("method: unet\nmodel:\n  chanels: 3\n", "model config of unet: unknown keys ['chanels']"),
-                         ("training:\n  lr: -1\n", "training: need lr > 0")]:
+                         ("training:\n  lr: -1\n", "training: lr must be a finite number > 0, got -1")]:
         bad.write_text(text)
         res = run_cli(["train", "--data", dataset, "--out", out, "--config", bad], capsys, monkeypatch)
         _clean_error(res, f"{bad}: {needle}")
