@@ -427,16 +427,40 @@ def benchmark_cmd(
     out_console.print(f"report: {out / 'report' / 'report.html'} ({result['seconds']:.0f} s)")
 
 
+INTERRUPTED = "interrupted (outputs are written atomically: nothing half-written was left)"
+
+
 def main() -> None:
     """Console-script entry point: one-line errors, no traceback, exit code != 0."""
     try:
         app()
     except Seg2MedError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+        _error(str(exc), exc.exit_code)
+    except KeyboardInterrupt:  # SIGINT / Ctrl-C: outputs are written atomically, so nothing half-written is left
+        _error(INTERRUPTED, 130)
+    except SystemExit as exc:
+        if exc.code == 130 and _caused_by_interrupt(exc):  # typer turns Ctrl-C into a silent exit 130
+            _error(INTERRUPTED, 130)
+        raise
+    except OSError as exc:  # read-only folder, full disk, too many open files...: the system's reason, one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}", 1)
+    except MemoryError:
+        _error("out of memory (lower --batch / the volume size, or set $SEG2MED_MEMORY_GB to refuse such jobs up front)", 1)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _error(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

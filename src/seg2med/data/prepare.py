@@ -299,13 +299,14 @@ def prepare_dataset(
     config: PrepareConfig | None = None,
     overwrite: bool = False,
     progress: ProgressHook | None = None,
+    inputs: Sequence[str | Path | None] = (),
 ) -> dict[str, Any]:
     """Write a sharded 2D-slice dataset folder and return its manifest.
 
     All inputs are validated before anything is written. ``progress`` (if
     given) is called with ``1`` after each subject (total = ``len(subjects)``).
     ``overwrite`` replaces only a dataset folder seg2med wrote that holds none of the subjects' files
-    (:mod:`seg2med.io.outputs`).
+    nor any other of the ``inputs`` (label files, mask folders, tables; :mod:`seg2med.io.outputs`).
     """
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
     check_subjects(subjects)
@@ -320,7 +321,7 @@ def prepare_dataset(
         if s.split is not None:
             splits[s.split] = sorted([*splits[s.split], s.subject_id])
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    inputs = [v.path for s in subjects for v in (s.image, s.prior, s.body, s.labels) if isinstance(v, Volume)]
+    inputs = [*inputs, *(v.path for s in subjects for v in (s.image, s.prior, s.body, s.labels) if isinstance(v, Volume))]
     with replace_folder(out, "dataset", overwrite, inputs) as tmp:
         records = []
         for s in subjects:

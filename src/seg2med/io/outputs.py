@@ -276,7 +276,12 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
         f.parent.mkdir(parents=True, exist_ok=True)
     temps = [_temp_name(f) for f in finals]
     try:
-        yield temps
+        try:
+            yield temps
+        except OSError as exc:  # name the output, not its temporary file (disk full while writing p.json)
+            names = {str(t): str(f) for t, f in zip(temps, finals)}
+            exc.filename = names.get(str(exc.filename), exc.filename)
+            raise
         missing = [f for f, t in zip(finals, temps) if not t.exists()]
         if missing:
             raise RuntimeError(f"writer did not produce {missing[0]}")  # a programming error, not a user's
@@ -309,7 +314,8 @@ def _commit(temps: list[Path], finals: list[Path], overwrite: bool) -> None:
         for f in placed:
             _remove(f)
         for old, f in reversed(moved_aside):
-            os.rename(old, f)
+            with contextlib.suppress(OSError):  # put back what can be put back; the first error is the one to report
+                os.rename(old, f)
         raise
     for old, _ in moved_aside:
         _remove(old)

@@ -1,0 +1,253 @@
+"""--overwrite never loses a user's data: it replaces only what seg2med wrote, never an input, and
+sets of outputs (image + sidecar + samples) are replaced atomically, as a whole."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from cli_helpers import run_cli
+
+from seg2med.io.outputs import FOLDER_MARKER, atomic_outputs, written_by_seg2med
+
+
+def _clean_error(res, *needles: str) -> None:
+    assert res.code != 0, res.err
+    assert "Traceback" not in res.err + res.out
+    errors = [ln for ln in res.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.err  # warnings may come before it
+    for n in needles:
+        assert n in " ".join(res.err.split()), (n, res.err)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory) -> dict[str, Path]:
+    """A tiny phantom: labels, its CT prior (the 'image') and a noisy copy (a 'prediction')."""
+    import seg2med
+
+    d = tmp_path_factory.mktemp("subject")
+    lv = seg2med.make_phantom(seed=1, spacing=8.0, slices=6, size=32)
+    seg2med.save_label_volume(lv, d / "canonical.nii.gz")
+    nib.save(nib.Nifti1Image(lv.volume.array.astype(np.int16), lv.volume.affine), str(d / "labels.nii.gz"))  # as TotalSegmentator
+    prior = seg2med.simulate_prior(lv, "ct")
+    img = d / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(prior.volume.array, prior.volume.affine), str(img))
+    noisy = prior.volume.array + np.random.default_rng(0).normal(0, 30, prior.volume.shape).astype(np.float32)
+    pred = d / "pred.nii.gz"
+    nib.save(nib.Nifti1Image(noisy, prior.volume.affine), str(pred))
+    return {"labels": d / "labels.nii.gz", "canonical": d / "canonical.nii.gz", "image": img, "pred": pred}
+
+
+def _prepare(subject, out: Path, capsys, monkeypatch, *extra):
+    return run_cli(["prepare", "--images", subject["image"], "--labels", subject["labels"], "--out", out,
+                    "--size", "32", "--spacing", "8", *extra], capsys, monkeypatch)
+
+
+# --------------------------------------------------------------------------- folders
+def test_prepare_overwrite_refuses_a_users_folder_and_keeps_every_file(subject, tmp_path, capsys, monkeypatch):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.docx").write_bytes(b"years of work")
+    (user / "manifest.json").write_text('{"my": "own manifest"}')
+    before = _snapshot(user)
+    _clean_error(_prepare(subject, user, capsys, monkeypatch, "--overwrite"), "mine", "seg2med did not write")
+    assert _snapshot(user) == before
+
+
+def test_prepare_overwrite_replaces_its_own_dataset_but_not_one_holding_a_users_file(subject, tmp_path, capsys, monkeypatch):
+    ds = tmp_path / "ds"
+    assert _prepare(subject, ds, capsys, monkeypatch).code == 0
+    assert json.loads((ds / FOLDER_MARKER).read_text())["kind"] == "seg2med-dataset"
+    res = _prepare(subject, ds, capsys, monkeypatch, "--overwrite")
+    assert res.code == 0, res.err  # its own dataset it replaces
+    (ds / "notes.txt").write_text("mine")
+    before = _snapshot(ds)
+    _clean_error(_prepare(subject, ds, capsys, monkeypatch, "--overwrite"), "notes.txt", "seg2med did not write")
+    assert _snapshot(ds) == before
+
+
+def test_prepare_never_deletes_its_own_inputs(subject, tmp_path, capsys, monkeypatch):
+    ds = tmp_path / "ds"
+    assert _prepare(subject, ds, capsys, monkeypatch).code == 0
+    # the user's labels now live inside the (seg2med) dataset folder and are read from there
+    inside = ds / "labels_in_ds.nii.gz"
+    inside.write_bytes(subject["labels"].read_bytes())
+    marker = json.loads((ds / FOLDER_MARKER).read_text())  # even when the marker were to list it
+    marker["entries"].append(inside.name)
+    (ds / FOLDER_MARKER).write_text(json.dumps(marker))
+    res = run_cli(["prepare", "--images", subject["image"], "--labels", inside, "--out", ds, "--size", "32",
+                   "--spacing", "8", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "an input of this command")
+    assert inside.read_bytes() == subject["labels"].read_bytes()
+
+
+def test_prepare_into_the_current_folder_is_one_line(subject, tmp_path, capsys, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    _clean_error(_prepare(subject, Path("."), capsys, monkeypatch), "current folder")
+    assert list(work.iterdir()) == []
+    (work / "data.txt").write_text("x")
+    _clean_error(_prepare(subject, Path("."), capsys, monkeypatch, "--overwrite"), "seg2med did not write")
+    assert (work / "data.txt").read_text() == "x"
+
+
+def test_evaluate_overwrite_keeps_a_prediction_inside_the_report_folder(subject, tmp_path, capsys, monkeypatch):
+    rep = tmp_path / "report"
+    args = ["evaluate", "--ref", subject["image"], "--labels", subject["labels"], "--out", rep]
+    res = run_cli([*args[:1], "--pred", subject["pred"], *args[1:]], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert json.loads((rep / "summary.json").read_text())["kind"] == "seg2med-evaluation"
+    assert run_cli([*args[:1], "--pred", subject["pred"], *args[1:], "--overwrite"], capsys, monkeypatch).code == 0
+    pred_inside = rep / "pred.nii.gz"
+    pred_inside.write_bytes(subject["pred"].read_bytes())
+    before = _snapshot(rep)
+    res = run_cli([*args[:1], "--pred", pred_inside, *args[1:], "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "an input of this command")
+    assert _snapshot(rep) == before
+    user = tmp_path / "results"
+    user.mkdir()
+    (user / "table.csv").write_text("a,b\n")
+    res = run_cli([*args[:1], "--pred", subject["pred"], *args[1:-1], user, "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "seg2med did not write")
+    assert (user / "table.csv").read_text() == "a,b\n"
+
+
+def test_train_overwrite_replaces_only_a_seg2med_run_and_keeps_user_files(subject, tmp_path, capsys, monkeypatch):
+    ds = tmp_path / "ds"
+    assert _prepare(subject, ds, capsys, monkeypatch).code == 0
+    user = tmp_path / "folder"
+    user.mkdir()
+    (user / "config.json").write_text('{"mine": true}')
+    (user / "log.csv").write_text("my,log\n")
+    before = _snapshot(user)
+    res = run_cli(["train", "--method", "prior", "--data", ds, "--out", user, "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "not a seg2med run")
+    assert _snapshot(user) == before
+    run = tmp_path / "run"
+    assert run_cli(["train", "--method", "prior", "--data", ds, "--out", run], capsys, monkeypatch).code == 0
+    (run / "my_notes.md").write_text("keep me")
+    res = run_cli(["train", "--method", "prior", "--data", ds, "--out", run, "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert (run / "my_notes.md").read_text() == "keep me"  # only the run's own items were replaced
+    res = run_cli(["train", "--method", "prior", "--data", ds, "--out", ds / "run"], capsys, monkeypatch)
+    _clean_error(res, "may not hold one another")
+
+
+# --------------------------------------------------------------------------- files
+def test_demo_overwrite_never_replaces_its_input_or_a_users_file(subject, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "demo"
+    out.mkdir()
+    labels = out / "labels.nii.gz"  # the user's label map, named like the demo's own output
+    labels.write_bytes(subject["labels"].read_bytes())
+    before = _snapshot(out)
+    res = run_cli(["demo", "--out", out, "--labels", labels, "--priors-only", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "labels.nii.gz", "an input of this command")
+    assert _snapshot(out) == before
+    other = tmp_path / "demo2"
+    other.mkdir()
+    (other / "preview_ct.png").write_bytes(b"\x89PNG my own figure")
+    res = run_cli(["demo", "--out", other, "--priors-only", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "preview_ct.png", "not written by seg2med")
+    assert (other / "preview_ct.png").read_bytes() == b"\x89PNG my own figure"
+    assert sorted(p.name for p in other.iterdir()) == ["preview_ct.png"]  # nothing else was started
+    (other / "preview_ct.png").unlink()
+    assert run_cli(["demo", "--out", other, "--priors-only"], capsys, monkeypatch).code == 0
+    assert written_by_seg2med(other / "preview_ct.png") and written_by_seg2med(other / "ct_prior.nii.gz")
+    assert run_cli(["demo", "--out", other, "--priors-only", "--overwrite"], capsys, monkeypatch).code == 0
+
+
+def test_generate_overwrite_with_fewer_samples_removes_the_stale_ones(subject, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "s.nii.gz"
+    base = ["generate", "--labels", subject["labels"], "--out", out, "--model", "ct-demo-tiny", "--steps", "2"]
+    assert run_cli([*base, "--samples", "2"], capsys, monkeypatch).code == 0
+    assert (tmp_path / "s_sample1.nii.gz").is_file() and (tmp_path / "s_std.nii.gz").is_file()
+    (tmp_path / "s_sample7.nii.gz").write_bytes(b"not ours")  # a name like ours, but not listed by the sidecar
+    res = run_cli([*base, "--samples", "1", "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.nii.gz", "s_sample7.nii.gz"]
+    assert json.loads((tmp_path / "s.json").read_text())["files"] == ["s.nii.gz"]
+    assert (tmp_path / "s_sample7.nii.gz").read_bytes() == b"not ours"
+
+
+def test_a_sidecar_name_taken_by_a_folder_is_refused_before_any_work(subject, tmp_path, capsys, monkeypatch):
+    (tmp_path / "p.json").mkdir()
+    res = run_cli(["simulate", "--labels", subject["labels"], "--out", tmp_path / "p.nii.gz"], capsys, monkeypatch)
+    _clean_error(res, "p.json", "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.json"]
+
+
+def test_a_failing_sidecar_write_leaves_the_previous_pair_and_a_rerun_works(subject, tmp_path, capsys, monkeypatch):
+    import seg2med.api as api
+
+    out = tmp_path / "p.nii.gz"
+    args = ["simulate", "--labels", subject["labels"], "--out", out, "--sequence", "ct"]
+    assert run_cli(args, capsys, monkeypatch).code == 0
+    before = _snapshot(tmp_path)
+    real = api.write_json
+
+    def disk_full(path, obj, overwrite=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(api, "write_json", disk_full)
+    res = run_cli([*args[:-1], "flair", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "p.json: No space left on device")
+    assert _snapshot(tmp_path) == before  # the old image AND the old sidecar, no temporary files
+    monkeypatch.setattr(api, "write_json", real)
+    res = run_cli([*args[:-1], "flair", "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert json.loads((tmp_path / "p.json").read_text())["sequence"]["name"] == "flair"
+
+
+def test_atomic_outputs_puts_the_old_set_back_when_a_move_fails(tmp_path, monkeypatch):
+    import os
+
+    import seg2med.io.outputs as outputs
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text('{"kind": "seg2med-x", "v": 1}')
+    b.write_text('{"kind": "seg2med-x", "v": 1}')
+    real = os.rename
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if Path(dst) == b and calls["n"] < 5:  # the second file of the set cannot be moved in (once)
+            raise OSError(errno.EIO, "Input/output error", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "rename", flaky)
+    with pytest.raises(OSError), atomic_outputs([a, b], overwrite=True) as (ta, tb):
+        ta.write_text('{"kind": "seg2med-x", "v": 2}')
+        tb.write_text('{"kind": "seg2med-x", "v": 2}')
+    assert json.loads(a.read_text())["v"] == 1 and json.loads(b.read_text())["v"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_interrupt_exits_130_with_one_line_and_no_partial_output(subject, tmp_path, capsys, monkeypatch):
+    import seg2med.api as api
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "save_volume", interrupted)
+    res = run_cli(["simulate", "--labels", subject["labels"], "--out", tmp_path / "p.nii.gz"], capsys, monkeypatch)
+    assert res.code == 130
+    _clean_error(res, "interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_by_seg2med_tells_its_own_files(subject, tmp_path):
+    assert written_by_seg2med(subject["canonical"])  # NIfTI descrip + its seg2med label table
+    assert not written_by_seg2med(subject["labels"]) and not written_by_seg2med(subject["image"])  # nibabel's
+    (tmp_path / "x.json").write_text('{"kind": "other"}')
+    assert not written_by_seg2med(tmp_path / "x.json")
+    assert nib.load(str(subject["canonical"])).header["descrip"].tobytes().startswith(b"seg2med")
