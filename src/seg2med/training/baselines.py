@@ -69,6 +69,7 @@ from seg2med.training.data import (
     augment,
     batch_indices,
     batches,
+    check_batch_memory,
     collate,
     data_summary,
     open_split,
@@ -432,6 +433,7 @@ def train_baseline(
         train_ds = open_split(data_dir, "train", model_cfg.neighbours)
         require_slices(train_ds, "train")
         model_cfg.check_slice_size(train_ds.manifest["config"]["size"], str(train_ds.root))
+        check_batch_memory(train_ds, 2 * cfg.batch if method == "cyclegan" else cfg.batch, f"train --method {method}")
         val_ds = open_split(data_dir, "val", model_cfg.neighbours)
         state = None
         if resuming:

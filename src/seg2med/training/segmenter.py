@@ -45,7 +45,13 @@ from seg2med.io.checkpoints import WEIGHTS, read_checkpoint_config
 from seg2med.models.baselines import SEGMENTER, downsampling, segmenter_spec
 from seg2med.models.config import count_parameters
 from seg2med.training.config import TrainConfig, check_trajectory_unchanged
-from seg2med.training.data import StepBatches, data_summary, open_split, require_slices
+from seg2med.training.data import (
+    StepBatches,
+    check_batch_memory,
+    data_summary,
+    open_split,
+    require_slices,
+)
 from seg2med.training.loop import (
     Learner,
     optimizer_step,
@@ -239,6 +245,7 @@ def train_segmenter(
         train_ds = open_split(data_dir, "train", 0)
         check_has_labels(train_ds.manifest, train_ds.root)
         require_slices(train_ds, "train")
+        check_batch_memory(train_ds, cfg.batch, "train-segmenter")
         val_ds = open_split(data_dir, "val", 0)
         classes = dataset_classes(train_ds.root, train_ds.manifest)
         if len(classes) < 2:

@@ -45,8 +45,10 @@ from seg2med.training.data import (
     StepBatches,
     augment,
     batches,
+    check_batch_memory,
     check_slice_size,
     data_summary,
+    ddpm_activation_bytes,
     open_split,
     require_slices,
 )
@@ -309,6 +311,8 @@ def train(
             raise ConfigError(f"batch {train_cfg.batch} is not divisible by the {rt.world_size} processes")
         resuming = check_out_dir(out, resume, overwrite, data_dir)
         train_ds, val_ds = _open_data(data_dir, model_cfg)
+        acts = ddpm_activation_bytes(model_cfg.channels, model_cfg.num_res_blocks) if rt.device.type == "cpu" else 0.0
+        check_batch_memory(train_ds, train_cfg.batch, "train", acts)  # on a GPU only the batch is in host memory
         if resuming:
             check_run_method(read_checkpoint_config(out), "ddpm", out)
         state = load_checkpoint(out) if resuming else None
