@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
 from seg2med.errors import ConfigError
 from seg2med.evaluation.core import EvalOptions, evaluate_cases
 from seg2med.evaluation.pairs import collect_cases
@@ -68,8 +69,10 @@ class BenchmarkConfig:
                               else "--methods: give at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError("--methods: a method is listed twice")
-        if self.budget_minutes <= 0 or self.max_steps < 1 or self.sample_steps < 1:
-            raise ConfigError("--budget, --max-steps and --sample-steps must be > 0")
+        self.budget_minutes = check_positive(self.budget_minutes, "--budget")
+        self.segmenter_minutes = check_non_negative(self.segmenter_minutes, "--segmenter-budget")
+        self.max_steps, self.sample_steps = check_int(self.max_steps, "--max-steps"), check_int(self.sample_steps, "--sample-steps")
+        self.batch, self.seed = check_int(self.batch, "--batch"), check_seed(self.seed)
 
 
 def _train_all(data: Path, out: Path, cfg: BenchmarkConfig, progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
