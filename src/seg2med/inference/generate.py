@@ -29,9 +29,10 @@ from seg2med.data.prepare import model_slices
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
 from seg2med.io.checkpoints import (
+    CONFIG,
     EMA_WEIGHTS,
     WEIGHTS,
-    load_weights,
+    load_weights_into,
     read_checkpoint_config,
 )
 from seg2med.labels import LabelScheme, TissueTable
@@ -129,6 +130,17 @@ class LoadedModel:
         return seq
 
 
+def _check_timesteps(path: Path, cfg: dict[str, Any]) -> None:
+    """A diffusion model's config.json must say how many timesteps it was trained with (an integer >= 1)."""
+    sched = cfg.get("scheduler")
+    if not isinstance(sched, dict) or "num_train_timesteps" not in sched:
+        raise InputError(f"{path / CONFIG}: scheduler.num_train_timesteps is missing (the diffusion schedule the "
+                         f"weights were trained with)")
+    value = sched["num_train_timesteps"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{path / CONFIG}: scheduler.num_train_timesteps must be an integer >= 1, got {value!r}")
+
+
 def _weights_name(path: Path, cfg: dict[str, Any], ema: bool) -> str:
     weights = cfg.get("weights", {})
     return weights.get("ema", EMA_WEIGHTS) if ema and (path / weights.get("ema", EMA_WEIGHTS)).is_file() else weights.get("model", WEIGHTS)
@@ -145,12 +157,7 @@ def _load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, devi
     except ConfigError as exc:
         raise InputError(f"{path / 'config.json'}: {exc}") from None
     name = _weights_name(path, cfg, ema)
-    missing, unexpected = gen.load_state_dict(load_weights(path / name), strict=False)
-    if missing or unexpected:
-        raise InputError(
-            f"{path / name}: weights do not match the generator in config.json "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
-        )
+    load_weights_into(gen, path / name, "generator")
     net = for_inference(OneShotGenerator(gen, bcfg.output_activation), device)
     return LoadedModel(net, cfg, None, None, path, name, method)
 
@@ -171,20 +178,15 @@ def load_model(model: str | Path, ema: bool = True, device: str | torch.device =
         return _load_one_shot(path, cfg, method, ema, device)
     if method != DIFFUSION:
         raise InputError(f"{path}: unknown method {method!r} in config.json")
+    _check_timesteps(path, cfg)
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])
         sched_cfg = SchedulerConfig.from_dict(cfg.get("scheduler", {}))
     except ConfigError as exc:
         raise InputError(f"{path / 'config.json'}: {exc}") from None
     name = _weights_name(path, cfg, ema)
-    state = load_weights(path / name)
     net = build_model(model_cfg)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise InputError(
-            f"{path / name}: weights do not match the model in config.json "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
-        )
+    load_weights_into(net, path / name, "model")
     return LoadedModel(for_inference(net, device), cfg, model_cfg, sched_cfg, path, name)
 
 

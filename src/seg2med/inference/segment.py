@@ -27,7 +27,7 @@ from seg2med.data.normalize import normalize_volume
 from seg2med.data.prepare import model_slices
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
-from seg2med.io.checkpoints import WEIGHTS, load_weights, read_checkpoint_config
+from seg2med.io.checkpoints import WEIGHTS, load_weights_into, read_checkpoint_config
 from seg2med.io.nifti import smallest_int_dtype
 from seg2med.models.baselines import SEGMENTER, build_network, downsampling
 
@@ -130,10 +130,7 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segm
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{p / 'config.json'}: invalid segmenter model block ({exc})") from None
     name = cfg.get("weights", {}).get("model", WEIGHTS)
-    missing, unexpected = net.load_state_dict(load_weights(p / name), strict=False)
-    if missing or unexpected:
-        raise InputError(f"{p / name}: weights do not match the network in config.json "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    load_weights_into(net, p / name, "network")
     names = model.get("class_names")
     dev = torch.device(device)
     net.eval().to(dev)

@@ -63,10 +63,38 @@ def load_weights(path: str | Path, dtype: torch.dtype | None = torch.float32) ->
     return state
 
 
+def load_weights_into(net: torch.nn.Module, path: str | Path, what: str = "model") -> None:
+    """Load a safetensors file into ``net``, which was built from the folder's config.json.
+
+    Weights of another network (another preset, channel count or number of neighbours) are a
+    one-line :class:`InputError` naming the file and the first tensor that differs, not the
+    many-line ``RuntimeError`` of ``load_state_dict``.
+    """
+    p = Path(path)
+    state = load_weights(p)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or reshaped:
+        first = (f"{reshaped[0]} is {list(state[reshaped[0]].shape)} in the file, {list(expected[reshaped[0]].shape)} "
+                 f"for the config" if reshaped else f"{(missing or unexpected)[0]} is "
+                 f"{'missing from the file' if missing else 'not in the config'}")
+        raise InputError(f"{p}: weights do not match the {what} in {CONFIG} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected, {len(reshaped)} of another shape; e.g. {first})")
+    net.load_state_dict(state)
+
+
 def write_checkpoint_config(folder: str | Path, config: Mapping[str, Any]) -> Path:
     """Write ``config.json`` (adds format, version and code version)."""
     data = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "seg2med_version": __version__, **config}
     return write_json(Path(folder) / CONFIG, data, overwrite=True)
+
+
+def _json_kind(value: Any) -> str:
+    """What a parsed JSON value is, with its article: "an array", "a string"..."""
+    kinds = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
@@ -78,13 +106,18 @@ def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise InputError(f"{d}: not a seg2med checkpoint (no {CONFIG})")
     cfg = read_json(cfg_path)
-    if not isinstance(cfg, dict) or cfg.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(cfg, dict):
+        raise InputError(f"{cfg_path}: not a seg2med checkpoint config (JSON {_json_kind(cfg)}, not an object)")
+    if cfg.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{cfg_path}: not a seg2med checkpoint config")
     if cfg.get("format_version") != CHECKPOINT_VERSION:
         raise InputError(f"{cfg_path}: unsupported checkpoint format version {cfg.get('format_version')!r}")
     for key in ("model", "method"):
         if key not in cfg:
             raise InputError(f"{cfg_path}: checkpoint config lacks {key!r}")
+    for key in ("model", "scheduler", "data", "weights"):
+        if key in cfg and not isinstance(cfg[key], dict):
+            raise InputError(f"{cfg_path}: {key!r} must be a JSON object, not {_json_kind(cfg[key])}")
     return cfg
 
 
