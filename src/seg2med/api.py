@@ -156,6 +156,8 @@ def build_anatomy(
             if guess != base.name:
                 base = get_scheme(guess)
                 log.info("%s: its class names are those of scheme %r", _source_name(organs, labels), guess)
+        elif isinstance(organs, Volume):  # no table: the ids could be of any scheme, ask the anatomy
+            _check_numbering(organs, base)
     tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
@@ -164,6 +166,31 @@ def build_anatomy(
     vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_vol,
                                      strict=strict)
     return LabelVolume(vol, canonical_scheme(base), report.to_dict())
+
+
+def _check_numbering(organs: Volume, base: LabelScheme) -> None:
+    """A label file without its own table, read in ``base`` because no ``--scheme`` was given: refuse it
+    when its ids do not fit ``base`` (unknown ids, or anatomy that is wrong in ``base``: lung below the
+    kidneys, left of right…) but fit another built-in scheme; warn when they fit none (a flipped affine?)."""
+    from seg2med.anatomy.plausibility import centroids, scheme_evidence
+    from seg2med.labels.schemes import EXTENSION_CLASSES, GUESS_ORDER
+
+    cents = centroids(organs.array, organs.affine)
+    ignore = tuple(EXTENSION_CLASSES.values())
+    own = scheme_evidence(cents, base, ignore)
+    if own.fits:
+        return
+    for name in GUESS_ORDER:
+        if name == base.name:
+            continue
+        other = scheme_evidence(cents, get_scheme(name), ignore)
+        if other.fits and (other.checked or own.unknown_ids):
+            raise ConfigError(f"{organs.name}: has no label table, and its ids do not fit scheme {base.name!r} "
+                              f"({own.reason()}) but fit scheme {name!r}: pass --scheme {name} "
+                              f"(or --scheme {base.name} to read them as {base.name} anyway)")
+    if own.broken:
+        log.warning("%s: read as scheme %r, the anatomy looks wrong (%s): another numbering, or a flipped affine?",
+                    organs.name, base.name, own.reason())
 
 
 def _source_name(organs: Volume | Mapping[str, Volume], labels: Any) -> str:

@@ -1,0 +1,135 @@
+"""Which numbering does a label map without a label table use? Ask the anatomy.
+
+Schemes reuse the same small ids for other structures (``total`` 14 is the right lower lung lobe,
+``total_mr`` 14 the duodenum; ``total`` 31 the L1 vertebra, ``total_mr`` 31 the right humerus), so a
+label map without its own table (a plain ``.nii.gz``) read in the wrong scheme gives a prior with lung
+in the bowel and bone in the arm — silently. Two kinds of evidence tell the numbering:
+
+* ids the scheme does not have (hard evidence);
+* anatomical relations between class centroids in patient coordinates (RAS+ mm from the affine):
+  the liver lies right of the spleen, a ``*_left`` structure left of its ``*_right`` twin, the brain
+  above the heart, the humerus above the liver, the bladder below the kidneys… A relation counts
+  only when both sides are present and it is broken by more than its margin.
+
+The relations are data (:data:`RELATIONS`); :func:`scheme_evidence` scores one reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import numpy as np
+
+from seg2med.labels import LabelScheme
+
+#: (A, relation, B, separation mm): A lies ``above`` (superior to) / ``right_of`` (on the patient's right
+#: of) B by at least the separation (a negative one is a tolerance). A and B are class-name patterns
+#: (fnmatch); a group's centroid is voxel-weighted. Separations are far below the anatomical
+#: distances so that a cropped field of view (only part of an organ) does not break a true relation.
+RELATIONS: tuple[tuple[str, str, str, float], ...] = (
+    ("liver", "right_of", "spleen", 30.0),
+    ("gallbladder", "right_of", "spleen", 30.0),
+    ("inferior_vena_cava", "right_of", "aorta", 0.0),
+    ("brain", "above", "heart", 100.0),
+    ("brain", "above", "liver", 150.0),
+    ("vertebrae_C*", "above", "liver", 100.0),
+    ("vertebrae_C*", "above", "kidney_*", 150.0),
+    ("scapula_*", "above", "kidney_*", 50.0),
+    ("clavicula_*", "above", "liver", 50.0),
+    ("thyroid_gland", "above", "heart", 30.0),
+    ("trachea", "above", "liver", 50.0),
+    ("heart", "above", "kidney_*", 30.0),
+    ("heart", "above", "urinary_bladder", 150.0),
+    ("lung*", "above", "kidney_*", -20.0),
+    ("lung*", "above", "urinary_bladder", 100.0),
+    ("liver", "above", "urinary_bladder", 80.0),
+    ("stomach", "above", "urinary_bladder", 80.0),
+    ("kidney_*", "above", "urinary_bladder", 50.0),
+    ("kidney_*", "above", "prostate", 50.0),
+    ("liver", "above", "small_bowel", -10.0),
+    ("liver", "above", "colon", -20.0),
+    ("liver", "above", "iliac_*", 80.0),
+    ("kidney_*", "above", "iliac_*", 30.0),
+    ("kidney_*", "above", "femur_*", 80.0),
+    ("hip_*", "above", "femur_*", 0.0),
+    ("vertebrae_C*", "above", "vertebrae_T*", 10.0),
+    ("vertebrae_T*", "above", "vertebrae_L*", 10.0),
+    ("vertebrae_L*", "above", "sacrum", 10.0),
+    ("vertebrae_L*", "above", "femur_*", 50.0),
+)
+PAIR_SEPARATION = -5.0  # X_right right of X_left, for every such pair of a scheme
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How well one scheme explains a label array."""
+
+    scheme: str
+    unknown_ids: dict[int, int]  # id -> voxels, ids the scheme does not have
+    broken: tuple[str, ...]  # relations that do not hold, in words
+    checked: int  # relations that could be checked (both sides present)
+
+    @property
+    def fits(self) -> bool:
+        return not self.unknown_ids and not self.broken
+
+    def reason(self) -> str:
+        parts = []
+        if self.unknown_ids:
+            ids = sorted(self.unknown_ids)
+            parts.append(f"ids {', '.join(map(str, ids[:6]))}{'…' if len(ids) > 6 else ''} are not {self.scheme} classes")
+        if self.broken:
+            parts.append(f"{self.broken[0]}{f' (+{len(self.broken) - 1} more)' if len(self.broken) > 1 else ''}")
+        return "; ".join(parts)
+
+
+def centroids(labels: np.ndarray, affine: np.ndarray, step: int = 2) -> dict[int, tuple[np.ndarray, int]]:
+    """id -> (centroid in RAS+ mm, voxel count) of every non-zero id, on every ``step``-th voxel."""
+    sub = np.asarray(labels)[::step, ::step, ::step]
+    flat = sub.ravel()
+    nz = np.flatnonzero(flat)
+    if nz.size == 0:
+        return {}
+    ids, inv, counts = np.unique(flat[nz], return_inverse=True, return_counts=True)
+    ijk = np.unravel_index(nz, sub.shape)
+    sums = np.stack([np.bincount(inv, weights=c * step, minlength=ids.size) for c in ijk], axis=1)
+    vox = sums / counts[:, None]
+    ras = vox @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+    return {int(i): (ras[k], int(counts[k])) for k, i in enumerate(ids)}
+
+
+def _group(cents: Mapping[str, tuple[np.ndarray, int]], pattern: str) -> np.ndarray | None:
+    members = [v for n, v in cents.items() if fnmatchcase(n, pattern)]
+    if not members:
+        return None
+    w = np.array([c for _, c in members], dtype=np.float64)
+    return (np.stack([p for p, _ in members]) * w[:, None]).sum(axis=0) / w.sum()
+
+
+def _pairs(scheme: LabelScheme) -> list[tuple[str, str, str, float]]:
+    """``X_right`` right of ``X_left`` for every left/right pair of the scheme."""
+    names = set(scheme.classes)
+    return [(n, "right_of", n[: -len("_right")] + "_left", PAIR_SEPARATION)
+            for n in sorted(names) if n.endswith("_right") and n[: -len("_right")] + "_left" in names]
+
+
+def scheme_evidence(cents: Mapping[int, tuple[np.ndarray, int]], scheme: LabelScheme,
+                    ignore_ids: Sequence[int] = ()) -> Evidence:
+    """Score reading ids with ``scheme``: its unknown ids and the broken relations of :data:`RELATIONS`."""
+    id_to_name = scheme.id_to_name
+    unknown = {i: c for i, (_, c) in cents.items() if i not in id_to_name and i not in set(ignore_ids)}
+    named = {id_to_name[i]: v for i, v in cents.items() if i in id_to_name}
+    broken, checked = [], 0
+    for a, rel, b, sep in (*RELATIONS, *_pairs(scheme)):
+        pa, pb = _group(named, a), _group(named, b)
+        if pa is None or pb is None:
+            continue
+        checked += 1
+        # RAS+: +x towards the patient's right, +z superior
+        ok = (pa[2] - pb[2] if rel == "above" else pa[0] - pb[0]) >= sep
+        if not ok:
+            what = "above" if rel == "above" else "right of"
+            broken.append(f"{a.rstrip('*_')} is not {what} {b.rstrip('*_')}")
+    return Evidence(scheme.name, unknown, tuple(broken), checked)
