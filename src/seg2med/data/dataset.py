@@ -15,10 +15,28 @@ import torch
 from torch.utils.data import Dataset
 
 from seg2med.data.geometry import check_axis
-from seg2med.data.prepare import SPLITS, load_manifest, read_shard
-from seg2med.errors import ConfigError
+from seg2med.data.prepare import MANIFEST, SPLITS, load_manifest, read_shard
+from seg2med.errors import ConfigError, InputError
+from seg2med.io.shards import check_shard
 
 log = logging.getLogger(__name__)
+
+
+def load_dataset_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared dataset, with the blocks every reader needs checked (one line naming
+    the manifest): ``config`` (``axes``, ``size``, ``modality``) and the ``subjects`` list."""
+    root = Path(dataset_dir)
+    m = load_manifest(root)
+    where = root / MANIFEST
+    config = m.get("config")
+    if not isinstance(config, dict):
+        raise InputError(f"{where}: no 'config' block (the settings it was prepared with); prepare the dataset again")
+    lacking = [k for k in ("axes", "size", "modality") if k not in config]
+    if lacking or not isinstance(config["axes"], list) or not config["axes"]:
+        raise InputError(f"{where}: the 'config' block lacks {', '.join(lacking) or 'its slicing axes'}")
+    if not isinstance(m.get("subjects"), list) or not all(isinstance(r, dict) and "split" in r for r in m["subjects"]):
+        raise InputError(f"{where}: no 'subjects' list (one record with its split per subject)")
+    return m
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,7 @@ class SliceDataset(Dataset):
         cache_shards: int = 8,
     ) -> None:
         self.root = Path(dataset_dir)
-        self.manifest = load_manifest(self.root)
+        self.manifest = load_dataset_manifest(self.root)
         if split is not None and split not in SPLITS:
             raise ConfigError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)} or None for all)")
         if int(neighbours) < 0:
@@ -65,6 +83,8 @@ class SliceDataset(Dataset):
         self.split, self.neighbours, self.cache_shards = split, int(neighbours), max(1, int(cache_shards))
         self.axes = self._axes(axes)
         self.series = self._series()
+        for name in dict.fromkeys(f for ser in self.series for f in ser.files):
+            check_shard(self.root / name)  # a truncated shard fails here, before any training step
         self._items = [(s, i) for s, ser in enumerate(self.series) for i in range(ser.n)]
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         if not self._items:
@@ -86,11 +106,15 @@ class SliceDataset(Dataset):
             if self.split is not None and rec["split"] != self.split:
                 continue
             for axis in self.axes:
-                entries = rec["shards"][axis]
-                out.append(_Series(
-                    rec["id"], axis, tuple(e["file"] for e in entries), tuple(int(e["start"]) for e in entries),
-                    int(rec["geometry"][axis]["n_slices"]),
-                ))
+                try:
+                    entries = rec["shards"][axis]
+                    out.append(_Series(
+                        rec["id"], axis, tuple(e["file"] for e in entries), tuple(int(e["start"]) for e in entries),
+                        int(rec["geometry"][axis]["n_slices"]),
+                    ))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise InputError(f"{self.root / MANIFEST}: subject {rec.get('id', '?')!r} has no valid {axis} "
+                                     f"shard list / geometry ({type(exc).__name__}: {exc})") from None
         return out
 
     @property

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
-from seg2med.errors import ConfigError
+from seg2med.errors import ConfigError, InputError
 from seg2med.evaluation.core import EvalOptions, evaluate_cases
 from seg2med.evaluation.pairs import collect_cases
 from seg2med.evaluation.report import LABELS_OF_METRICS, summarize, write_report
@@ -173,8 +173,13 @@ def benchmark(
     cfg = cfg or BenchmarkConfig()
     data, out = Path(data), Path(out)
     say = progress or (lambda msg: None)
+    from seg2med.data.dataset import SliceDataset
     from seg2med.inference.split import plan_split
 
+    manifest = SliceDataset(data, split=None).manifest  # the manifest's blocks and every shard checked first
+    if not manifest["config"].get("scheme"):
+        raise InputError(f"{data / 'manifest.json'}: config.scheme is empty: the test subjects are generated from "
+                         f"their labels, whose scheme the dataset must name (seg2med prepare records it)")
     plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing
     if segmenter is not None and cfg.segmenter_minutes > 0:
         raise ConfigError("give either --segmenter RUN or --segmenter-budget, not both")
