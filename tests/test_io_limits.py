@@ -69,7 +69,7 @@ def test_label_ids_at_the_int32_limit_are_read_exactly(tmp_path):
 
 
 def test_negative_nonfinite_and_fractional_label_values_name_value_and_count(tmp_path):
-    with pytest.raises(InputError, match=r"negative values \(min -3, 2 voxels\)"):
+    with pytest.raises(InputError, match=r"negative values \(min -3\) in 2 voxels"):
         load_volume(_save(_labels(np.int16, -3), tmp_path / "a.nii"), kind="labels")
     with pytest.raises(InputError, match="2 NaN/inf voxels"):
         load_volume(_save(_labels(np.float32, np.inf), tmp_path / "b.nii"), kind="labels")

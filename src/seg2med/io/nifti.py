@@ -255,8 +255,8 @@ def label_values(data: np.ndarray, name: str | Path) -> np.ndarray:
         raise InputError(f"{name}: label map holds {bad} NaN/inf voxels")
     lo, hi = data.min(), data.max()
     if lo < 0:
-        raise InputError(f"{name}: label map holds negative values (min {_fmt(lo)}, "
-                         f"{int(np.count_nonzero(data < 0))} voxels){hint}")
+        raise InputError(f"{name}: label map holds negative values (min {_fmt(lo)}) in "
+                         f"{int(np.count_nonzero(data < 0))} voxels{hint}")
     # a float >= 2**31 does not fit int32 (compare with 2**31: float32 cannot hold 2**31 - 1)
     if hi > LABEL_MAX or (data.dtype.kind == "f" and hi >= 2.0**31):
         n = int(np.count_nonzero(data > LABEL_MAX if data.dtype.kind != "f" else data >= 2.0**31))
@@ -319,6 +319,8 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"{p}: expected a 3D volume, got shape {data.shape}")
+    if data.size == 0:
+        raise InputError(f"{p}: holds no voxels (shape {data.shape})")
     affine = _check_affine(p, img)
     header = img.header if isinstance(img.header, nib.Nifti1Header) else None
     if kind == "image":
