@@ -479,8 +479,15 @@ def run_demo(
             names[f"{mod}_synthetic"] = out / f"{mod}_synthetic.nii.gz"
         names[f"{mod}_preview"] = out / f"preview_{mod}.png"
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
-    if shipped:
-        autocast_dtype(precision, pick_device(device))  # refuse what this device cannot run before any work
+    if shipped:  # refuse what this device or the models cannot run before any work
+        from seg2med.inference import load_model
+        from seg2med.inference.generate import check_sampling
+
+        dev = pick_device(device)
+        autocast_dtype(precision, dev)
+        for _, _, model in plan:
+            if model in shipped:
+                check_sampling(load_model(model, device=dev), steps, None)
     inputs = [labels, tissue_masks, body]
     for p in [*names.values(), *sidecars]:
         check_output_file(p, overwrite, inputs)
@@ -534,13 +541,14 @@ def generate(
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import pick_device
+    from seg2med.inference.generate import check_sampling, pick_device
     from seg2med.models.precision import autocast_dtype
 
     seed = check_seed(seed)
     dev = pick_device(device)
     autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
     lm = load_model(model, device=dev)
+    check_sampling(lm, steps, sampler, samples, batch)  # before reading the labels
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
         raise ConfigError(f"model {model} was trained for sequence {trained!r}, not {sequence!r}")

@@ -46,7 +46,7 @@ def _progress(total: int, description: str):
     """A rich progress bar; yields a callback that advances it by one (a str argument names the step)."""
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=False,
     ) as prog:
         task = prog.add_task(description, total=total)
 
@@ -57,7 +57,8 @@ def _progress(total: int, description: str):
         try:
             yield advance
         except BaseException:
-            prog.remove_task(task)  # the error line alone, not a half-full bar above it
+            prog.remove_task(task)  # the error line alone, not a half-full bar (or a blank line) above it
+            prog.live.transient = True
             raise
 
 
@@ -276,7 +277,7 @@ def generate_cmd(
     inputs = [labels, model, tissue_masks, body, tissues, scheme]
     api.check_volume_outputs(out, overwrite, inputs, samples)  # before minutes of sampling
     with Progress(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console, transient=True) as prog:  # no stale bar after an error
+                  TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:  # no stale bar after an error
         task = prog.add_task("generate", total=1.0)
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
@@ -387,7 +388,7 @@ def evaluate_cmd(
     """Compare synthetic with real volumes: SSIM, MS-SSIM, PSNR, MAE, HistCC, FSIM (+ Dice, FID) and an HTML report."""
     from seg2med import api
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as prog:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:
         task = prog.add_task("evaluate", total=None)
         written = api.evaluate(pred, ref, out, labels=labels, mask=mask if mask in ("body", "none") else Path(mask), prior=prior,
                                modality=modality, segmenter=segmenter, fid_weights=fid_weights, overwrite=overwrite,
@@ -417,7 +418,7 @@ def benchmark_cmd(
     from seg2med import api
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as prog:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:
         task = prog.add_task("benchmark", total=None)
         result = api.benchmark(data, out, methods=names, budget_minutes=budget, max_steps=max_steps, preset=preset, batch=batch,
                                seed=seed, sample_steps=sample_steps, segmenter=segmenter, segmenter_minutes=segmenter_budget,

@@ -225,6 +225,22 @@ def _image_window(lm: LoadedModel, modality: str) -> dict[str, Any]:
     raise InputError(f"{lm.path}: MR checkpoint lacks data.image_normalization (intensity window of its training images)")
 
 
+def check_sampling(model: LoadedModel, steps: int, sampler: str | None, samples: int = 1, batch: int = 1) -> str | None:
+    """The sampler ``model`` will use (its default when None), after refusing, before any work, sampling
+    options it cannot run: ``samples`` / ``batch`` < 1, ``steps`` outside 1..training timesteps, a sampler
+    its scheduler does not support. One-shot methods ignore steps and sampler (None)."""
+    if samples < 1 or batch < 1:
+        raise ConfigError("--samples and --batch must be >= 1")
+    if not model.is_diffusion:
+        return sampler
+    sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
+    build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here
+    top = int(model.scheduler_cfg.num_train_timesteps)
+    if not 1 <= int(steps) <= top:
+        raise ConfigError(f"--steps must be in 1..{top} for {model.path.name}, got {steps}")
+    return sampler
+
+
 def generate_volume(
     labels: Volume,
     scheme: LabelScheme,
@@ -247,13 +263,9 @@ def generate_volume(
     ``steps``, ``sampler`` and ``seed`` are ignored (recorded as None in the
     metadata) and the ``samples`` volumes are identical (std map of zeros).
     """
-    if samples < 1 or batch < 1:
-        raise ConfigError("--samples and --batch must be >= 1")
+    sampler = check_sampling(model, steps, sampler, samples, batch)
     device = torch.device(device)
     amp_dtype = autocast_dtype(precision, device)
-    if model.is_diffusion:
-        sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
-        build_scheduler(model.scheduler_cfg, sampler)  # a sampler the model cannot use fails here, before any work
     t0 = time.perf_counter()
     data = model.data
     trained_axes = [str(a) for a in data.get("axes", ["axial"])]
