@@ -32,11 +32,22 @@ from scipy import ndimage
 from seg2med.data.normalize import normalize_volume
 from seg2med.errors import ConfigError, InputError
 from seg2med.evaluation.pairs import Case
+from seg2med.inference.segment import volume_features
 from seg2med.io import Volume, load_volume
 from seg2med.io.files import read_json
 from seg2med.io.nifti import check_same_grid, sidecar_path
-from seg2med.inference.segment import volume_features
-from seg2med.metrics import dice_per_class, fsim, hd95_per_class, histcc, mae, ms_ssim, ms_ssim_min_size, psnr, ssim
+from seg2med.metrics import (
+    MS_SSIM_WEIGHTS,
+    dice_per_class,
+    fsim,
+    hd95_per_class,
+    histcc,
+    mae,
+    ms_ssim,
+    ms_ssim_min_size,
+    psnr,
+    ssim,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +96,66 @@ class Evaluation:
 
 
 # --------------------------------------------------------------------------- preparation
-def detect_modality(case: Case, ref: Volume) -> str:
-    """CT when a generation sidecar says so or the reference holds air-like HU; else MR."""
+def detect_modality(case: Case, ref: Volume) -> tuple[str, str]:
+    """``(modality, how it was found)``: CT when a generation sidecar says so or the reference holds
+    air-like HU (minimum < -500); else MR."""
     for path in case.predictions.values():
         side = sidecar_path(path)
         if side.is_file():
             try:
-                mod = read_json(side).get("modality")
+                data = read_json(side)
             except InputError:
-                mod = None
+                data = None
+            mod = data.get("modality") if isinstance(data, dict) else None
             if mod in ("ct", "mr"):
-                return mod
-    return "ct" if float(np.min(ref.array)) < -500.0 else "mr"
+                return mod, f"--modality auto: {side.name} says {mod.upper()}"
+    low = float(np.min(ref.array))
+    mod = "ct" if low < CT_AIR_BELOW else "mr"
+    return mod, f"--modality auto: {mod.upper()} from the minimum {low:g} of {case.reference.name}"
+
+
+#: At most this many distinct values, all whole numbers >= 0: a label map candidate (TotalSegmentator has 117 classes).
+LABEL_MAX_VALUES = 256
+#: ... and at most this fraction of neighbouring voxel pairs (with one voxel != 0) differ: label maps are piecewise
+#: constant (0.03-0.34 on the example data in shared/data), images are not (0.68-0.99, also 8-bit ones).
+LABEL_MAX_EDGE_FRACTION = 0.5
+#: A CT holds air (-1000 HU) or at least fat (-100 HU); an MR has no value near -1000.
+CT_AIR_BELOW = -500.0
+CT_LOWEST_TISSUE = -100.0
+
+
+def looks_like_label_map(arr: np.ndarray) -> bool:
+    """Few whole non-negative values in piecewise-constant regions (see :data:`LABEL_MAX_EDGE_FRACTION`)."""
+    a = np.asarray(arr)
+    if a.dtype.kind not in "iub" and not (a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+        return False
+    if a.size == 0 or a.min() < 0 or np.unique(a).size > LABEL_MAX_VALUES:
+        return False
+    differ = fg = 0
+    for ax in range(a.ndim):
+        lo, hi = np.swapaxes(a, 0, ax)[:-1], np.swapaxes(a, 0, ax)[1:]
+        pair_fg = (lo != 0) | (hi != 0)
+        differ, fg = differ + int(np.count_nonzero((lo != hi) & pair_fg)), fg + int(np.count_nonzero(pair_fg))
+    return fg > 0 and differ <= LABEL_MAX_EDGE_FRACTION * fg
+
+
+def check_is_image(vol: Volume, path: Path, option: str) -> None:
+    """A label map given where an image belongs is refused (it would be scored as an image)."""
+    if looks_like_label_map(vol.array):
+        n = np.unique(np.asarray(vol.array)).size
+        raise InputError(f"{path}: {option} is a label map ({n} distinct whole values in constant regions), not an "
+                         f"image; give it as --labels")
+
+
+def check_fits_modality(vol: Volume, path: Path, option: str, modality: str, how: str) -> None:
+    """Intensities that cannot be the modality (a CT in [0, 1] or [0, 255], an MR with CT air) are refused."""
+    lo, hi = float(np.nanmin(vol.array)), float(np.nanmax(vol.array))
+    if modality == "ct" and lo >= CT_LOWEST_TISSUE and hi <= 255.0:
+        raise InputError(f"{path}: {option} values lie in [{lo:g}, {hi:g}], not CT Hounsfield units (no value below "
+                         f"{CT_LOWEST_TISSUE:g} HU, no air) ({how})")
+    if modality == "mr" and lo < CT_AIR_BELOW:
+        raise InputError(f"{path}: {option} values lie in [{lo:g}, {hi:g}]: a minimum below {CT_AIR_BELOW:g} is CT air, "
+                         f"not MR ({how})")
 
 
 def body_mask(ref: Volume, labels: Volume | None, modality: str) -> np.ndarray:
@@ -179,7 +238,9 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
     seg_feats = opt.segmenter is not None and hasattr(opt.segmenter, "features")
     for i, case in enumerate(cases):
         ref = load_volume(case.reference)
-        modality = opt.modality if opt.modality != "auto" else detect_modality(case, ref)
+        check_is_image(ref, case.reference, "--ref")
+        modality, how = (opt.modality, f"--modality {opt.modality}") if opt.modality != "auto" else detect_modality(case, ref)
+        check_fits_modality(ref, case.reference, "--ref", modality, how)
         if ev is None:
             ev = Evaluation(modality, methods)
         elif modality != ev.modality:
@@ -195,11 +256,14 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             raise InputError(f"{case.mask or case.labels or case.reference}: empty mask for subject {case.subject}")
         ref01 = to_unit(ref.array, modality, mask)
         metrics, skipped = list(opt.metrics), []
-        min_side = ms_ssim_min_size(MS_SSIM_WINDOW["kernel_size"])
+        k_size, scales = MS_SSIM_WINDOW["kernel_size"], len(MS_SSIM_WEIGHTS)
+        min_side = ms_ssim_min_size(k_size, scales)
         if "ms_ssim" in metrics and min(ref.shape[:2]) < min_side:
             metrics.remove("ms_ssim")
             skipped.append("ms_ssim")
-            note = f"MS-SSIM not computed for slices smaller than {min_side} px (5 scales, 5 x 5 window)."
+            note = (f"MS-SSIM not computed (NaN): slices of {ref.shape[0]} x {ref.shape[1]} px are smaller than the "
+                    f"{min_side} px its {scales} scales with a {k_size} x {k_size} window need (each scale halves "
+                    f"the slice; MONAI needs side // {max(1, scales - 1) ** 2} >= kernel size).")
             if note not in ev.notes:
                 ev.notes.append(note)
         hist.setdefault("reference", []).append(_sample(ref01[mask], rng))
@@ -219,6 +283,8 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
             if progress:
                 progress(f"{case.subject}: {method}")
             pred = _load_on(path, ref)
+            check_is_image(pred, path, "--pred")
+            check_fits_modality(pred, path, "--pred", modality, how)
             pred01 = to_unit(pred.array, modality, mask)
             raw = (pred.array, ref.array) if modality == "ct" else (None, None)
             row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
