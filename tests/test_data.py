@@ -347,8 +347,14 @@ def test_prepare_overwrite_and_safetensors(tmp_path: Path, subjects: list[Subjec
     out.mkdir()
     (out / "stale.txt").write_text("old")
     cfg = PrepareConfig(modality="ct", spacing=3.0, size=64, shard_format="safetensors", split_seed=1)
-    m = prepare_dataset(subjects[:3], out, cfg, overwrite=True)
-    assert not (out / "stale.txt").exists()
+    with pytest.raises(OutputExistsError, match="seg2med did not write"):  # a user's folder is never replaced
+        prepare_dataset(subjects[:3], out, cfg, overwrite=True)
+    assert (out / "stale.txt").read_text() == "old"
+    (out / "stale.txt").unlink()
+    prepare_dataset(subjects[:4], out, cfg)
+    m = prepare_dataset(subjects[:3], out, cfg, overwrite=True)  # its own dataset is replaced as a whole
+    assert not any(s["id"] == subjects[3].subject_id for s in load_manifest(out)["subjects"])
+    assert not list(out.rglob(f"{subjects[3].subject_id}_*"))  # the dropped subject's shards went with it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     rec = m["subjects"][0]
     f = rec["shards"]["axial"][0]["file"]
