@@ -251,3 +251,25 @@ def test_written_by_seg2med_tells_its_own_files(subject, tmp_path):
     (tmp_path / "x.json").write_text('{"kind": "other"}')
     assert not written_by_seg2med(tmp_path / "x.json")
     assert nib.load(str(subject["canonical"])).header["descrip"].tobytes().startswith(b"seg2med")
+
+
+def test_an_unwritable_output_folder_is_refused_before_sampling(subject, tmp_path, capsys, monkeypatch):
+    import os
+
+    import seg2med.inference as inference
+    import seg2med.io.outputs as outputs
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
+    sampled = []
+    monkeypatch.setattr(inference, "generate_volume", lambda *a, **k: sampled.append(1))
+    res = run_cli(["generate", "--labels", subject["labels"], "--out", locked / "s.nii.gz", "--model", "ct-demo-tiny"],
+                  capsys, monkeypatch)
+    _clean_error(res, "locked", "not writable")
+    assert sampled == [] and list(locked.iterdir()) == []
+    res = run_cli(["prepare", "--images", subject["image"], "--labels", subject["labels"], "--out", locked / "ds"],
+                  capsys, monkeypatch)
+    _clean_error(res, "not writable")
+    assert list(locked.iterdir()) == []

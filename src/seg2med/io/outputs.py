@@ -89,7 +89,8 @@ def described_files(sidecar: str | Path) -> list[Path]:
 
         stem = nifti_stem(side)
         k = data.get("samples", 1) if isinstance(data.get("samples", 1), int) else 1
-        files = [f"{stem}.nii.gz", *(f"{stem}_sample{i}.nii.gz" for i in range(1, k)), *([f"{stem}_std.nii.gz"] if k > 1 else [])]
+        names = [stem, *(f"{stem}_sample{i}" for i in range(1, k)), *([f"{stem}_std"] if k > 1 else [])]
+        files = [n + ext for n in names for ext in _NIFTI]
     return [side.with_name(f) for f in files if isinstance(f, str) and f == Path(f).name]
 
 
@@ -166,7 +167,9 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _inputs(inputs: Iterable[str | Path | None]) -> list[Path]:
-    return [Path(i) for i in inputs if i is not None and str(i) != ""]
+    """The inputs that are files or folders (a model or scheme given by name is not a path)."""
+    paths = [Path(i) for i in inputs if i is not None and str(i) != ""]
+    return [p for p in paths if p.exists() or p.is_symlink()]
 
 
 def check_output_file(path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> Path:
@@ -202,13 +205,16 @@ def check_output_dir(path: str | Path, kind: str, overwrite: bool = False,
                      inputs: Iterable[str | Path | None] = ()) -> Path:
     """Refuse (one line) an output folder that cannot or must not be (re)written; writes nothing.
 
-    A missing or empty folder is fine. An existing one needs ``overwrite``, the marker of a seg2med
+    The current folder (or one holding it) is refused. A missing or empty folder is fine. An existing one needs ``overwrite``, the marker of a seg2med
     ``kind`` folder, no entry the marker does not list, and no input of the command inside it.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{p}: exists and is not a folder")
     check_location(p)
+    here = Path.cwd().resolve()
+    if inside(here, p):
+        raise ConfigError(f"{p}: is the current folder (or holds it); write into a new folder, e.g. --out ./{kind}")
     for i in _inputs(inputs):
         if inside(i, p):
             raise ConfigError(f"{p}: holds {i}, an input of this command; choose another output folder")
@@ -326,11 +332,8 @@ def replace_folder(path: str | Path, kind: str, overwrite: bool = False,
                    inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` as a whole, marked as a
     seg2med ``kind`` folder listing what it holds. ``path`` must pass :func:`check_output_dir`; it may
-    not be the current folder or hold it. On failure ``path`` is untouched and the temporary folder gone."""
+    not be the current folder or hold it (checked there too). On failure ``path`` is untouched and the temporary folder gone."""
     out = check_output_dir(path, kind, overwrite, inputs)
-    here = Path.cwd().resolve()
-    if _resolve(out) == here or _resolve(out) in here.parents:
-        raise ConfigError(f"{out}: is the current folder (or holds it); write into a new folder, e.g. --out ./{kind}")
     from seg2med.io.files import atomic_dir
 
     with atomic_dir(out, overwrite=True) as tmp:
