@@ -107,7 +107,7 @@ def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
         raise InputError(f"{d}: not a seg2med checkpoint (no {CONFIG})")
     cfg = read_json(cfg_path)
     if not isinstance(cfg, dict):
-        raise InputError(f"{cfg_path}: not a seg2med checkpoint config (JSON {_json_kind(cfg)}, not an object)")
+        raise InputError(f"{cfg_path}: not a seg2med checkpoint config (it holds {_json_kind(cfg)}, not a JSON object)")
     if cfg.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{cfg_path}: not a seg2med checkpoint config")
     if cfg.get("format_version") != CHECKPOINT_VERSION:
