@@ -25,7 +25,7 @@ def _nii(path: Path, arr: np.ndarray, affine: np.ndarray | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory) -> dict[str, Path]:
+def fx(tmp_path_factory, ts_dir) -> dict[str, Path]:
     """Shared inputs: a plain phantom label map, its CT prior as 'image', a prepared dataset, a prior run."""
     import seg2med
     from seg2med.data import PrepareConfig, prepare_dataset
@@ -43,7 +43,7 @@ def fx(tmp_path_factory) -> dict[str, Path]:
     from seg2med.training import train_method
 
     train_method("prior", ds, run, training={"val_every": 0}, progress=False)
-    return {"root": d, "labels": labels, "ct": ct, "canonical": d / "canonical.nii.gz", "ds": ds, "run": run}
+    return {"mr": ts_dir / "example_mr_sm.nii.gz", "mrseg": ts_dir / "example_seg_mr.nii.gz", "root": d, "labels": labels, "ct": ct, "canonical": d / "canonical.nii.gz", "ds": ds, "run": run}
 
 
 # --------------------------------------------------------------------------- set-ups (fx, case dir) -> extra names
@@ -206,6 +206,14 @@ CASES: list[tuple[str, list[str], object, str]] = [
     ("tissues-bad-yaml", ["simulate", "--labels", "{labels}", "--out", "{d}/p.nii.gz", "--tissues", "{cfg}"], _bad_yaml,
      "cfg.yaml"),
     ("unknown-scheme", ["simulate", "--labels", "{labels}", "--out", "{d}/p.nii.gz", "--scheme", "nosuch"], None, "nosuch"),
+    ("image-is-labels", ["simulate", "--labels", "{labels}", "--out", "{d}/p.nii.gz", "--image", "{labels}", "--modality",
+                         "ct"], None, "is a label map"),
+    ("image-mr-as-ct", ["simulate", "--labels", "{mrseg}", "--out", "{d}/p.nii.gz", "--image", "{mr}", "--modality", "ct"],
+     None, "not CT Hounsfield units"),
+    ("prepare-mr-as-ct", ["prepare", "--images", "{mr}", "--labels", "{mrseg}", "--out", "{d}/ds", "--sequence", "ct"], None,
+     "not CT Hounsfield units"),
+    ("prepare-labels-as-image", ["prepare", "--images", "{labels}", "--labels", "{labels}", "--out", "{d}/ds"], None,
+     "is a label map"),
     ("image-without-modality", ["anatomy", "--labels", "{labels}", "--out", "{d}/a.nii.gz", "--image", "{ct}"], None,
      "modality"),
     ("body-other-grid", ["anatomy", "--labels", "{labels}", "--out", "{d}/a.nii.gz", "--body", "{other}"], _grid,

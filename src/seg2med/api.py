@@ -162,6 +162,11 @@ def build_anatomy(
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
         raise ConfigError("an image for the body contour needs its modality ('ct' or 'mr')")
+    if img is not None:  # its threshold would be the body contour: a label map or another modality gives a wrong one
+        from seg2med.data.intensity import check_fits_modality, check_is_image
+
+        check_is_image(img, Path(img.name), "--image")
+        check_fits_modality(img, Path(img.name), "--image", str(modality).lower(), f"--modality {modality}")
     body_vol = load_body_mask(body) if isinstance(body, (str, Path)) else body
     vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_vol,
                                      strict=strict)
@@ -382,6 +387,7 @@ def prepare_dataset(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Real images + label maps -> priors -> normalised, resampled slice dataset with a manifest."""
+    from seg2med.data.intensity import check_fits_modality, check_is_image
     from seg2med.data.prepare import PrepareConfig, SubjectInput
     from seg2med.data.prepare import prepare_dataset as _prepare
 
@@ -411,6 +417,8 @@ def prepare_dataset(
         if progress:
             progress(f"prior {sid}")
         img = load_volume(img_path, kind="image")
+        check_is_image(img, img_path, "--images")
+        check_fits_modality(img, img_path, "--images", seq.modality, f"--sequence {seq.name} is {seq.modality.upper()}")
         lv = build_anatomy(lab_path, scheme=base, tissue_masks=masks[i] if masks else None, image=img, modality=seq.modality)
         prior = simulate_prior(lv, seq.name, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
         body = lv.volume.array != 0

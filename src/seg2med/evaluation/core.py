@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from seg2med.data.intensity import CT_AIR_BELOW, check_fits_modality, check_is_image
 from seg2med.data.normalize import normalize_volume
 from seg2med.errors import ConfigError, InputError
 from seg2med.evaluation.pairs import Case
@@ -112,50 +113,6 @@ def detect_modality(case: Case, ref: Volume) -> tuple[str, str]:
     low = float(np.min(ref.array))
     mod = "ct" if low < CT_AIR_BELOW else "mr"
     return mod, f"--modality auto: {mod.upper()} from the minimum {low:g} of {case.reference.name}"
-
-
-#: At most this many distinct values, all whole numbers >= 0: a label map candidate (TotalSegmentator has 117 classes).
-LABEL_MAX_VALUES = 256
-#: ... and at most this fraction of neighbouring voxel pairs (with one voxel != 0) differ: label maps are piecewise
-#: constant (0.03-0.34 on the example data in shared/data), images are not (0.68-0.99, also 8-bit ones).
-LABEL_MAX_EDGE_FRACTION = 0.5
-#: A CT holds air (-1000 HU) or at least fat (-100 HU); an MR has no value near -1000.
-CT_AIR_BELOW = -500.0
-CT_LOWEST_TISSUE = -100.0
-
-
-def looks_like_label_map(arr: np.ndarray) -> bool:
-    """Few whole non-negative values in piecewise-constant regions (see :data:`LABEL_MAX_EDGE_FRACTION`)."""
-    a = np.asarray(arr)
-    if a.dtype.kind not in "iub" and not (a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a))):
-        return False
-    if a.size == 0 or a.min() < 0 or np.unique(a).size > LABEL_MAX_VALUES:
-        return False
-    differ = fg = 0
-    for ax in range(a.ndim):
-        lo, hi = np.swapaxes(a, 0, ax)[:-1], np.swapaxes(a, 0, ax)[1:]
-        pair_fg = (lo != 0) | (hi != 0)
-        differ, fg = differ + int(np.count_nonzero((lo != hi) & pair_fg)), fg + int(np.count_nonzero(pair_fg))
-    return fg > 0 and differ <= LABEL_MAX_EDGE_FRACTION * fg
-
-
-def check_is_image(vol: Volume, path: Path, option: str) -> None:
-    """A label map given where an image belongs is refused (it would be scored as an image)."""
-    if looks_like_label_map(vol.array):
-        n = np.unique(np.asarray(vol.array)).size
-        raise InputError(f"{path}: {option} is a label map ({n} distinct whole values in constant regions), not an "
-                         f"image; give it as --labels")
-
-
-def check_fits_modality(vol: Volume, path: Path, option: str, modality: str, how: str) -> None:
-    """Intensities that cannot be the modality (a CT in [0, 1] or [0, 255], an MR with CT air) are refused."""
-    lo, hi = float(np.nanmin(vol.array)), float(np.nanmax(vol.array))
-    if modality == "ct" and lo >= CT_LOWEST_TISSUE and hi <= 255.0:
-        raise InputError(f"{path}: {option} values lie in [{lo:g}, {hi:g}], not CT Hounsfield units (no value below "
-                         f"{CT_LOWEST_TISSUE:g} HU, no air) ({how})")
-    if modality == "mr" and lo < CT_AIR_BELOW:
-        raise InputError(f"{path}: {option} values lie in [{lo:g}, {hi:g}]: a minimum below {CT_AIR_BELOW:g} is CT air, "
-                         f"not MR ({how})")
 
 
 def body_mask(ref: Volume, labels: Volume | None, modality: str) -> np.ndarray:
