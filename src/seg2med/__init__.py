@@ -3,9 +3,9 @@
 The public Python API lives in :mod:`seg2med.api` and is re-exported here.
 """
 
-__version__ = "0.1.0"
+from seg2med._version import __version__
 
-from seg2med.api import (  # noqa: E402
+from seg2med.api import (
     LabelVolume,
     Prior,
     benchmark,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from seg2med import __version__
+from seg2med._version import __version__
 from seg2med.checks import check_non_negative, check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json

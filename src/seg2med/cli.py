@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from seg2med import __version__
+from seg2med._version import __version__
 from seg2med.errors import Seg2MedError
 
 app = typer.Typer(

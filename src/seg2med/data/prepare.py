@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from seg2med import __version__
+from seg2med._version import __version__
 from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis, from_slices, mask_outside
 from seg2med.data.normalize import (
     DEFAULT_CT_WINDOW,

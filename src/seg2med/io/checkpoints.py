@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from seg2med import __version__
+from seg2med._version import __version__
 from seg2med.errors import InputError
 from seg2med.io.files import atomic_write, read_json, write_json
 

@@ -41,7 +41,7 @@ _NIFTI = (".nii.gz", ".nii")
 
 def owner_tag() -> str:
     """The tag written into outputs (``seg2med 0.1.0``)."""
-    from seg2med import __version__
+    from seg2med._version import __version__
 
     return f"{OWNER} {__version__}"
 
