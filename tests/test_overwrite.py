@@ -273,3 +273,16 @@ def test_an_unwritable_output_folder_is_refused_before_sampling(subject, tmp_pat
                   capsys, monkeypatch)
     _clean_error(res, "not writable")
     assert list(locked.iterdir()) == []
+
+
+def test_a_failed_write_into_new_folders_leaves_no_empty_folders(subject, tmp_path, capsys, monkeypatch):
+    import seg2med.api as api
+
+    def disk_full(path, obj, overwrite=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(api, "write_json", disk_full)
+    res = run_cli(["simulate", "--labels", subject["labels"], "--out", tmp_path / "new" / "deeper" / "p.nii.gz"],
+                  capsys, monkeypatch)
+    _clean_error(res, "p.json: No space left on device")
+    assert list(tmp_path.iterdir()) == []

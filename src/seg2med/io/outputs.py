@@ -278,9 +278,9 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
     finals = [check_output_file(p, overwrite, inputs) for p in paths]
     if len({_resolve(f) for f in finals}) != len(finals):
         raise ConfigError(f"two outputs share one name: {', '.join(str(f) for f in finals)}")
-    for f in finals:
-        f.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(finals)
     temps = [_temp_name(f) for f in finals]
+    committed = False
     try:
         try:
             yield temps
@@ -292,6 +292,7 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
         if missing:
             raise RuntimeError(f"writer did not produce {missing[0]}")  # a programming error, not a user's
         _commit(temps, finals, overwrite)
+        committed = True
         keep = {_resolve(f) for f in finals}
         for s in stale:
             sp = Path(s)
@@ -300,6 +301,21 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
     finally:
         for t in temps:
             _remove(t)
+        if not committed:  # folders made for these outputs go too, when nothing else came into them
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+def _make_parents(finals: Sequence[Path]) -> list[Path]:
+    """Create the missing parent folders of ``finals``; return them, outermost first."""
+    made: list[Path] = []
+    for f in finals:
+        missing = [d for d in (f.parent, *f.parent.parents) if not d.exists()][::-1]
+        for d in missing:
+            d.mkdir()
+            made.append(d)
+    return made
 
 
 def _commit(temps: list[Path], finals: list[Path], overwrite: bool) -> None:
