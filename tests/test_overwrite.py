@@ -96,7 +96,7 @@ def test_prepare_into_the_current_folder_is_one_line(subject, tmp_path, capsys, 
     _clean_error(_prepare(subject, Path("."), capsys, monkeypatch), "current folder")
     assert list(work.iterdir()) == []
     (work / "data.txt").write_text("x")
-    _clean_error(_prepare(subject, Path("."), capsys, monkeypatch, "--overwrite"), "seg2med did not write")
+    _clean_error(_prepare(subject, Path("."), capsys, monkeypatch, "--overwrite"), "current folder")
     assert (work / "data.txt").read_text() == "x"
 
 
