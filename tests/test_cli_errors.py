@@ -70,7 +70,9 @@ def test_corrupt_gzip(tmp_path, small_labels, capsys, monkeypatch):
 
 
 def test_grid_mismatch_names_both_shapes_and_affines(tmp_path, small_labels, capsys, monkeypatch):
-    img = _save(np.zeros((10, 12, 6), np.float32), tmp_path / "ct.nii.gz")
+    ct = np.full((10, 12, 6), -1000.0, np.float32)  # air around a soft-tissue block: a plausible CT
+    ct[3:7, 3:9, 1:5] = 40.0
+    img = _save(ct, tmp_path / "ct.nii.gz")
     out = tmp_path / "l.nii.gz"
     res = run_cli(["anatomy", "--labels", small_labels, "--image", img, "--modality", "ct", "--out", out], capsys, monkeypatch)
     _assert_clean_error(res, "different voxel grids", "(12, 12, 6)", "(10, 12, 6)", "affine")
