@@ -286,3 +286,26 @@ def test_a_failed_write_into_new_folders_leaves_no_empty_folders(subject, tmp_pa
                   capsys, monkeypatch)
     _clean_error(res, "p.json: No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_inputs_sidecar_and_a_stale_sample_that_is_an_input_are_never_touched(subject, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    d = tmp_path / "w"
+    d.mkdir()
+    shutil.copy(subject["canonical"], d / "ph.nii.gz")
+    shutil.copy(subject["canonical"].with_name("canonical.json"), d / "ph.json")  # the label table read with it
+    before = _snapshot(d)
+    for cmd in (["simulate"], ["generate", "--model", "ct-demo-tiny", "--steps", "1"]):
+        res = run_cli([*cmd, "--labels", d / "ph.nii.gz", "--out", d / "ph.nii", "--overwrite"], capsys, monkeypatch)
+        _clean_error(res, "ph.json", "an input of this command")
+        assert _snapshot(d) == before
+    # a sample of an earlier run, used as this run's labels, is not removed as stale
+    y = tmp_path / "y"
+    base = ["generate", "--model", "ct-demo-tiny", "--steps", "1", "--out", y / "out.nii.gz"]
+    assert run_cli([*base, "--labels", subject["labels"], "--samples", "3"], capsys, monkeypatch).code == 0
+    (y / "out_sample2.nii.gz").write_bytes(subject["labels"].read_bytes())
+    res = run_cli([*base, "--labels", y / "out_sample2.nii.gz", "--samples", "1", "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert (y / "out_sample2.nii.gz").read_bytes() == subject["labels"].read_bytes()
+    assert not (y / "out_sample1.nii.gz").exists() and not (y / "out_std.nii.gz").exists()

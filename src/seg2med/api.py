@@ -608,7 +608,7 @@ def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Seq
 
     paths = generated_paths(out, len(result.samples))
     keys = list(paths)
-    stale = described_files(paths["sidecar"]) if overwrite else []
+    stale = described_files(paths["sidecar"], kind="seg2med-generated") if overwrite else []
     meta = {**result.metadata, "files": [p.name for k, p in paths.items() if k != "sidecar"]}
     with atomic_outputs([paths[k] for k in keys], overwrite, inputs, stale=stale) as temps:
         tmp = dict(zip(keys, temps))

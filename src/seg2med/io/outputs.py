@@ -77,11 +77,12 @@ def _sidecar_of(path: Path) -> Path:
 _COMPANION = re.compile(r"^(?P<stem>.+)_(?:sample\d+|std)\.nii(?:\.gz)?$", re.IGNORECASE)
 
 
-def described_files(sidecar: str | Path) -> list[Path]:
-    """The files a seg2med sidecar says belong to its output (its image, ``_sampleK``, ``_std``), or []."""
+def described_files(sidecar: str | Path, kind: str | None = None) -> list[Path]:
+    """The files a seg2med sidecar (of ``kind``, e.g. ``seg2med-generated``, when given) says belong to its
+    output (its image, ``_sampleK``, ``_std``), or []."""
     side = Path(sidecar)
     data = _json_is_ours(side) if side.is_file() else None
-    if data is None:
+    if data is None or (kind is not None and data.get("kind") != kind):
         return []
     files = data.get("files")
     if not isinstance(files, list):  # sidecars written before seg2med listed its files
@@ -167,9 +168,15 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _inputs(inputs: Iterable[str | Path | None]) -> list[Path]:
-    """The inputs that are files or folders (a model or scheme given by name is not a path)."""
+    """The inputs that are files or folders (a model or scheme given by name is not a path), with the
+    ``.json`` sidecar of every NIfTI input: a label volume's table is read with it."""
     paths = [Path(i) for i in inputs if i is not None and str(i) != ""]
+    paths += [_sidecar_of(p) for p in paths if p.name.lower().endswith(_NIFTI)]
     return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def _is_input(p: Path, inputs: Sequence[Path]) -> bool:
+    return any(_same(p, i) or _resolve(p) == _resolve(i) for i in inputs)
 
 
 def check_output_file(path: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()) -> Path:
@@ -180,13 +187,12 @@ def check_output_file(path: str | Path, overwrite: bool = False, inputs: Iterabl
     seg2med did not write.
     """
     p = Path(path)
-    resolved = _resolve(p)
+    _resolve(p)  # a symlink loop fails here
     if p.is_dir():
         raise ConfigError(f"{p}: is a folder; expected a file name")
     _check_parent_writable(p)
-    for i in _inputs(inputs):
-        if _same(p, i) or resolved == _resolve(i):
-            raise ConfigError(f"{p}: is also an input of this command; seg2med never overwrites its inputs")
+    if _is_input(p, _inputs(inputs)):
+        raise ConfigError(f"{p}: is also an input of this command (or its sidecar); seg2med never overwrites its inputs")
     if p.exists() or p.is_symlink():
         if not overwrite:
             raise OutputExistsError(f"{p}: output exists (pass --overwrite to replace it)")
@@ -294,9 +300,10 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
         _commit(temps, finals, overwrite)
         committed = True
         keep = {_resolve(f) for f in finals}
+        read = _inputs(inputs)
         for s in stale:
             sp = Path(s)
-            if _resolve(sp) not in keep and sp.is_file() and not sp.is_symlink():
+            if _resolve(sp) not in keep and sp.is_file() and not sp.is_symlink() and not _is_input(sp, read):
                 sp.unlink()
     finally:
         for t in temps:
