@@ -309,3 +309,71 @@ def test_an_inputs_sidecar_and_a_stale_sample_that_is_an_input_are_never_touched
     assert res.code == 0, res.err
     assert (y / "out_sample2.nii.gz").read_bytes() == subject["labels"].read_bytes()
     assert not (y / "out_sample1.nii.gz").exists() and not (y / "out_std.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["simulate", "--foo"], "No such option: --foo"),
+    (["phantom", "--seed", "1.5"], "Invalid value for '--seed'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["labels", "total", "extra"], "unexpected extra argument"),
+    (["simulate", "--labels", "x.nii.gz"], "Missing option '--out'"),
+])
+def test_usage_errors_are_one_error_line_naming_the_help(argv, needle, capsys, monkeypatch):
+    res = run_cli(argv, capsys, monkeypatch)
+    assert res.code == 2
+    _clean_error(res, needle, "--help')")
+    assert "╭" not in res.err and "Usage:" not in res.err  # not click's usage block
+
+
+def test_sigterm_is_one_line_exit_143_and_leaves_nothing(subject, tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import seg2med.api as api
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(api, "save_volume", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    res = run_cli(["simulate", "--labels", subject["labels"], "--out", tmp_path / "p.nii.gz"], capsys, monkeypatch)
+    assert res.code == 143
+    _clean_error(res, "terminated")
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # main() restores the handler it installed
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(capsys, monkeypatch):
+    import builtins
+
+    from seg2med import _entry
+
+    real = builtins.__import__
+
+    def slow_import(name, *a, **k):
+        if name == "seg2med.cli":
+            raise KeyboardInterrupt
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", slow_import)
+    with pytest.raises(SystemExit) as exc:
+        _entry.main()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err.startswith("error: interrupted")
+
+
+def test_a_real_sigint_during_generate_exits_130_without_partial_files(subject, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = Path(sys.executable).with_name("seg2med")
+    out = tmp_path / "s.nii.gz"
+    proc = subprocess.Popen([str(exe), "generate", "--labels", str(subject["labels"]), "--out", str(out), "--model",
+                             "ct-demo-tiny", "--steps", "1000", "--samples", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")][0].startswith("error: interrupted")
+    assert list(tmp_path.iterdir()) == []

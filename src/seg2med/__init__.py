@@ -5,41 +5,25 @@ The public Python API lives in :mod:`seg2med.api` and is re-exported here.
 
 from seg2med._version import __version__
 
-from seg2med.api import (
-    LabelVolume,
-    Prior,
-    benchmark,
-    build_anatomy,
-    evaluate,
-    generate,
-    get_sequence,
-    load_tissue_table,
-    make_phantom,
-    prepare_dataset,
-    resolve_scheme,
-    run_demo,
-    save_label_volume,
-    save_generated,
-    save_prior,
-    simulate_prior,
+#: The API names re-exported here, imported on first use (PEP 562): ``import seg2med`` stays light, so that
+#: the console script starts (and can report an interrupt) before numpy, torch and MONAI are loaded.
+_API = (
+    "LabelVolume", "Prior", "benchmark", "build_anatomy", "evaluate", "generate", "get_sequence", "load_tissue_table",
+    "make_phantom", "prepare_dataset", "resolve_scheme", "run_demo", "save_generated", "save_label_volume",
+    "save_prior", "simulate_prior",
 )
 
-__all__ = [
-    "LabelVolume",
-    "Prior",
-    "__version__",
-    "benchmark",
-    "build_anatomy",
-    "evaluate",
-    "generate",
-    "get_sequence",
-    "load_tissue_table",
-    "make_phantom",
-    "prepare_dataset",
-    "resolve_scheme",
-    "run_demo",
-    "save_label_volume",
-    "save_generated",
-    "save_prior",
-    "simulate_prior",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        from seg2med import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'seg2med' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
+
+__all__ = ["__version__", *_API]  # noqa: PLE0604 - the lazily imported API names

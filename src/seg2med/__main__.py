@@ -1,3 +1,3 @@
-from seg2med.cli import main
+from seg2med._entry import main
 
 main()

@@ -7,6 +7,7 @@ stderr with a non-zero exit code and no traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,11 @@ from rich.table import Table
 
 from seg2med._version import __version__
 from seg2med.errors import Seg2MedError
+
+try:  # typer >= 0.2x ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 app = typer.Typer(
     name="seg2med",
@@ -432,9 +438,34 @@ INTERRUPTED = "interrupted (outputs are written atomically: nothing half-written
 
 
 def main() -> None:
-    """Console-script entry point: one-line errors, no traceback, exit code != 0."""
+    """Console-script entry point: one-line errors, no traceback, exit code != 0.
+
+    Usage errors (unknown option, missing or malformed value) are one ``error:`` line too, not click's
+    usage block; SIGTERM ends like Ctrl-C (atomic outputs leave nothing half-written), with exit 143.
+    """
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        _run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # for callers that run main() in-process (tests)
+
+
+def _run() -> None:
+    try:
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a silent exit 130 when it does not exit itself
+            _error(INTERRUPTED, 130)
+        sys.exit(code if isinstance(code, int) else 0)
+    except NoArgsIsHelpError as exc:  # `seg2med` alone: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "seg2med"
+        _error(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+    except ClickException as exc:
+        _error(exc.format_message(), exc.exit_code)
+    except Terminated:
+        _error("terminated (outputs are written atomically: nothing half-written was left)", 143)
     except Seg2MedError as exc:
         _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:  # SIGINT / Ctrl-C: outputs are written atomically, so nothing half-written is left
@@ -448,6 +479,14 @@ def main() -> None:
         _error(f"{where}{exc.strerror or exc}", 1)
     except MemoryError:
         _error("out of memory (lower --batch / the volume size, or set $SEG2MED_MEMORY_GB to refuse such jobs up front)", 1)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is (like KeyboardInterrupt for SIGINT), so that cleanup runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _caused_by_interrupt(exc: BaseException) -> bool:
