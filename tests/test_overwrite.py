@@ -377,3 +377,24 @@ def test_a_real_sigint_during_generate_exits_130_without_partial_files(subject, 
     assert "Traceback" not in err
     assert [ln for ln in err.splitlines() if ln.startswith("error:")][0].startswith("error: interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_can_be_started_again(subject, tmp_path, capsys, monkeypatch):
+    import seg2med.training.baselines as baselines
+
+    ds = tmp_path / "ds"
+    assert _prepare(subject, ds, capsys, monkeypatch).code == 0
+    run = tmp_path / "run"
+    args = ["train", "--method", "unet", "--preset", "tiny", "--steps", "2", "--batch", "2", "--data", ds, "--out", run]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(baselines, "optimizer_step", interrupted)  # Ctrl-C in the first step
+        res = run_cli(args, capsys, monkeypatch)
+    assert res.code == 130 and (run / "log.csv").is_file() and not (run / "config.json").exists()
+    _clean_error(run_cli([*args, "--resume"], capsys, monkeypatch), "no checkpoint", "--overwrite")
+    res = run_cli([*args, "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert (run / "config.json").is_file()

@@ -52,11 +52,16 @@ def step_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def is_run_folder(out: Path) -> bool:
-    """``out`` holds a seg2med run (its ``config.json`` is a seg2med checkpoint config)."""
-    from seg2med.io.outputs import written_by_seg2med
+RUN_KIND = "run"
 
-    return written_by_seg2med(out / CONFIG)
+
+def is_run_folder(out: Path) -> bool:
+    """``out`` holds a seg2med run: its ``config.json`` is a seg2med checkpoint config, or it carries the
+    run marker :func:`clear_run` writes (a run stopped before its first checkpoint)."""
+    from seg2med.io.outputs import read_folder_marker, written_by_seg2med
+
+    marker = read_folder_marker(out) if out.is_dir() else None
+    return written_by_seg2med(out / CONFIG) or (marker is not None and marker.get("kind") == f"seg2med-{RUN_KIND}")
 
 
 def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | None = None) -> bool:
@@ -77,7 +82,8 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | N
     is_run = is_run_folder(out)
     if resume:
         if not (is_run and (out / STATE / PROGRESS).is_file()):
-            raise ConfigError(f"{out}: no checkpoint to resume from (no {CONFIG} and {STATE}/{PROGRESS})")
+            hint = " (a run stopped before its first checkpoint: start it again with --overwrite)" if is_run else ""
+            raise ConfigError(f"{out}: no checkpoint to resume from (no {CONFIG} and {STATE}/{PROGRESS}){hint}")
         return True
     nonempty = out.is_dir() and any(out.iterdir())
     if nonempty and not overwrite:
@@ -109,6 +115,11 @@ def clear_run(out: Path) -> None:
         elif p.exists() or p.is_symlink():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    from seg2med.io.outputs import write_folder_marker
+
+    # marks the folder as a run from its first moment: a run stopped before its first checkpoint
+    # (Ctrl-C, SIGTERM) can be started again with --overwrite
+    write_folder_marker(out, RUN_KIND, RUN_ITEMS)
 
 
 def write_weight_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Tensor]], config: Mapping[str, Any]) -> None:
