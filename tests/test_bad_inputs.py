@@ -353,3 +353,26 @@ def test_memory_budget_setting_is_checked(fx, tmp_path, capsys, monkeypatch):
     res = run_cli(["phantom", "--out", tmp_path / "ph.nii.gz"], capsys, monkeypatch)
     assert res.code != 0 and "SEG2MED_MEMORY_GB" in res.err and "Traceback" not in res.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_pairs_by_name_or_refuses_a_partial_match(fx, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    for n in ("a", "b"):
+        shutil.copy(fx["ct"], imgs / f"{n}.nii.gz")
+    for n in ("b", "c"):
+        shutil.copy(fx["labels"], labs / f"{n}.nii.gz")
+    res = run_cli(["prepare", "--images", imgs, "--labels", labs, "--out", tmp_path / "ds", "--size", "32",
+                   "--spacing", "8"], capsys, monkeypatch)
+    assert res.code != 0 and "Traceback" not in res.err
+    assert "a.nii.gz: no label map of the same name" in " ".join(res.err.split())
+    assert not (tmp_path / "ds").exists()
+    (labs / "c.nii.gz").rename(labs / "a.nii.gz")
+    res = run_cli(["prepare", "--images", imgs, "--labels", labs, "--out", tmp_path / "ds", "--size", "32",
+                   "--spacing", "8"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert {s["id"]: Path(s["sources"]["labels"]).name for s in manifest["subjects"]} == {"a": "a.nii.gz", "b": "b.nii.gz"}

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from seg2med._version import __version__
-from seg2med.checks import check_non_negative, check_optional_seed, check_seed
+from seg2med.checks import check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
 from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
@@ -283,14 +283,15 @@ def simulate_prior(
     """
     from seg2med.physics import RandomPrior
     from seg2med.physics import simulate_prior as _simulate
+    from seg2med.physics.randomize import check_amplitudes
 
     seed = check_optional_seed(seed)  # every option is checked before the labels are read
-    tissue_spread, bias_field, noise, blur = (check_non_negative(v, opt) for v, opt in (
-        (tissue_spread, "--tissue-spread"), (bias_field, "--bias-field"), (noise, "--noise"), (blur, "--blur")))
+    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
+    tissue_spread, bias_field, noise, blur = check_amplitudes(seq.modality, tissue_spread, bias_field, noise, blur, {
+        "tissue_spread": "--tissue-spread", "bias_field": "--bias-field", "noise": "--noise", "blur": "--blur"})
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
         labels, scheme=scheme, tissue_masks=tissue_masks, image=image, modality=modality, body=body, strict=strict
     )
-    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
     table = load_tissue_table(tissues)
     t0 = time.perf_counter()
     randomised = seed is not None or any(v > 0 for v in (tissue_spread, bias_field, noise, blur))
@@ -346,12 +347,19 @@ def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def pair_images_labels(images: Sequence[Path], labels: Sequence[Path]) -> list[tuple[str, Path, Path]]:
-    """Pair image and label files: by identical file name, else by position."""
+    """Pair image and label files: by identical file name when every image has a label map of its name,
+    by position when no name is shared; a partial match (some names shared) is refused, as it would pair
+    the others with another subject's labels."""
     if len(images) != len(labels):
         raise InputError(f"{len(images)} images but {len(labels)} label maps: they must pair one to one")
     by_name = {p.name: p for p in labels}
     if all(p.name in by_name for p in images):
         return [(nifti_stem(p), p, by_name[p.name]) for p in images]
+    alone = [p for p in images if p.name not in by_name]
+    if len(alone) < len(images):
+        raise InputError(f"{alone[0]}: no label map of the same name among --labels, while other images have one: "
+                         f"name every pair alike (or give lists in matching order with no names in common)")
+    log.info("images and label maps share no file names: paired by position")
     pairs = []
     seen: set[str] = set()
     for img, lab in zip(images, labels):
@@ -422,7 +430,8 @@ def prepare_dataset(
         lv = build_anatomy(lab_path, scheme=base, tissue_masks=masks[i] if masks else None, image=img, modality=seq.modality)
         prior = simulate_prior(lv, seq.name, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues)
         body = lv.volume.array != 0
-        subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=lv.volume))
+        labels_read = Volume(lv.volume.array, lv.volume.affine, lv.volume.header, Path(lab_path))  # the manifest names it
+        subjects.append(SubjectInput(subject_id=sid, image=img, prior=prior.volume, body=body, labels=labels_read))
     return _prepare(subjects, out, config, overwrite=overwrite, progress=progress, inputs=inputs)
 
 
