@@ -398,3 +398,14 @@ def test_a_run_interrupted_before_its_first_checkpoint_can_be_started_again(subj
     res = run_cli([*args, "--overwrite"], capsys, monkeypatch)
     assert res.code == 0, res.err
     assert (run / "config.json").is_file()
+
+
+def test_generate_records_the_tissue_table_it_used(subject, tmp_path, capsys, monkeypatch):
+    table = tmp_path / "t.yaml"
+    table.write_text("tissues:\n  liver:\n    ct: {hu: 60}\n")
+    out = tmp_path / "s.nii.gz"
+    args = ["generate", "--labels", subject["labels"], "--model", "ct-demo-tiny", "--steps", "1"]
+    assert run_cli([*args, "--out", out, "--tissues", table], capsys, monkeypatch).code == 0
+    assert json.loads((tmp_path / "s.json").read_text())["tissue_table"] == str(table)
+    assert run_cli([*args, "--out", tmp_path / "d.nii.gz"], capsys, monkeypatch).code == 0
+    assert json.loads((tmp_path / "d.json").read_text())["tissue_table"] == "default"

@@ -578,7 +578,8 @@ def generate(
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
     result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name,
-                            "body_contour": lv.body_contour})
+                            "body_contour": lv.body_contour,
+                            "tissue_table": str(tissues) if tissues else "default"})
     return result
 
 
