@@ -47,6 +47,8 @@ def resolve_scheme(scheme: str | LabelScheme | None, default: str = "total") -> 
     """A built-in scheme name, a scheme YAML path, or a LabelScheme."""
     if isinstance(scheme, LabelScheme):
         return scheme
+    if isinstance(scheme, str) and not scheme.strip():
+        raise ConfigError("--scheme: empty; give a scheme name (seg2med labels lists them) or a scheme YAML file")
     name = scheme or default
     if name in list_schemes():
         return get_scheme(name)
@@ -141,6 +143,9 @@ def build_anatomy(
             if given:
                 raise ConfigError(f"{p}: a seg2med label volume already holds its tissues and body; "
                                   f"{', '.join(given)} would be ignored (give the TotalSegmentator output instead)")
+            if scheme is not None and canonical_scheme(resolve_scheme(scheme)).name != table.name:
+                raise ConfigError(f"{p}: a seg2med label volume in scheme {table.name!r} (its {sidecar_path(p).name}); "
+                                  f"--scheme {scheme} contradicts it (leave --scheme out)")
             vol = load_volume(p, kind="labels")
             _check_known(vol, table, strict)
             return LabelVolume(vol, table, {"source": "seg2med label volume", "path": str(p)})
