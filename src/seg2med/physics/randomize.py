@@ -13,6 +13,13 @@ when its amplitude is 0 (so all-zero spreads give exactly :func:`simulate_prior`
    coordinates in [-1, 1], ``c ~ U(-bias_field, bias_field)``); for CT it scales the
    attenuation relative to air, ``(HU + 1000)·b − 1000``;
 4. additive Gaussian noise, sd ``noise`` in HU (CT) or ``noise × (max − min)`` of the image (MR).
+
+Every amplitude has an upper bound (:func:`check_amplitudes`), generous for augmentation but far
+below values that turn the prior into overflow or pure noise: ``tissue_spread`` <= 3
+(:data:`MAX_TISSUE_SPREAD`), ``bias_field`` <= 1 (:data:`MAX_BIAS_FIELD`: with 20 coefficients in
+3-D the log-gain stays within ±20, typically ±2.6), ``noise`` <= 1000 HU (CT) or 1 (MR: the image
+range) (:data:`MAX_NOISE`), ``blur`` <= 20 mm (:data:`MAX_BLUR_MM`). A prior that still comes out
+with NaN or inf values (e.g. from an extreme tissue table) is refused, never returned.
 """
 
 from __future__ import annotations
@@ -36,6 +43,51 @@ BIAS_ORDER = 3
 #: HU of air: the CT bias field scales attenuation relative to it.
 AIR_HU = -1000.0
 _MR_JITTERED = ("t1", "t2", "t2s", "pd")
+
+#: Upper bound of ``tissue_spread`` (dimensionless): CT offsets of 3 x ``hu_sd`` per standard normal
+#: draw, MR factors ``exp(3 z)`` (x20 per sd); augmentation uses 0.1-1.
+MAX_TISSUE_SPREAD = 3.0
+#: Upper bound of ``bias_field`` (coefficient range): |log gain| <= number of terms x 1 (20 in 3-D,
+#: gain within e^±20, finite in float32); TorchIO's ``RandomBiasField`` default is 0.5.
+MAX_BIAS_FIELD = 1.0
+#: Upper bound of ``noise`` per modality: HU for CT (clinical noise 5-50 HU, low dose ~100; 1000 HU
+#: is the air-water contrast), a fraction of the image range for MR (typical 0.005-0.05).
+MAX_NOISE = {"ct": 1000.0, "mr": 1.0}
+#: Upper bound of ``blur`` (Gaussian sigma in mm; partial-volume blur is 0.5-3 mm): beyond some tens
+#: of mm it erases the anatomy and the filter kernel grows without bound.
+MAX_BLUR_MM = 20.0
+#: How the amplitudes are named in messages by default (the typed API passes its CLI options).
+AMPLITUDE_NAMES = {k: f"RandomPrior: {k}" for k in ("tissue_spread", "bias_field", "noise", "blur")}
+
+
+def _check_bounded(value: float, option: str, bound: float, what: str) -> float:
+    value = check_non_negative(value, option)
+    if value > bound:
+        raise ConfigError(f"{option} must be <= {bound:g} ({what}), got {value!r}")
+    return value
+
+
+def check_amplitudes(
+    modality: str,
+    tissue_spread: float = 0.0,
+    bias_field: float = 0.0,
+    noise: float = 0.0,
+    blur: float = 0.0,
+    names: Mapping[str, str] | None = None,
+) -> tuple[float, float, float, float]:
+    """``(tissue_spread, bias_field, noise, blur)`` as floats, each finite, >= 0 and within its bound.
+
+    ``modality`` (``"ct"`` or ``"mr"``) picks the unit of ``noise``; ``names`` maps each amplitude to
+    how messages name it (default :data:`AMPLITUDE_NAMES`). One-line :class:`ConfigError` otherwise.
+    """
+    n = {**AMPLITUDE_NAMES, **dict(names or {})}
+    noise_unit = "in HU" if modality == "ct" else "as a fraction of the image range"
+    return (
+        _check_bounded(tissue_spread, n["tissue_spread"], MAX_TISSUE_SPREAD, "a multiple of each tissue's spread"),
+        _check_bounded(bias_field, n["bias_field"], MAX_BIAS_FIELD, "the range of the bias polynomial's coefficients"),
+        _check_bounded(noise, n["noise"], MAX_NOISE["ct" if modality == "ct" else "mr"], f"the noise sd {noise_unit}"),
+        _check_bounded(blur, n["blur"], MAX_BLUR_MM, "the Gaussian sigma in mm"),
+    )
 
 
 def _poly_terms(ndim: int, order: int) -> list[tuple[int, ...]]:
@@ -62,6 +114,15 @@ def bias_field(shape: tuple[int, ...], coefficients: np.ndarray, order: int = BI
         raise ConfigError(f"bias field of order {order} in {len(shape)}-D needs {len(terms)} coefficients")
     coords = [np.linspace(-1.0, 1.0, n, dtype=np.float32) if n > 1 else np.zeros(1, np.float32) for n in shape]
     return np.exp(_eval_poly(dict(zip(terms, map(float, coefficients))), coords))
+
+
+def _check_params(params: PriorParams, modality: str) -> None:
+    """Sampled (or hand-made) parameters within the amplitude bounds (a huge blur would exhaust memory)."""
+    coeffs = params.bias_coefficients
+    bias = 0.0 if coeffs is None or not len(coeffs) else float(np.max(np.abs(np.asarray(coeffs, dtype=np.float64))))
+    check_amplitudes(modality, 0.0, bias, params.noise_sd, params.blur_mm,
+                     {"bias_field": "PriorParams: |bias_coefficients|", "noise": "PriorParams: noise_sd",
+                      "blur": "PriorParams: blur_mm"})
 
 
 @dataclass(frozen=True)
@@ -96,8 +157,8 @@ class RandomPrior:
 
     ``tissue_spread`` (dimensionless: fraction of ``hu_sd`` for CT, relative sd for MR),
     ``bias_field`` (polynomial coefficient range), ``noise`` (HU for CT, fraction of the
-    image range for MR) and ``blur`` (Gaussian sigma in mm) are all >= 0; 0 switches a step
-    off. ``seed`` (an integer in [0, 2**32), or None) seeds one ``numpy.random.Generator``
+    image range for MR) and ``blur`` (Gaussian sigma in mm) are all >= 0 and at most their
+    bound (:func:`check_amplitudes`); 0 switches a step off. ``seed`` (an integer in [0, 2**32), or None) seeds one ``numpy.random.Generator``
     kept across calls: two instances with the same seed produce the same sequence of priors.
     """
 
@@ -111,10 +172,8 @@ class RandomPrior:
         seed: int | None = None,
     ) -> None:
         self.sequence = as_sequence(sequence)
-        self.tissue_spread = check_non_negative(tissue_spread, "RandomPrior: tissue_spread")
-        self.bias_field = check_non_negative(bias_field, "RandomPrior: bias_field")
-        self.noise = check_non_negative(noise, "RandomPrior: noise")
-        self.blur = check_non_negative(blur, "RandomPrior: blur")
+        self.tissue_spread, self.bias_field, self.noise, self.blur = check_amplitudes(
+            self.sequence.modality, tissue_spread, bias_field, noise, blur)
         self.seed = check_optional_seed(seed, "RandomPrior: seed")
         self._rng = np.random.default_rng(seed)
 
@@ -166,11 +225,22 @@ class RandomPrior:
         tissues: TissueTable | None = None,
         spacing: SequenceABC[float] | None = None,
     ) -> np.ndarray:
-        """The prior for ``labels`` under ``params`` (float32; deterministic)."""
+        """The prior for ``labels`` under ``params`` (float32; deterministic; never NaN or inf)."""
         labels = np.asarray(labels)
         spacing = (1.0,) * labels.ndim if spacing is None else tuple(float(s) for s in spacing)
         if len(spacing) != labels.ndim or any(not math.isfinite(s) or s <= 0 for s in spacing):
             raise ConfigError(f"spacing {spacing} does not fit a {labels.ndim}-D label volume")
+        _check_params(params, self.sequence.modality)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, not warned about
+            image = self._apply(params, labels, scheme, tissues, spacing)
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        if bad:
+            raise ConfigError(f"RandomPrior: the prior has {bad} NaN/inf voxel(s) (tissue values or amplitudes too "
+                              f"large for float32); refused rather than written")
+        return image
+
+    def _apply(self, params: PriorParams, labels: np.ndarray, scheme: LabelScheme, tissues: TissueTable | None,
+               spacing: tuple[float, ...]) -> np.ndarray:
         table = tissues or load_default_tissue_table()
         arrays = table.arrays(scheme, table_field(self.sequence))
         for key, delta in params.jitter.items():
