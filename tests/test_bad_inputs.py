@@ -381,3 +381,23 @@ def test_prepare_pairs_by_name_or_refuses_a_partial_match(fx, tmp_path, capsys, 
     assert res.code == 0, res.err
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert {s["id"]: Path(s["sources"]["labels"]).name for s in manifest["subjects"]} == {"a": "a.nii.gz", "b": "b.nii.gz"}
+
+
+def test_evaluate_refuses_a_segmenter_of_another_modality_or_label_scheme(fx, tmp_path, capsys, monkeypatch):
+    from seg2med.training import train_segmenter
+    from seg2med.training.segmenter import default_train_config
+
+    seg = tmp_path / "seg"
+    train_segmenter(fx["ds"], seg, train_cfg=default_train_config(steps=1, batch=2, ckpt_every=0, val_every=0),
+                    progress=False)
+    img = nib.load(str(fx["ct"]))
+    mr = _nii(tmp_path / "mr.nii.gz", (np.asarray(img.dataobj) + 1024.0).astype(np.float32) / 10.0, img.affine)
+    base = ["evaluate", "--segmenter", seg, "--labels", fx["labels"]]
+    res = run_cli([*base, "--pred", mr, "--ref", mr, "--modality", "mr", "--out", tmp_path / "r1"], capsys, monkeypatch)
+    assert res.code != 0 and "trained on CT images, but these are MR" in " ".join(res.err.split())
+    lab = np.asarray(nib.load(str(fx["labels"])).dataobj).astype(np.int16)
+    other = _nii(tmp_path / "other.nii.gz", np.where(lab > 0, 99, 0).astype(np.int16), img.affine)  # ids it never saw
+    res = run_cli(["evaluate", "--segmenter", seg, "--labels", other, "--pred", fx["ct"], "--ref", fx["ct"], "--out",
+                   tmp_path / "r2"], capsys, monkeypatch)
+    assert res.code != 0 and "never predicts" in " ".join(res.err.split()), res.err
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

@@ -115,6 +115,36 @@ def detect_modality(case: Case, ref: Volume) -> tuple[str, str]:
     return mod, f"--modality auto: {mod.upper()} from the minimum {low:g} of {case.reference.name}"
 
 
+def check_segmenter_fits(segmenter: Any, modality: str, labels: Volume | None, labels_path: Path | None) -> None:
+    """An own segmenter (``train-segmenter`` run) must have been trained on this modality and on labels of the
+    scheme of ``labels``: its ids are compared with the reference labels' ids as they are (a ``total_mr``
+    segmenter scored against ``total`` labels compares small bowel with a lung lobe)."""
+    data = getattr(segmenter, "data", None)
+    if not isinstance(data, dict):  # TotalSegmentator: its task follows the modality
+        return
+    name = getattr(segmenter, "path", "the segmenter")
+    trained = data.get("modality")
+    if trained in ("ct", "mr") and trained != modality:
+        raise InputError(f"{name}: a segmenter trained on {trained.upper()} images, but these are {modality.upper()}")
+    if labels is None or labels_path is None:
+        return
+    seg_scheme = str(data.get("scheme") or "").split("+")[0]
+    side = sidecar_path(labels_path)
+    table = read_json(side) if side.is_file() else None
+    lab_scheme = str(table.get("scheme", "")).split("+")[0] if isinstance(table, dict) and table.get("kind") == "seg2med-labels" else ""
+    if seg_scheme and lab_scheme and seg_scheme != lab_scheme:
+        raise InputError(f"{name}: a segmenter of scheme {seg_scheme!r}, but {labels_path} is in scheme {lab_scheme!r}: "
+                         "Dice would compare different classes")
+    classes = set(getattr(segmenter, "classes", ()) or ())
+    arr = np.asarray(labels.array)
+    labelled = int(np.count_nonzero(arr))
+    if classes and labelled:
+        outside = int(np.count_nonzero(~np.isin(arr, list(classes)) & (arr != 0)))
+        if outside > 0.5 * labelled:
+            raise InputError(f"{labels_path}: {100 * outside / labelled:.0f} % of its labelled voxels have ids the "
+                             f"segmenter {name} never predicts (another label scheme?)")
+
+
 def body_mask(ref: Volume, labels: Volume | None, modality: str) -> np.ndarray:
     """Label map != 0, else a hole-filled threshold of the reference (CT > -500 HU; MR > 5 % of its 99th percentile)."""
     if labels is not None:
@@ -203,6 +233,8 @@ def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
         elif modality != ev.modality:
             raise InputError(f"{case.reference}: {modality.upper()} but earlier subjects are {ev.modality.upper()}")
         labels = _load_on(case.labels, ref, "labels") if case.labels else None
+        if opt.segmenter is not None:
+            check_segmenter_fits(opt.segmenter, modality, labels, case.labels)
         if case.mask is not None:
             mask = np.asarray(_load_on(case.mask, ref, "labels").array) != 0
         elif opt.mask == "body":
