@@ -15,11 +15,14 @@ _API = (
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from seg2med import api
+    import importlib
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'seg2med' has no attribute {name!r}")
+    if name in _API:
+        return getattr(importlib.import_module("seg2med.api"), name)
+    try:  # a subpackage, as an eager package would have it after importing the API (seg2med.api, seg2med.io...)
+        return importlib.import_module(f"seg2med.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'seg2med' has no attribute {name!r}") from None
 
 
 def __dir__() -> list[str]:
