@@ -21,7 +21,9 @@ def __getattr__(name: str):
         return getattr(importlib.import_module("seg2med.api"), name)
     try:  # a subpackage, as an eager package would have it after importing the API (seg2med.api, seg2med.io...)
         return importlib.import_module(f"seg2med.{name}")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != f"seg2med.{name}":  # the module exists but lacks a dependency: say that
+            raise
         raise AttributeError(f"module 'seg2med' has no attribute {name!r}") from None
 
 
