@@ -219,6 +219,8 @@ CASES: list[tuple[str, list[str], object, str]] = [
      "not CT Hounsfield units"),
     ("prepare-labels-as-image", ["prepare", "--images", "{labels}", "--labels", "{labels}", "--out", "{d}/ds"], None,
      "is a label map"),
+    ("modality-without-image", ["anatomy", "--labels", "{labels}", "--out", "{d}/a.nii.gz", "--modality", "ct"], None,
+     "--image, which is not given"),
     ("image-without-modality", ["anatomy", "--labels", "{labels}", "--out", "{d}/a.nii.gz", "--image", "{ct}"], None,
      "modality"),
     ("body-other-grid", ["anatomy", "--labels", "{labels}", "--out", "{d}/a.nii.gz", "--body", "{other}"], _grid,
@@ -401,3 +403,19 @@ def test_evaluate_refuses_a_segmenter_of_another_modality_or_label_scheme(fx, tm
                    tmp_path / "r2"], capsys, monkeypatch)
     assert res.code != 0 and "never predicts" in " ".join(res.err.split()), res.err
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_evaluate_says_which_references_it_does_not_score(fx, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    refs.mkdir()
+    preds.mkdir()
+    for n in ("s1", "s2", "s3"):
+        shutil.copy(fx["ct"], refs / f"{n}.nii.gz")
+    shutil.copy(fx["ct"], preds / "s2.nii.gz")
+    res = run_cli(["evaluate", "--pred", preds, "--ref", refs, "--out", tmp_path / "r"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    text = " ".join(res.err.split())
+    assert "2 of 3 reference subject(s) have no prediction" in text and "s1, s3" in text
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["subjects"] == 1

@@ -167,6 +167,8 @@ def build_anatomy(
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
         raise ConfigError("an image for the body contour needs its modality ('ct' or 'mr')")
+    if img is None and modality is not None:
+        raise ConfigError(f"--modality {modality} describes --image, which is not given")
     if img is not None:  # its threshold would be the body contour: a label map or another modality gives a wrong one
         from seg2med.data.intensity import check_fits_modality, check_is_image
 

@@ -9,6 +9,7 @@ is the reference's name.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from seg2med.errors import InputError
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem
+
+log = logging.getLogger(__name__)
 
 _EXTRA_OUTPUT = re.compile(r"_(std|sample\d+)$")
 
@@ -94,6 +97,10 @@ def collect_cases(
     subjects = sorted(set.intersection(*(set(t) for t in preds.values())))
     if not subjects:
         raise InputError(f"{reference}: no subject has a prediction from every method")
+    left_out = sorted(set(refs) - set(subjects))
+    if left_out:  # the summary is over fewer subjects than the reference holds: say which
+        log.warning("%s: %d of %d reference subject(s) have no prediction from every method and are not scored: %s%s",
+                    reference, len(left_out), len(refs), ", ".join(left_out[:5]), " ..." if len(left_out) > 5 else "")
     tables = {}
     for name, spec in (("labels", labels), ("mask", mask), ("prior", prior)):
         if spec is not None:
