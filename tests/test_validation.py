@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -299,3 +300,150 @@ def test_evaluate_says_why_ms_ssim_is_nan_on_small_slices(ct_pair, tmp_path, cap
     assert note in (out / "report.html").read_text()
     assert summary["methods"]["ct2"]["ms_ssim"]["n"] == 0  # NaN kept in the numbers
     assert summary["methods"]["ct2"]["ssim"]["n"] == 1
+
+
+# --------------------------------------------------------------------------- 7. randomised-prior bounds (QA sweep)
+@pytest.mark.parametrize("args,needle", [
+    (["--bias-field", "1e10"], "--bias-field must be <= 1 (the range of the bias polynomial's coefficients), got 10000000000.0"),
+    (["--noise", "1e30"], "--noise must be <= 1000 (the noise sd in HU), got 1e+30"),
+    (["--blur", "1e9"], "--blur must be <= 20 (the Gaussian sigma in mm), got 1000000000.0"),
+    (["--tissue-spread", "1e10"], "--tissue-spread must be <= 3 (a multiple of each tissue's spread)"),
+    (["--sequence", "vibe-in", "--noise", "2"], "--noise must be <= 1 (the noise sd as a fraction of the image range), got 2.0"),
+])
+def test_simulate_refuses_amplitudes_beyond_their_bound(labels, tmp_path, capsys, monkeypatch, args, needle):
+    out = tmp_path / "p.nii.gz"
+    _refused(["simulate", "--labels", labels, "--out", out, *args], capsys, monkeypatch, needle, watch=(tmp_path,))
+    assert not out.exists()
+
+
+def test_simulate_writes_a_finite_prior_at_the_bounds_and_refuses_just_beyond(labels, tmp_path, capsys, monkeypatch):
+    for seq, noise in (("ct", 1000.0), ("vibe-in", 1.0)):
+        out = tmp_path / f"{seq}.nii.gz"
+        at = {"--bias-field": 1.0, "--blur": 20.0, "--tissue-spread": 3.0, "--noise": noise}
+        args = ["simulate", "--labels", labels, "--out", out, "--sequence", seq, "--seed", "3"]
+        res = run_cli([*args, *(str(x) for kv in at.items() for x in kv)], capsys, monkeypatch)
+        assert res.code == 0, res.err
+        assert "RuntimeWarning" not in res.err
+        assert np.isfinite(np.asarray(nib.load(str(out)).dataobj)).all()
+        for option, bound in at.items():
+            _refused([*args, "--overwrite", option, str(bound * 1.01)], capsys, monkeypatch,
+                     f"{option} must be <= {bound:g} (", watch=(tmp_path,))
+
+
+def test_random_prior_bounds_and_never_returns_non_finite_values():
+    from seg2med.labels.tissues import load_default_tissue_table
+    from seg2med.physics import PriorParams, RandomPrior
+    from seg2med.physics.prior import table_field
+    from seg2med.physics.randomize import MAX_BLUR_MM, MAX_NOISE
+
+    with pytest.raises(ConfigError, match=r"^RandomPrior: blur must be <= 20 \(the Gaussian sigma in mm\), got 21.0$"):
+        RandomPrior("ct", blur=21)
+    with pytest.raises(ConfigError, match="RandomPrior: noise must be <= 1 "):
+        RandomPrior("vibe-in", noise=1.5)
+    assert RandomPrior("ct", noise=1.5).noise == 1.5 and (MAX_BLUR_MM, MAX_NOISE) == (20.0, {"ct": 1000.0, "mr": 1.0})
+    lv = api.make_phantom(seed=0, size=32, slices=4)
+    labels, scheme = lv.volume.array, lv.scheme
+    rp = RandomPrior("ct", seed=0)
+    with pytest.raises(ConfigError, match=r"PriorParams: \|bias_coefficients\| must be <= 1 .*got 50.0"):
+        rp.apply(PriorParams(bias_coefficients=np.full(20, 50.0)), labels, scheme)
+    with pytest.raises(ConfigError, match="PriorParams: blur_mm must be <= 20"):
+        rp.apply(PriorParams(blur_mm=1e9), labels, scheme)
+    size = load_default_tissue_table().arrays(scheme, table_field(rp.sequence))["hu"].shape[0]  # one jitter per label id
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either: refused, quietly
+        with pytest.raises(ConfigError, match=r"^RandomPrior: the prior has \d+ NaN/inf voxel\(s\)"):
+            rp.apply(PriorParams(jitter={"hu": np.full(size, 3e38)}, bias_coefficients=np.full(20, 1.0)), labels, scheme)
+
+
+# --------------------------------------------------------------------------- 8. train configs (QA sweep)
+@pytest.mark.parametrize("yaml_text,needle", [
+    ("scheduler: {beta_end: 1.5}", "scheduler: beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, got "
+                                   "beta_start=0.0001, beta_end=1.5"),
+    ("scheduler: {beta_start: 0.05}", "scheduler: beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, got "
+                                      "beta_start=0.05, beta_end=0.02"),
+    ("scheduler: {beta_start: 0}", "scheduler: beta_start must be a finite number > 0, got 0"),
+    ("scheduler: {num_train_timesteps: 0}", "scheduler: num_train_timesteps must be an integer >= 1, got 0"),
+    ("scheduler: {num_train_timesteps: 2.5}", "scheduler: num_train_timesteps must be an integer >= 1, got 2.5"),
+    ("scheduler: {clip_sample: maybe}", "scheduler: clip_sample must be true or false, got 'maybe'"),
+    ("model: {channels: 16}", "model: channels must be a list of positive integers, one per level, got 16"),
+    ("model: {channels: [16, 0, 64, 64]}", "model: channels must be a list of positive integers, one per level, got [16, 0, 64, 64]"),
+    ("model: {attention_levels: [0, 0, 0, 1]}", "model: attention_levels must be a list of true/false flags, one per level"),
+    ("model: {num_res_blocks: 0}", "model: num_res_blocks must be an integer >= 1, got 0"),
+    ("model: {norm_num_groups: 0}", "model: norm_num_groups must be an integer >= 1, got 0"),
+    ("model: {num_head_channels: 48}", "model: the channel counts (128, 128) of the attention levels and the last level "
+                                       "must be divisible by num_head_channels=48"),
+    ("model: {neighbours: 1.5}", "model: neighbours must be an integer >= 0, got 1.5"),
+])
+def test_train_refuses_a_bad_config_file_before_touching_the_run_folder(dataset, tmp_path, capsys, monkeypatch,
+                                                                        yaml_text, needle):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text + "\n")
+    out = tmp_path / "run"
+    _refused(["train", "--data", dataset, "--out", out, "--steps", "1", "--batch", "2", "--config", config],
+             capsys, monkeypatch, f"{config}: {needle}", watch=(tmp_path, dataset))
+    assert not out.exists()
+
+
+def test_train_checks_configs_again_before_the_run_folder(dataset, tmp_path):
+    """The typed API takes (mutable) config objects: a value changed after construction is refused up front."""
+    from seg2med.models.config import ModelConfig, SchedulerConfig
+    from seg2med.training import TrainConfig, train
+
+    sched = SchedulerConfig()
+    sched.num_train_timesteps = 0  # was: RuntimeError in the first step, after log.csv was written
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"^scheduler: num_train_timesteps must be an integer >= 1, got 0$"):
+        train(dataset, out, ModelConfig.from_preset("tiny"), sched, TrainConfig(steps=1, batch=2, val_every=0), progress=False)
+    assert not out.exists()
+
+
+def test_prior_method_checks_its_model_block(dataset, tmp_path, capsys, monkeypatch):
+    for text, needle in (("model: {neighbours: abc}", "model: neighbours must be an integer >= 0, got 'abc'"),
+                         ("model: {channels: [8]}", "model config of prior: unknown keys ['channels']")):
+        config = tmp_path / "c.yaml"
+        config.write_text(text + "\n")
+        _refused(["train", "--method", "prior", "--data", dataset, "--out", tmp_path / "run", "--config", config],
+                 capsys, monkeypatch, f"{config}: {needle}", watch=(tmp_path, dataset))
+
+
+def test_train_config_file_is_checked_against_the_chosen_preset(dataset, tmp_path, capsys, monkeypatch):
+    from seg2med.models.config import ModelConfig
+    from seg2med.training import read_config_file
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {channels: [16, 32, 64, 64]}\n")
+    assert read_config_file(config, preset="tiny") == {"model": {"channels": [16, 32, 64, 64]}}
+    base = {"method": "ddpm", "model": ModelConfig.from_preset("tiny").to_dict(), "scheduler": {}, "training": {"config": {}}}
+    assert read_config_file(config, base=base)["model"]["channels"] == [16, 32, 64, 64]  # resume: the run's preset
+    with pytest.raises(ConfigError, match="must be divisible by norm_num_groups=32"):
+        read_config_file(config, preset="small")
+    out = tmp_path / "run"
+    res = run_cli(["train", "--data", dataset, "--out", out, "--preset", "tiny", "--steps", "1", "--batch", "2",
+                   "--val-every", "0", "--config", config], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    model = json.loads((out / "config.json").read_text())["model"]
+    assert (model["preset"], model["channels"], model["norm_num_groups"]) == ("tiny", [16, 32, 64, 64], 16)
+
+
+# --------------------------------------------------------------------------- 9. benchmark options (QA sweep)
+def test_benchmark_refuses_an_unknown_preset_for_every_method(dataset, tmp_path, capsys, monkeypatch):
+    from seg2med.evaluation.benchmark import BenchmarkConfig
+
+    with pytest.raises(ConfigError, match=r"^--preset: unknown model preset 'huge' \(known: paper, small, tiny\)$"):
+        BenchmarkConfig(methods=("prior",), preset="huge")
+    out = tmp_path / "b"
+    _refused(["benchmark", "--data", dataset, "--out", out, "--methods", "prior", "--preset", "huge"], capsys, monkeypatch,
+             "--preset: unknown model preset 'huge'", watch=(tmp_path, dataset))
+    assert not out.exists()
+
+
+def test_benchmark_checks_the_segmenter_and_fid_weights_before_any_work(dataset, tmp_path, capsys, monkeypatch):
+    bad_weights = tmp_path / "w.pth"
+    bad_weights.write_text("not weights\n")
+    out = tmp_path / "b"
+    for option, value, needle in (("--segmenter", tmp_path / "nope", f"{tmp_path / 'nope'}: checkpoint folder not found"),
+                                  ("--segmenter", SHIPPED, f"{SHIPPED}: not a segmenter run (method 'ddpm'"),
+                                  ("--fid-weights", bad_weights, f"{bad_weights}: not a readable PyTorch weights file")):
+        _refused(["benchmark", "--data", dataset, "--out", out, "--methods", "prior", option, value], capsys, monkeypatch,
+                 needle, watch=(tmp_path, dataset, SHIPPED))
+        assert not out.exists(), option

@@ -337,8 +337,8 @@ def train_cmd(
     def given(**kw: object) -> dict[str, object]:
         return {k: v for k, v in kw.items() if v is not None}
 
-    blocks = read_config_file(config, method) if config is not None else None
     base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
+    blocks = read_config_file(config, method, preset=preset, base=base) if config is not None else None
     summary = train_method(
         method, data, out, preset=preset, blocks=blocks, model=given(neighbours=neighbours),
         scheduler=given(kind=scheduler, prediction_type=names["prediction"].get(prediction or ""),

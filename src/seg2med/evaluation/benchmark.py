@@ -37,6 +37,7 @@ from seg2med.evaluation.report import LABELS_OF_METRICS, summarize, write_report
 from seg2med.io import save_volume, write_json
 from seg2med.io.files import write_text
 from seg2med.io.outputs import claim_folder
+from seg2med.models.config import PREDICTION_TYPES, PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class BenchmarkConfig:
         self.segmenter_minutes = check_non_negative(self.segmenter_minutes, "--segmenter-budget")
         self.max_steps, self.sample_steps = check_int(self.max_steps, "--max-steps"), check_int(self.sample_steps, "--sample-steps")
         self.batch, self.seed = check_int(self.batch, "--batch"), check_seed(self.seed)
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
+            raise ConfigError(f"--preset: unknown model preset {self.preset!r} (known: {', '.join(PRESETS)})")
+        self.lr = check_positive(self.lr, "BenchmarkConfig: lr")
+        if self.prediction not in PREDICTION_TYPES:
+            raise ConfigError(f"BenchmarkConfig: unknown prediction {self.prediction!r} (known: {', '.join(PREDICTION_TYPES)})")
 
 
 def _train_all(data: Path, out: Path, cfg: BenchmarkConfig, progress: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -183,17 +189,21 @@ def benchmark(
     plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing
     if segmenter is not None and cfg.segmenter_minutes > 0:
         raise ConfigError("give either --segmenter RUN or --segmenter-budget, not both")
+    from seg2med.training.segmenter import load_segmenter
+
+    # the evaluation's inputs are loaded before any training or writing (a bad one failed after all the work)
+    seg = load_segmenter(segmenter) if segmenter is not None else None
+    if fid_weights is not None:
+        from seg2med.metrics.frechet import load_inception
+
+        load_inception(fid_weights)  # the file is checked (and the network cached) for the FID of the evaluation
     claim_folder(out, "benchmark", ("runs", "test", "report", "benchmark.json", "benchmark.md"), overwrite,
                  inputs=(data, segmenter, fid_weights))
     t0 = time.perf_counter()
     training = _train_all(data, out / "runs", cfg, say)
     ids = _generate_all(data, out / "runs", out / "test", cfg, say)
-    seg_path = segmenter or (out / "runs" / "segmenter" if cfg.segmenter_minutes > 0 else None)
-    seg = None
-    if seg_path is not None:
-        from seg2med.training.segmenter import load_segmenter
-
-        seg = load_segmenter(seg_path)
+    if cfg.segmenter_minutes > 0:
+        seg = load_segmenter(out / "runs" / "segmenter")
     test = out / "test"
     cases = collect_cases({m: test / m for m in cfg.methods}, test / "reference", labels=test / "labels", prior=test / "prior")
     say("evaluate")

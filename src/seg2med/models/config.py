@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from seg2med.checks import check_int, check_positive
 from seg2med.errors import ConfigError
 
 #: Architecture presets. ``paper`` follows the seg2med paper; ``small`` and
@@ -42,6 +43,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 SCHEDULES = ("linear_beta", "scaled_linear_beta")
+KINDS = ("ddpm", "rflow")
+
+
+def _int_list(value: Any, option: str, what: str) -> tuple[int, ...]:
+    """A non-empty list (or tuple) of integers >= 1 (whole floats from YAML accepted)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{option} must be {what}, got {value!r}")
+    try:
+        return tuple(check_int(v, option) for v in value)
+    except ConfigError:
+        raise ConfigError(f"{option} must be {what}, got {list(value)!r}") from None
+
+
+def _bool_list(value: Any, option: str) -> tuple[bool, ...]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, bool) for a in value):
+        raise ConfigError(f"{option} must be a list of true/false flags, one per level, got {value!r}")
+    return tuple(value)
 
 
 @dataclass
@@ -58,14 +76,24 @@ class ModelConfig:
     neighbours: int = 0  # 2.5D: +-k neighbouring prior slices as extra condition channels
 
     def __post_init__(self) -> None:
-        self.channels = tuple(int(c) for c in self.channels)
-        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
+            raise ConfigError(f"model: preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        self.channels = _int_list(self.channels, "model: channels", "a list of positive integers, one per level")
+        self.attention_levels = _bool_list(self.attention_levels, "model: attention_levels")
         if len(self.channels) != len(self.attention_levels):
-            raise ConfigError(f"model: {len(self.channels)} channel levels but {len(self.attention_levels)} attention flags")
+            raise ConfigError(f"model: {len(self.channels)} channel levels but {len(self.attention_levels)} attention flags "
+                              f"(channels and attention_levels must have the same length)")
+        self.num_res_blocks = check_int(self.num_res_blocks, "model: num_res_blocks")
+        self.num_head_channels = check_int(self.num_head_channels, "model: num_head_channels")
+        self.norm_num_groups = check_int(self.norm_num_groups, "model: norm_num_groups")
+        self.image_channels = check_int(self.image_channels, "model: image_channels")
+        self.neighbours = check_int(self.neighbours, "model: neighbours", minimum=0)
         if any(c % self.norm_num_groups for c in self.channels):
             raise ConfigError(f"model: every channel count {self.channels} must be divisible by norm_num_groups={self.norm_num_groups}")
-        if self.neighbours < 0:
-            raise ConfigError("model: neighbours must be >= 0")
+        attended = [c for c, a in zip(self.channels, self.attention_levels) if a] + [self.channels[-1]]  # + the middle block
+        if any(c % self.num_head_channels for c in attended):
+            raise ConfigError(f"model: the channel counts {tuple(attended)} of the attention levels and the last level must "
+                              f"be divisible by num_head_channels={self.num_head_channels}")
 
     @property
     def condition_channels(self) -> int:
@@ -105,12 +133,20 @@ class SchedulerConfig:
     clip_sample: bool = True  # images live in [-1, 1]
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ddpm", "rflow"):
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise ConfigError(f"scheduler: unknown kind {self.kind!r} (ddpm or rflow)")
-        if self.schedule not in SCHEDULES:
+        if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ConfigError(f"scheduler: unknown schedule {self.schedule!r} (known: {', '.join(SCHEDULES)})")
-        if self.prediction_type not in PREDICTION_TYPES:
+        if not isinstance(self.prediction_type, str) or self.prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"scheduler: unknown prediction type {self.prediction_type!r} (known: {', '.join(PREDICTION_TYPES)})")
+        self.num_train_timesteps = check_int(self.num_train_timesteps, "scheduler: num_train_timesteps")
+        self.beta_start = check_positive(self.beta_start, "scheduler: beta_start")
+        self.beta_end = check_positive(self.beta_end, "scheduler: beta_end")
+        if not self.beta_start < self.beta_end < 1.0:
+            raise ConfigError(f"scheduler: beta_start and beta_end must satisfy 0 < beta_start < beta_end < 1, got "
+                              f"beta_start={self.beta_start!r}, beta_end={self.beta_end!r}")
+        if not isinstance(self.clip_sample, bool):
+            raise ConfigError(f"scheduler: clip_sample must be true or false, got {self.clip_sample!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SchedulerConfig":

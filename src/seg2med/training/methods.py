@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from seg2med.checks import check_int
 from seg2med.errors import ConfigError
 from seg2med.models.baselines import BASELINE_METHODS, DIFFUSION, METHODS, check_method
-from seg2med.training.config import check_blocks, resolve_configs
+from seg2med.training.config import _block, check_blocks, resolve_configs
 
 
 def resolve_method(method: str | None, blocks: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> str:
@@ -24,23 +25,41 @@ def resolve_method(method: str | None, blocks: Mapping[str, Any] | None = None, 
     return chosen
 
 
-def read_config_file(path: str | Path, method: str | None = None) -> dict[str, Any]:
-    """A ``--config`` YAML file's blocks, checked on their own (without the command-line options) so that
-    an error in the file names the file: ``cfg.yaml: model config: unknown keys ['chanels'] ...``."""
+def read_config_file(path: str | Path, method: str | None = None, preset: str | None = None,
+                     base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A ``--config`` YAML file's blocks, checked merged onto what they override (the ``preset`` given on the
+    command line, else the resumed run's config.json ``base``, else the file's or the default preset), but
+    without the other command-line options, so that an error in the file names the file:
+    ``cfg.yaml: model config: unknown keys ['chanels'] ...``."""
     from seg2med.io import read_yaml
     from seg2med.training.baselines import resolve_baseline_configs
 
     data = read_yaml(path)  # its own errors name the file
     try:
         blocks = check_blocks(data)
-        m = check_method(method or blocks.get("method") or DIFFUSION)
+        m = check_method(method or blocks.get("method") or (base or {}).get("method") or DIFFUSION)
         if m == DIFFUSION:
-            resolve_configs(None, blocks)
+            resolve_configs(preset, blocks, base=base)
         elif m in BASELINE_METHODS:
-            resolve_baseline_configs(m, None, {k: v for k, v in blocks.items() if k != "scheduler"})
+            resolve_baseline_configs(m, preset, {k: v for k, v in blocks.items() if k != "scheduler"}, base=base)
+        else:
+            _prior_options(blocks)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return blocks
+
+
+def _prior_options(blocks: Mapping[str, Any], model: Mapping[str, Any] | None = None,
+                   training: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+    """``(neighbours, train config)`` of the ``prior`` method: its model block takes only ``neighbours``."""
+    from seg2med.training.baselines import resolve_baseline_configs
+
+    m_over = {**_block(blocks, "model"), **dict(model or {})}
+    unknown = sorted(set(m_over) - {"neighbours", "preset"})
+    if unknown:
+        raise ConfigError(f"model config of prior: unknown keys {unknown} (the prior method takes only neighbours)")
+    _, train_cfg = resolve_baseline_configs("unet", None, {"training": _block(blocks, "training")}, training=training)
+    return check_int(m_over.get("neighbours", 0), "model: neighbours", minimum=0), train_cfg
 
 
 def train_method(
@@ -88,9 +107,7 @@ def train_method(
             res = train_baseline(data_dir, out_dir, m, model_cfg, train_cfg, resume=resume, overwrite=overwrite,
                                  progress=progress)
         else:
-            _, train_cfg = resolve_baseline_configs("unet", None, {"training": blocks.get("training") or {}},
-                                                    training=training)
-            neighbours = int({**(blocks.get("model") or {}), **dict(model or {})}.get("neighbours", 0))
+            neighbours, train_cfg = _prior_options(blocks, model, training)
             res = train_prior(data_dir, out_dir, neighbours, train_cfg, resume=resume, overwrite=overwrite)
     return {"method": m, **res}
 

@@ -305,6 +305,8 @@ def train(
     batch with DDP and only rank 0 writes.
     """
     model_cfg, scheduler_cfg, train_cfg = model_cfg or ModelConfig(), scheduler_cfg or SchedulerConfig(), train_cfg or TrainConfig()
+    for cfg in (model_cfg, scheduler_cfg, train_cfg):  # checked again (they are mutable) before the run folder is touched
+        cfg.__post_init__()
     out = Path(out_dir)
     with runtime(train_cfg.device, train_cfg.precision) as rt:
         if train_cfg.batch % rt.world_size:
