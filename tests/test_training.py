@@ -154,7 +154,7 @@ def test_torchrun_two_processes(dataset: Path, tmp_path: Path) -> None:
     res = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert names == ["checkpoints/step_000004/config.json", "checkpoints/step_000004/ema.safetensors",
+    assert names == [".seg2med-output.json", "checkpoints/step_000004/config.json", "checkpoints/step_000004/ema.safetensors",
                      "checkpoints/step_000004/model.safetensors", "config.json", "ema.safetensors", "log.csv",
                      "model.safetensors", "state/progress.json", "state/step_000004/optimizer.json",
                      "state/step_000004/optimizer.safetensors", "val/step_000004.png"]
