@@ -366,7 +366,8 @@ def pair_images_labels(images: Sequence[Path], labels: Sequence[Path]) -> list[t
     if len(alone) < len(images):
         raise InputError(f"{alone[0]}: no label map of the same name among --labels, while other images have one: "
                          f"name every pair alike (or give lists in matching order with no names in common)")
-    log.info("images and label maps share no file names: paired by position")
+    if len(images) > 1:  # one pair needs no saying
+        log.info("images and label maps share no file names: paired by position")
     pairs = []
     seen: set[str] = set()
     for img, lab in zip(images, labels):
