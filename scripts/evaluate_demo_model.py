@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from seg2med.inference import load_model
-from seg2med.metrics.heldout import evaluate_split
+from seg2med.evaluation.heldout import evaluate_split
 
 
 def main() -> None:

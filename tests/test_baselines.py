@@ -19,12 +19,8 @@ from seg2med.io import load_volume, save_volume
 from seg2med.io.checkpoints import load_weights, read_checkpoint_config
 from seg2med.models.baselines import BaselineConfig, build_network
 from seg2med.training import BaselineTrainConfig, train_baseline, train_segmenter
-from seg2med.training.segmenter import (
-    SegmenterConfig,
-    default_train_config,
-    load_segmenter,
-    segment_volume,
-)
+from seg2med.inference.segment import load_segmenter, segment_volume
+from seg2med.training.segmenter import SegmenterConfig, default_train_config
 
 GEN = {"channels": [8, 16, 32]}  # AttentionUnet, strides 2, 2
 DISC = {"channels": 8}

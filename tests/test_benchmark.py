@@ -94,7 +94,7 @@ def test_evaluate_split_scores_the_model_against_the_prior_on_the_held_out_subje
     prior + 100 HU here) is much closer to the real image than the unmapped prior."""
     from seg2med.inference import load_model
     from seg2med.inference.split import plan_split
-    from seg2med.metrics.heldout import evaluate_split
+    from seg2med.evaluation.heldout import evaluate_split
 
     train_method("prior", dataset, tmp_path / "prior", progress=False)
     lm = load_model(tmp_path / "prior")

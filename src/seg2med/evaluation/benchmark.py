@@ -189,7 +189,7 @@ def benchmark(
     plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing
     if segmenter is not None and cfg.segmenter_minutes > 0:
         raise ConfigError("give either --segmenter RUN or --segmenter-budget, not both")
-    from seg2med.training.segmenter import load_segmenter
+    from seg2med.inference.segment import load_segmenter
 
     # the evaluation's inputs are loaded before any training or writing (a bad one failed after all the work)
     seg = load_segmenter(segmenter) if segmenter is not None else None

@@ -2,7 +2,7 @@
 
 The one place that walks a held-out split (``plan_split(...).generate(models)``): the stored
 labels of each subject are put back on its original grid (``restore_subject``), and each model
-generates a volume from them with ``generate_volume``. Used by the model-card evaluation (``seg2med.metrics.heldout``) and by the
+generates a volume from them with ``generate_volume``. Used by the model-card evaluation (``seg2med.evaluation.heldout``) and by the
 benchmark's test-set generation (``seg2med.evaluation.benchmark``).
 """
 

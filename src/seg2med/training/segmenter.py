@@ -17,8 +17,7 @@ Run folder (layout of :mod:`seg2med.training.netstate`), ``config.json``::
     training: {config: {...}, step, seconds, final_loss, last_losses, val_loss, ...}
     weights: {model: model.safetensors}
 
-Load it with :func:`load_segmenter`; :func:`segment_volume` and
-:func:`slice_features` are re-exported here from :mod:`seg2med.inference.segment`.
+Load it with :func:`seg2med.inference.segment.load_segmenter`.
 """
 
 from __future__ import annotations
@@ -35,12 +34,6 @@ import torch
 from seg2med.data.dataset import SliceDataset
 from seg2med.data.prepare import read_subject_slices
 from seg2med.errors import ConfigError, InputError
-from seg2med.inference.segment import (
-    Segmenter,
-    load_segmenter,
-    segment_volume,
-    slice_features,
-)
 from seg2med.io.checkpoints import WEIGHTS, read_checkpoint_config
 from seg2med.models.baselines import SEGMENTER, downsampling, segmenter_spec
 from seg2med.models.config import count_parameters
@@ -272,5 +265,4 @@ def train_segmenter(
     return {**summary(out, tracker, rt, state.step if state is not None else None), "classes": classes}
 
 
-__all__ = ["Segmenter", "SegmenterConfig", "default_train_config", "load_segmenter", "segment_volume", "slice_features",
-           "train_segmenter"]
+__all__ = ["SegmenterConfig", "default_train_config", "train_segmenter"]
