@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from seg2med.labels import (
     list_schemes,
     scheme_from_mapping,
 )
+
+if TYPE_CHECKING:
+    from seg2med.physics import ImagingSequence
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +250,7 @@ class Prior:
     """A float32 prior image with the sequence that made it."""
 
     volume: Volume
-    sequence: Any
+    sequence: ImagingSequence
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

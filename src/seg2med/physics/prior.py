@@ -14,20 +14,20 @@ import numpy as np
 from seg2med.errors import ConfigError, InputError
 from seg2med.labels.schemes import BACKGROUND, LabelScheme
 from seg2med.labels.tissues import FIELD_STRENGTHS, TissueTable, load_default_tissue_table
-from seg2med.physics.sequences import Sequence, get_sequence
+from seg2med.physics.sequences import ImagingSequence, get_sequence
 
 
-def as_sequence(sequence: Sequence | str) -> Sequence:
+def as_sequence(sequence: ImagingSequence | str) -> ImagingSequence:
     """A sequence object, or the named sequence with its defaults."""
     return get_sequence(sequence) if isinstance(sequence, str) else sequence
 
 
-def table_field(sequence: Sequence) -> float:
+def table_field(sequence: ImagingSequence) -> float:
     """Field strength whose tissue values a sequence uses (CT: the first, only HU matter)."""
     return float(getattr(sequence, "field", FIELD_STRENGTHS[0]))
 
 
-def lut_from_arrays(arrays: Mapping[str, np.ndarray], sequence: Sequence, scheme: LabelScheme) -> np.ndarray:
+def lut_from_arrays(arrays: Mapping[str, np.ndarray], sequence: ImagingSequence, scheme: LabelScheme) -> np.ndarray:
     """float32 LUT from per-id property arrays (NaN where the scheme has no class).
 
     Raises :class:`ConfigError` naming the classes whose signal is not finite.
@@ -44,7 +44,7 @@ def lut_from_arrays(arrays: Mapping[str, np.ndarray], sequence: Sequence, scheme
     return lut.astype(np.float32)
 
 
-def prior_lut(scheme: LabelScheme, sequence: Sequence | str, tissues: TissueTable | None = None) -> np.ndarray:
+def prior_lut(scheme: LabelScheme, sequence: ImagingSequence | str, tissues: TissueTable | None = None) -> np.ndarray:
     """Per-label-id prior values (float32, length ``max_id + 1``; NaN at ids the scheme lacks)."""
     seq = as_sequence(sequence)
     table = tissues or load_default_tissue_table()
@@ -79,7 +79,7 @@ def apply_lut(lut: np.ndarray, labels: np.ndarray, scheme: LabelScheme) -> np.nd
 def simulate_prior(
     labels: np.ndarray,
     scheme: LabelScheme,
-    sequence: Sequence | str,
+    sequence: ImagingSequence | str,
     tissues: TissueTable | None = None,
 ) -> np.ndarray:
     """Physics prior of a label volume: float32 image, same shape as ``labels``.

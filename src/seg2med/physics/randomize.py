@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence as SequenceABC
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +37,7 @@ from seg2med.errors import ConfigError
 from seg2med.labels.schemes import LabelScheme
 from seg2med.labels.tissues import TissueTable, load_default_tissue_table
 from seg2med.physics.prior import apply_lut, as_sequence, lut_from_arrays, table_field
-from seg2med.physics.sequences import Sequence
+from seg2med.physics.sequences import ImagingSequence
 
 BIAS_ORDER = 3
 #: HU of air: the CT bias field scales attenuation relative to it.
@@ -164,7 +164,7 @@ class RandomPrior:
 
     def __init__(
         self,
-        sequence: Sequence | str,
+        sequence: ImagingSequence | str,
         tissue_spread: float = 0.0,
         bias_field: float = 0.0,
         noise: float = 0.0,
@@ -223,7 +223,7 @@ class RandomPrior:
         labels: np.ndarray,
         scheme: LabelScheme,
         tissues: TissueTable | None = None,
-        spacing: SequenceABC[float] | None = None,
+        spacing: Sequence[float] | None = None,
     ) -> np.ndarray:
         """The prior for ``labels`` under ``params`` (float32; deterministic; never NaN or inf)."""
         labels = np.asarray(labels)
@@ -266,7 +266,7 @@ class RandomPrior:
         labels: np.ndarray,
         scheme: LabelScheme,
         tissues: TissueTable | None = None,
-        spacing: SequenceABC[float] | None = None,
+        spacing: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, PriorParams]:
         """Sample parameters and apply them: ``(prior image, params)``."""
         labels = np.asarray(labels)

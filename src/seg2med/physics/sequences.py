@@ -59,7 +59,7 @@ def _prop(props: Mapping[str, np.ndarray], key: str, sequence: str) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class Sequence:
+class ImagingSequence:
     """Base class: a named, validated parameter set with a pure ``signal`` equation."""
 
     name: ClassVar[str] = ""
@@ -95,7 +95,7 @@ class Sequence:
         return {"name": self.name, **{p: getattr(self, p) for p in self.parameters()}}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Sequence":
+    def from_config(cls, config: Mapping[str, Any]) -> "ImagingSequence":
         """Inverse of :meth:`to_config` (``name`` optional; unknown keys raise ConfigError)."""
         params = dict(config)
         name = params.pop("name", cls.name)
@@ -114,7 +114,7 @@ class Sequence:
 
 
 @dataclass(frozen=True)
-class CT(Sequence):
+class CT(ImagingSequence):
     """CT: the prior is the tissue's mean Hounsfield unit (non-contrast defaults, see tissues.yaml)."""
 
     name: ClassVar[str] = "ct"
@@ -125,7 +125,7 @@ class CT(Sequence):
 
 
 @dataclass(frozen=True)
-class GRE(Sequence):
+class GRE(ImagingSequence):
     """Spoiled gradient echo (FLASH), T1-weighted, single compartment.
 
     ``S = PD·sinα·(1−E1)/(1−cosα·E1)·exp(−TE/T2*)``, ``E1 = exp(−TR/T1)``.
@@ -145,7 +145,7 @@ class GRE(Sequence):
 
 
 @dataclass(frozen=True)
-class _ChemicalShiftGRE(Sequence):
+class _ChemicalShiftGRE(ImagingSequence):
     """Shared two-compartment (water + fat) spoiled-GRE model of VIBE and Dixon."""
 
     modality: ClassVar[str] = "mr"
@@ -237,7 +237,7 @@ class DixonFat(DixonWater):
 
 
 @dataclass(frozen=True)
-class Space(Sequence):
+class Space(ImagingSequence):
     """T2-weighted turbo spin echo (SPACE): ``S = PD·(1−exp(−TR/T1))·exp(−TE/T2)``.
 
     Defaults: 1.5 T, TR 3000 ms, effective TE 100 ms.
@@ -255,7 +255,7 @@ class Space(Sequence):
 
 
 @dataclass(frozen=True)
-class Flair(Sequence):
+class Flair(ImagingSequence):
     """Fluid-attenuated inversion recovery: ``S = PD·|1 − 2·exp(−TI/T1) + exp(−TR/T1)|·exp(−TE/T2)``.
 
     Defaults: 1.5 T, TR 9000 ms, TE 100 ms; TI, when not given, nulls the tissue table's
@@ -282,7 +282,7 @@ class Flair(Sequence):
         return pd * np.abs(1.0 - 2.0 * np.exp(-ti / t1) + np.exp(-self.tr / t1)) * np.exp(-self.te / t2)
 
 
-_SEQUENCES: dict[str, type[Sequence]] = {
+_SEQUENCES: dict[str, type[ImagingSequence]] = {
     cls.name: cls for cls in (CT, GRE, VibeIn, VibeOpp, DixonWater, DixonFat, Space, Flair)
 }
 
@@ -292,7 +292,7 @@ def list_sequences() -> tuple[str, ...]:
     return tuple(_SEQUENCES)
 
 
-def sequence_class(name: str) -> type[Sequence]:
+def sequence_class(name: str) -> type[ImagingSequence]:
     """The class of a sequence name (:class:`ConfigError` listing the known ones)."""
     try:
         return _SEQUENCES[name]
@@ -300,13 +300,13 @@ def sequence_class(name: str) -> type[Sequence]:
         raise ConfigError(f"unknown sequence {name!r} (known: {', '.join(_SEQUENCES)})") from None
 
 
-def get_sequence(name: str, **overrides: Any) -> Sequence:
+def get_sequence(name: str, **overrides: Any) -> ImagingSequence:
     """A sequence with its defaults, any parameter overridden (unknown ones raise ConfigError)."""
     return sequence_class(name).from_config(overrides)
 
 
-def sequence_from_config(config: Mapping[str, Any]) -> Sequence:
-    """Rebuild a sequence from :meth:`Sequence.to_config` output."""
+def sequence_from_config(config: Mapping[str, Any]) -> ImagingSequence:
+    """Rebuild a sequence from :meth:`ImagingSequence.to_config` output."""
     if not isinstance(config, Mapping) or "name" not in config:
         raise ConfigError("a sequence config needs a 'name'")
     return sequence_class(str(config["name"])).from_config(config)
