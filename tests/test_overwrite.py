@@ -409,3 +409,24 @@ def test_generate_records_the_tissue_table_it_used(subject, tmp_path, capsys, mo
     assert json.loads((tmp_path / "s.json").read_text())["tissue_table"] == str(table)
     assert run_cli([*args, "--out", tmp_path / "d.nii.gz"], capsys, monkeypatch).code == 0
     assert json.loads((tmp_path / "d.json").read_text())["tissue_table"] == "default"
+
+
+def test_a_user_file_put_where_a_seg2med_output_was_is_never_replaced(subject, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o.nii.gz"
+    base = ["generate", "--labels", subject["labels"], "--out", out, "--model", "ct-demo-tiny", "--steps", "1"]
+    assert run_cli([*base, "--samples", "2"], capsys, monkeypatch).code == 0
+    (tmp_path / "o_std.nii.gz").write_bytes(subject["image"].read_bytes())  # the user's own file, same name
+    res = run_cli([*base, "--samples", "1", "--overwrite"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    assert (tmp_path / "o_std.nii.gz").read_bytes() == subject["image"].read_bytes()  # not removed as stale
+    res = run_cli([*base, "--samples", "2", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "o_std.nii.gz", "not written by seg2med")
+    # a seg2med output edited in place (header kept, so its descrip still says seg2med) is the user's now
+    img = nib.load(str(out))
+    edited = nib.Nifti1Image(np.asarray(img.dataobj) + 1.0, img.affine, header=img.header)
+    nib.save(edited, str(out))
+    assert nib.load(str(out)).header["descrip"].tobytes().startswith(b"seg2med")
+    kept = out.read_bytes()
+    res = run_cli([*base, "--samples", "1", "--overwrite"], capsys, monkeypatch)
+    _clean_error(res, "o.nii.gz", "not written by seg2med")
+    assert out.read_bytes() == kept

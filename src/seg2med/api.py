@@ -25,7 +25,7 @@ from seg2med._version import __version__
 from seg2med.checks import check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
-from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
+from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file, digests
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.segmentations import load_body_mask
 from seg2med.labels import (
@@ -231,7 +231,7 @@ def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False
              "files": [out.name]}
     with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
         save_volume(lv.volume, tmp_img)
-        write_json(tmp_side, table)
+        write_json(tmp_side, {**table, "sha256": digests({out.name: tmp_img})})
     return out
 
 
@@ -333,7 +333,7 @@ def save_prior(prior: Prior, path: str | Path, overwrite: bool = False, inputs: 
     out = Path(path)
     with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
         save_volume(prior.volume, tmp_img, dtype=np.float32)
-        write_json(tmp_side, {**prior.metadata, "files": [out.name]})
+        write_json(tmp_side, {**prior.metadata, "files": [out.name], "sha256": digests({out.name: tmp_img})})
     return out
 
 
@@ -637,7 +637,8 @@ def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Seq
             save_volume(vol, tmp[f"sample{k}"], dtype=np.float32)
         if result.std is not None:
             save_volume(result.std, tmp["std"], dtype=np.float32)
-        write_json(tmp["sidecar"], meta)
+        images = {paths[k].name: tmp[k] for k in keys if k != "sidecar"}
+        write_json(tmp["sidecar"], {**meta, "sha256": digests(images)})
     return paths
 
 

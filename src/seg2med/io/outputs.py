@@ -3,7 +3,8 @@
 * ``--overwrite`` replaces only what seg2med itself wrote:
 
   - a file is seg2med's when it says so: a NIfTI whose header ``descrip`` starts with
-    ``seg2med`` (every volume seg2med writes) or that a seg2med sidecar describes, a JSON
+    ``seg2med`` (every volume seg2med writes) and, when its sidecar recorded its SHA-256, still has
+    that digest (a file the user replaced or edited is the user's), a JSON
     object with a ``kind`` / ``format`` starting with ``seg2med``, a PNG whose ``Software``
     text chunk names seg2med;
   - a folder is seg2med's when it carries the marker :data:`FOLDER_MARKER` of the same kind
@@ -27,7 +28,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,22 @@ def _sidecar_of(path: Path) -> Path:
 _COMPANION = re.compile(r"^(?P<stem>.+)_(?:sample\d+|std)\.nii(?:\.gz)?$", re.IGNORECASE)
 
 
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, hex (sidecars record it for the images of their set)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digests(files: Mapping[str, Path]) -> dict[str, str]:
+    """``{final name: sha256}`` of written (temporary) files, for the sidecar of their set."""
+    return {name: file_digest(tmp) for name, tmp in files.items()}
+
+
 def described_files(sidecar: str | Path, kind: str | None = None) -> list[Path]:
     """The files a seg2med sidecar (of ``kind``, e.g. ``seg2med-generated``, when given) says belong to its
     output (its image, ``_sampleK``, ``_std``), or []."""
@@ -104,11 +121,17 @@ def written_by_seg2med(path: str | Path) -> bool:
     if name.endswith(".json"):
         return _json_is_ours(p) is not None
     if name.endswith(_NIFTI):
-        if _nifti_descrip(p).startswith(OWNER.encode()):
-            return True
+        if not _nifti_descrip(p).startswith(OWNER.encode()):
+            return False
+        # a seg2med sidecar that recorded this file's digest must still match it: a file replaced or edited
+        # by the user after seg2med wrote it (keeping the header) is the user's now
         m = _COMPANION.match(p.name)
-        sides = [_sidecar_of(p), *([p.with_name(m["stem"] + ".json")] if m else [])]
-        return any(p.name in {f.name for f in described_files(s)} for s in sides)
+        for side in (_sidecar_of(p), *([p.with_name(m["stem"] + ".json")] if m else [])):
+            data = _json_is_ours(side) if side.is_file() else None
+            recorded = data.get("sha256") if data is not None else None
+            if isinstance(recorded, dict) and p.name in recorded:
+                return recorded[p.name] == file_digest(p)
+        return True
     if name.endswith(".png"):
         try:
             from PIL import Image
@@ -277,8 +300,8 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
     Every path is checked first (:func:`check_output_file`). The commit renames the old files aside,
     moves the new ones in and only then deletes the old ones; if a move fails the old set is put back.
     ``stale`` names files of the previous set (e.g. :func:`described_files` of the old sidecar); those the
-    new set does not have (e.g. ``_sample2``) are removed after the commit. When the body raises,
-    nothing is changed.
+    new set does not have (e.g. ``_sample2``) are removed after the commit when seg2med wrote them
+    (:func:`written_by_seg2med`) and they are no input. When the body raises, nothing is changed.
     """
     inputs = list(inputs)
     finals = [check_output_file(p, overwrite, inputs) for p in paths]
@@ -303,7 +326,7 @@ def atomic_outputs(paths: Sequence[str | Path], overwrite: bool = False, inputs:
         read = _inputs(inputs)
         for s in stale:
             sp = Path(s)
-            if _resolve(sp) not in keep and sp.is_file() and not sp.is_symlink() and not _is_input(sp, read):
+            if _resolve(sp) not in keep and not _is_input(sp, read) and written_by_seg2med(sp):
                 sp.unlink()
     finally:
         for t in temps:
