@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -12,4 +13,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted (while starting; nothing was written)\n")
         sys.exit(130)
-    cli_main()
+    try:
+        cli_main()
+    finally:  # the command is over: a Ctrl-C / SIGTERM during interpreter shutdown no longer fails a finished run
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -434,7 +434,7 @@ def benchmark_cmd(
     out_console.print(f"report: {out / 'report' / 'report.html'} ({result['seconds']:.0f} s)")
 
 
-INTERRUPTED = "interrupted (outputs are written atomically: nothing half-written was left)"
+INTERRUPTED = "interrupted (outputs are written atomically: any output file present is complete, none is half-written)"
 
 
 def main() -> None:
@@ -465,7 +465,7 @@ def _run() -> None:
     except ClickException as exc:
         _error(exc.format_message(), exc.exit_code)
     except Terminated:
-        _error("terminated (outputs are written atomically: nothing half-written was left)", 143)
+        _error("terminated (outputs are written atomically: any output file present is complete, none is half-written)", 143)
     except Seg2MedError as exc:
         _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:  # SIGINT / Ctrl-C: outputs are written atomically, so nothing half-written is left
