@@ -122,6 +122,10 @@ def _pad_crop(n: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (0, 0), (before, n - size - before)
 
 
+#: Decimals (mm) to which input voxel sizes are rounded before slicing (float32 header noise is ~1e-6 mm).
+SPACING_DECIMALS = 4
+
+
 @dataclass(frozen=True)
 class SliceGeometry:
     """Slicing + in-plane resampling + centre pad/crop of one view of a canonical volume."""
@@ -159,7 +163,9 @@ class SliceGeometry:
             raise ConfigError(f"slice size must be a positive int or a pair, got {size!r}")
         shape = tuple(int(s) for s in canonical_shape[:3])
         plane = [a for a in range(3) if a != AXES[axis]]
-        in_sp = tuple(float(canonical_spacing[a]) for a in plane)
+        # voxel sizes come from float32 headers (8 mm stored as 7.99999976): rounded to 0.1 um, so that such
+        # noise cannot move a resampling position across a nearest-neighbour tie and change the slices
+        in_sp = tuple(round(float(canonical_spacing[a]), SPACING_DECIMALS) for a in plane)
         res = tuple(max(1, int(round(shape[a] * s / spacing))) for a, s in zip(plane, in_sp))
         if grow_multiple is not None:
             g = int(grow_multiple)
