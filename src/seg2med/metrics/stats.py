@@ -5,7 +5,15 @@
 subject), and gives the per-subject table, mean / SD / n per method and
 metric, and two-sided Mann-Whitney p-values of each method against a
 reference method (unpaired, over the per-subject values, as in the seg2med
-paper). NaN values (undefined metrics) are ignored everywhere.
+paper). Like MONAI's cumulative metrics it is fed as results come
+(:meth:`~MetricAccumulator.add`), summarised at the end
+(:meth:`~MetricAccumulator.summary`, :meth:`~MetricAccumulator.pvalues`) and
+emptied with :meth:`~MetricAccumulator.reset`.
+
+NaN values (undefined metrics) are ignored everywhere. An infinite value (the
+PSNR of identical images, the HD95 of a missed class) enters the mean and SD
+(which become infinite) but is neither counted in the accumulator's ``n`` nor
+ranked by its tests, which see the finite values only.
 """
 
 from __future__ import annotations
@@ -106,7 +114,7 @@ class MetricAccumulator:
         acc.add("s01", "model", ssim=0.91, mae=40.2)
         acc.add("s01", "prior", ssim=0.70, mae=95.0)
         acc.per_subject()  # [{"subject": "s01", "method": "model", "ssim": 0.91, "mae": 40.2}, ...]
-        acc.summary()      # {"model": {"ssim": {"mean": .., "sd": .., "n": ..}, ...}, ...}
+        acc.summary()      # {"model": {"ssim": {"mean": .., "sd": .., "n": .., "p_vs_prior": ..}, ...}, ...}
         acc.pvalues()      # {"model": {"ssim": {"u": .., "p": ..}, ...}}  (vs "prior")
 
     Several ``add`` calls for one subject and method (e.g. one per slice) are
@@ -151,30 +159,50 @@ class MetricAccumulator:
         names = self.metrics
         return [{"subject": r["subject"], "method": r["method"], **{m: r.get(m, float("nan")) for m in names}} for r in table]
 
-    def _values(self, table: list[dict[str, Any]], method: str, metric: str) -> list[float]:
-        return [r[metric] for r in table if r["method"] == method]
+    def reset(self) -> None:
+        """Forget every recorded value (the reference method stays)."""
+        self._rows.clear()
 
-    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{method: {metric: {"mean", "sd", "n"}}}`` over the per-subject values (NaN ignored)."""
-        table = self.per_subject()
-        out: dict[str, dict[str, dict[str, float]]] = {}
-        for method in self.methods:
-            out[method] = {}
-            for metric in self.metrics:
-                vals = self._values(table, method, metric)
-                out[method][metric] = {**mean_sd(vals)._asdict(), "n": count_valid(vals)}
-        return out
-
-    def pvalues(self, reference: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
-        """Two-sided Mann-Whitney of each method against ``reference`` per metric: ``{method: {metric: {"u", "p"}}}``.
-
-        Over the per-subject values; NaN where either side has no value.
-        """
+    def _reference(self, reference: str | None) -> str:
         ref = reference if reference is not None else self.reference
         if ref is None:
             raise ValueError("no reference method: pass reference= here or to MetricAccumulator()")
         if ref not in self.methods:
             raise ValueError(f"reference method {ref!r} has no values (methods: {', '.join(self.methods)})")
+        return ref
+
+    def _finite_values(self, table: list[dict[str, Any]], method: str, metric: str) -> np.ndarray:
+        a = np.array([r[metric] for r in table if r["method"] == method], np.float64)
+        return a[np.isfinite(a)]
+
+    def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{method: {metric: {"mean", "sd", "n"}}}`` over the per-subject values; with a reference method, every
+        other method's entries also hold ``"p_vs_<reference>"``.
+
+        mean and sd ignore NaN (:func:`mean_sd`); n counts the finite values; p is the two-sided Mann-Whitney
+        p-value of the finite values against the reference's, None where either side has none.
+        """
+        table = self.per_subject()
+        ref = self._reference(None) if self.reference is not None and self._rows else None
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for method in self.methods:
+            out[method] = {}
+            for metric in self.metrics:
+                vals = [r[metric] for r in table if r["method"] == method]
+                finite = self._finite_values(table, method, metric)
+                entry: dict[str, Any] = {**mean_sd(vals)._asdict(), "n": int(finite.size)}
+                if ref is not None and method != ref:
+                    other = self._finite_values(table, ref, metric)
+                    entry[f"p_vs_{ref}"] = mann_whitney(finite, other).p if finite.size and other.size else None
+                out[method][metric] = entry
+        return out
+
+    def pvalues(self, reference: str | None = None) -> dict[str, dict[str, dict[str, float]]]:
+        """Two-sided Mann-Whitney of each method against ``reference`` per metric: ``{method: {metric: {"u", "p"}}}``.
+
+        Over the finite per-subject values; NaN where either side has none.
+        """
+        ref = self._reference(reference)
         table = self.per_subject()
         out: dict[str, dict[str, dict[str, float]]] = {}
         for method in self.methods:
@@ -182,9 +210,7 @@ class MetricAccumulator:
                 continue
             out[method] = {}
             for metric in self.metrics:
-                a, b = self._values(table, method, metric), self._values(table, ref, metric)
-                try:
-                    out[method][metric] = mann_whitney(a, b)._asdict()
-                except ValueError:
-                    out[method][metric] = {"u": float("nan"), "p": float("nan")}
+                a, b = self._finite_values(table, method, metric), self._finite_values(table, ref, metric)
+                out[method][metric] = (mann_whitney(a, b)._asdict() if a.size and b.size
+                                       else {"u": float("nan"), "p": float("nan")})
         return out
