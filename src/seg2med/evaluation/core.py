@@ -49,6 +49,7 @@ from seg2med.metrics import (
     psnr,
     ssim,
 )
+from seg2med.metrics.stats import MetricAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ CT_RANGE = (-1000.0, 1000.0)
 MR_PERCENTILES = (0.5, 99.5)
 #: Per-subject intensity metrics, in report order, with "higher is better".
 INTENSITY_METRICS = {"ssim": True, "ms_ssim": True, "psnr": True, "mae": False, "histcc": True, "fsim": True}
+#: Every per-subject metric column, in report order.
+METRIC_COLUMNS = (*INTENSITY_METRICS, "mae_hu", "dice_mean")
 QUALITATIVE_SUBJECTS = 3
 #: MS-SSIM window: 5 scales need slices of 16 x kernel pixels; 5 x 5 (sigma 0.8) fits the 128-pixel slices of
 #: 3 mm abdominal volumes that 11 x 11 (176 pixels) does not.
@@ -82,18 +85,64 @@ class EvalOptions:
             raise ConfigError(f"--metrics: unknown {unknown} (known: {', '.join(INTENSITY_METRICS)})")
 
 
+def reference_method(methods: Sequence[str]) -> str:
+    """The method the others are tested against: the diffusion model when present, else the first."""
+    return "ddpm" if "ddpm" in methods else methods[0]
+
+
+@dataclass
+class CaseResult:
+    """What :func:`evaluate_case` measured on one subject."""
+
+    subject: str
+    modality: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per method: subject, method, voxels, metric values
+    dice_rows: list[dict[str, Any]] = field(default_factory=list)  # one per method (and "real image") x class
+    samples: dict[str, np.ndarray] = field(default_factory=dict)  # "reference" / method -> sampled [0, 1] values
+    slices: dict[str, np.ndarray] = field(default_factory=dict)  # "reference" / method -> [0, 1] axial slices (FID)
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # "reference" / method -> segmenter features
+    panel: dict[str, Any] | None = None  # the qualitative slices, when asked for
+    notes: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Evaluation:
-    """What :func:`evaluate_cases` measured: tables for the CSV / JSON and arrays for the report figures."""
+    """What :func:`evaluate_cases` measured: tables for the CSV / JSON, arrays for the report figures, and the
+    accumulators the summary statistics come from (fed by :meth:`add`, one :class:`CaseResult` at a time)."""
 
     modality: str
     methods: list[str]
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per subject x method
-    dice_rows: list[dict[str, Any]] = field(default_factory=list)  # one per subject x method x class
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per subject x method (per_subject.csv)
+    dice_rows: list[dict[str, Any]] = field(default_factory=list)  # one per subject x method x class (dice.csv)
     distribution: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> {fid, frechet_seg}
     histograms: dict[str, np.ndarray] = field(default_factory=dict)  # "reference" / method -> sampled [0,1] values
     panels: list[dict[str, Any]] = field(default_factory=list)  # qualitative slices of the first subjects
     notes: list[str] = field(default_factory=list)
+    #: the metric values of ``rows`` per subject and method, tested against :func:`reference_method`
+    scores: MetricAccumulator = field(init=False)
+    #: the Dice of ``dice_rows``, one value per (subject, class) of each method
+    dice: MetricAccumulator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scores = MetricAccumulator(reference=reference_method(self.methods))
+        self.dice = MetricAccumulator()
+
+    def add(self, result: CaseResult) -> None:
+        """Take in one subject's rows, Dice rows, panel and notes (its pooled arrays are left to the caller)."""
+        if result.modality != self.modality:
+            raise InputError(f"subject {result.subject}: {result.modality.upper()} but earlier subjects are "
+                             f"{self.modality.upper()}")
+        self.rows += result.rows
+        self.dice_rows += result.dice_rows
+        for row in result.rows:
+            values = {m: row[m] for m in METRIC_COLUMNS if m in row}
+            if values:
+                self.scores.add(row["subject"], row["method"], values)
+        for row in result.dice_rows:
+            self.dice.add(f"{row['subject']} class {row['class']}", row["method"], dice=row["dice"])
+        if result.panel is not None:
+            self.panels.append(result.panel)
+        self.notes += [n for n in result.notes if n not in self.notes]
 
 
 # --------------------------------------------------------------------------- preparation
@@ -212,93 +261,122 @@ def _segmentation_rows(seg: Any, case: Case, method: str, image: Volume, labels:
             for c in classes if np.any(labels.array == c)]
 
 
+def _case_mask(case: Case, ref: Volume, labels: Volume | None, how: str, modality: str) -> np.ndarray:
+    """The subject's mask file, else the body (``how`` "body") or everything ("none"); an empty one is refused."""
+    if case.mask is not None:
+        mask = np.asarray(_load_on(case.mask, ref, "labels").array) != 0
+    elif how == "body":
+        mask = body_mask(ref, labels, modality)
+    else:
+        mask = np.ones(ref.shape[:3], bool)
+    if not mask.any():
+        raise InputError(f"{case.mask or case.labels or case.reference}: empty mask for subject {case.subject}")
+    return mask
+
+
+def _metrics_that_fit(metrics: Sequence[str], shape: Sequence[int]) -> tuple[list[str], list[str], list[str]]:
+    """``(computed, skipped, notes)``: MS-SSIM is skipped (NaN, with a note) on slices too small for its scales."""
+    computed = list(metrics)
+    k_size, scales = MS_SSIM_WINDOW["kernel_size"], len(MS_SSIM_WEIGHTS)
+    min_side = ms_ssim_min_size(k_size, scales)
+    if "ms_ssim" not in computed or min(shape[:2]) >= min_side:
+        return computed, [], []
+    computed.remove("ms_ssim")
+    note = (f"MS-SSIM not computed (NaN): slices of {shape[0]} x {shape[1]} px are smaller than the "
+            f"{min_side} px its {scales} scales with a {k_size} x {k_size} window need (each scale halves "
+            f"the slice; MONAI needs side // {max(1, scales - 1) ** 2} >= kernel size).")
+    return computed, ["ms_ssim"], [note]
+
+
+def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *, earlier_modality: str | None = None,
+                  qualitative: bool = False, progress: Callable[[str], None] | None = None) -> CaseResult:
+    """Measure one subject: every prediction against the reference inside the mask (see module docstring).
+
+    ``rng`` draws the histogram samples (one generator for all subjects keeps them reproducible);
+    ``earlier_modality`` is that of the subjects measured before (another one is refused before any scoring);
+    ``qualitative`` adds the panel of the slice with the most mask voxels."""
+    opt = options
+    ref = load_volume(case.reference)
+    check_is_image(ref, case.reference, "--ref")
+    modality, how = (opt.modality, f"--modality {opt.modality}") if opt.modality != "auto" else detect_modality(case, ref)
+    check_fits_modality(ref, case.reference, "--ref", modality, how)
+    if earlier_modality is not None and modality != earlier_modality:
+        raise InputError(f"{case.reference}: {modality.upper()} but earlier subjects are {earlier_modality.upper()}")
+    labels = _load_on(case.labels, ref, "labels") if case.labels else None
+    if opt.segmenter is not None:
+        check_segmenter_fits(opt.segmenter, modality, labels, case.labels)
+    mask = _case_mask(case, ref, labels, opt.mask, modality)
+    ref01 = to_unit(ref.array, modality, mask)
+    metrics, skipped, notes = _metrics_that_fit(opt.metrics, ref.shape)
+    res = CaseResult(case.subject, modality, notes=notes)
+    scores_dice = opt.segmenter is not None and labels is not None
+    seg_feats = opt.segmenter is not None and hasattr(opt.segmenter, "features")
+
+    def pool(name: str, vol: Volume, vol01: np.ndarray) -> None:  # the values distributions are pooled from
+        res.samples[name] = _sample(vol01[mask], rng)
+        if opt.fid_weights is not None:
+            res.slices[name] = _mask_slices(vol01, mask)
+        if seg_feats:
+            res.features[name] = volume_features(vol, opt.segmenter, mask)
+
+    pool("reference", ref, ref01)
+    k = _best_slice(mask)
+    prior = _load_on(case.prior, ref) if case.prior is not None else None
+    if qualitative:
+        res.panel = {"subject": case.subject, "slice": k, "reference": ref01[:, :, k], "mask": mask[:, :, k],
+                     "labels": None if labels is None else np.asarray(labels.array)[:, :, k], "methods": {}}
+        if prior is not None:
+            res.panel["prior"] = to_unit(prior.array, modality, mask)[:, :, k]
+    if scores_dice:
+        res.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing, mask)
+    for method, path in case.predictions.items():
+        if progress:
+            progress(f"{case.subject}: {method}")
+        pred = _load_on(path, ref)
+        check_is_image(pred, path, "--pred")
+        check_fits_modality(pred, path, "--pred", modality, how)
+        pred01 = to_unit(pred.array, modality, mask)
+        raw = (pred.array, ref.array) if modality == "ct" else (None, None)
+        row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
+               **intensity_metrics(pred01, ref01, mask, metrics, *raw), **dict.fromkeys(skipped, float("nan"))}
+        if scores_dice:
+            seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing, mask)
+            res.dice_rows += seg_rows
+            row["dice_mean"] = float(np.nanmean([r["dice"] for r in seg_rows])) if seg_rows else float("nan")
+        res.rows.append(row)
+        pool(method, pred, pred01)
+        if res.panel is not None:
+            res.panel["methods"][method] = {"image": pred01[:, :, k],
+                                            "ssim": ssim(pred01[:, :, k], ref01[:, :, k], 1.0, mask=mask[:, :, k])}
+    return res
+
+
 def evaluate_cases(cases: Sequence[Case], options: EvalOptions | None = None,
                    progress: Callable[[str], None] | None = None) -> Evaluation:
-    """Measure every case (see module docstring); predictions and references must share their voxel grid."""
+    """Measure every case (see module docstring); predictions and references must share their voxel grid.
+
+    Each subject is one :func:`evaluate_case`; its :class:`CaseResult` goes into the :class:`Evaluation`, and its
+    sampled intensities, slices and features are pooled per method for the histograms and distribution distances."""
+    if not cases:
+        raise InputError("nothing to evaluate: no subject given")
     opt = options or EvalOptions()
     methods = list(cases[0].predictions)
-    ev: Evaluation | None = None
     rng = np.random.default_rng(0)
-    hist: dict[str, list[np.ndarray]] = {}
-    slices: dict[str, list[np.ndarray]] = {}  # [0, 1] axial slices for FID
-    feats: dict[str, list[np.ndarray]] = {}  # segmenter features for Fréchet-Seg
-    seg_feats = opt.segmenter is not None and hasattr(opt.segmenter, "features")
+    ev: Evaluation | None = None
+    pooled: dict[str, dict[str, list[np.ndarray]]] = {"samples": {}, "slices": {}, "features": {}}
     for i, case in enumerate(cases):
-        ref = load_volume(case.reference)
-        check_is_image(ref, case.reference, "--ref")
-        modality, how = (opt.modality, f"--modality {opt.modality}") if opt.modality != "auto" else detect_modality(case, ref)
-        check_fits_modality(ref, case.reference, "--ref", modality, how)
-        if ev is None:
-            ev = Evaluation(modality, methods)
-        elif modality != ev.modality:
-            raise InputError(f"{case.reference}: {modality.upper()} but earlier subjects are {ev.modality.upper()}")
-        labels = _load_on(case.labels, ref, "labels") if case.labels else None
-        if opt.segmenter is not None:
-            check_segmenter_fits(opt.segmenter, modality, labels, case.labels)
-        if case.mask is not None:
-            mask = np.asarray(_load_on(case.mask, ref, "labels").array) != 0
-        elif opt.mask == "body":
-            mask = body_mask(ref, labels, modality)
-        else:
-            mask = np.ones(ref.shape[:3], bool)
-        if not mask.any():
-            raise InputError(f"{case.mask or case.labels or case.reference}: empty mask for subject {case.subject}")
-        ref01 = to_unit(ref.array, modality, mask)
-        metrics, skipped = list(opt.metrics), []
-        k_size, scales = MS_SSIM_WINDOW["kernel_size"], len(MS_SSIM_WEIGHTS)
-        min_side = ms_ssim_min_size(k_size, scales)
-        if "ms_ssim" in metrics and min(ref.shape[:2]) < min_side:
-            metrics.remove("ms_ssim")
-            skipped.append("ms_ssim")
-            note = (f"MS-SSIM not computed (NaN): slices of {ref.shape[0]} x {ref.shape[1]} px are smaller than the "
-                    f"{min_side} px its {scales} scales with a {k_size} x {k_size} window need (each scale halves "
-                    f"the slice; MONAI needs side // {max(1, scales - 1) ** 2} >= kernel size).")
-            if note not in ev.notes:
-                ev.notes.append(note)
-        hist.setdefault("reference", []).append(_sample(ref01[mask], rng))
-        if opt.fid_weights is not None:
-            slices.setdefault("reference", []).append(_mask_slices(ref01, mask))
-        if seg_feats:
-            feats.setdefault("reference", []).append(volume_features(ref, opt.segmenter, mask))
-        k = _best_slice(mask)
-        panel: dict[str, Any] = {"subject": case.subject, "slice": k, "reference": ref01[:, :, k], "mask": mask[:, :, k],
-                                 "labels": None if labels is None else np.asarray(labels.array)[:, :, k], "methods": {}}
-        if case.prior is not None:
-            prior = _load_on(case.prior, ref)
-            panel["prior"] = to_unit(prior.array, modality, mask)[:, :, k]
-        if opt.segmenter is not None and labels is not None:
-            ev.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing, mask)
-        for method, path in case.predictions.items():
-            if progress:
-                progress(f"{case.subject}: {method}")
-            pred = _load_on(path, ref)
-            check_is_image(pred, path, "--pred")
-            check_fits_modality(pred, path, "--pred", modality, how)
-            pred01 = to_unit(pred.array, modality, mask)
-            raw = (pred.array, ref.array) if modality == "ct" else (None, None)
-            row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
-                   **intensity_metrics(pred01, ref01, mask, metrics, *raw), **dict.fromkeys(skipped, float("nan"))}
-            if opt.segmenter is not None and labels is not None:
-                seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing, mask)
-                ev.dice_rows += seg_rows
-                row["dice_mean"] = float(np.nanmean([r["dice"] for r in seg_rows])) if seg_rows else float("nan")
-            ev.rows.append(row)
-            hist.setdefault(method, []).append(_sample(pred01[mask], rng))
-            if opt.fid_weights is not None:
-                slices.setdefault(method, []).append(_mask_slices(pred01, mask))
-            if seg_feats:
-                feats.setdefault(method, []).append(volume_features(pred, opt.segmenter, mask))
-            if i < QUALITATIVE_SUBJECTS:
-                panel["methods"][method] = {"image": pred01[:, :, k],
-                                            "ssim": ssim(pred01[:, :, k], ref01[:, :, k], 1.0, mask=mask[:, :, k])}
-        if i < QUALITATIVE_SUBJECTS:
-            ev.panels.append(panel)
-    if ev is None:
-        raise InputError("nothing to evaluate: no subject given")
+        res = evaluate_case(case, opt, rng, earlier_modality=ev.modality if ev else None,
+                            qualitative=i < QUALITATIVE_SUBJECTS, progress=progress)
+        ev = ev or Evaluation(res.modality, methods)
+        ev.add(res)
+        for kind, arrays in pooled.items():
+            for name, a in getattr(res, kind).items():
+                arrays.setdefault(name, []).append(a)
+    assert ev is not None
     if opt.segmenter is not None and any(c.labels is None for c in cases):
         ev.notes.append("Dice needs --labels: subjects without labels have no Dice.")
-    ev.histograms = {k: np.concatenate(v) for k, v in hist.items()}
-    ev.distribution = distribution_distances(slices, feats, methods, opt.fid_weights)
+    ev.histograms = {k: np.concatenate(v) for k, v in pooled["samples"].items()}
+    ev.distribution = distribution_distances(pooled["slices"], pooled["features"], methods, opt.fid_weights)
     return ev
 
 

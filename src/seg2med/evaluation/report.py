@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from seg2med.evaluation.core import INTENSITY_METRICS, Evaluation
+from seg2med.evaluation.core import METRIC_COLUMNS, Evaluation
 from seg2med.io.files import write_json, write_text
 from seg2med.io.outputs import replace_folder
-from seg2med.metrics import histcc, mann_whitney, mean_sd
+from seg2med.metrics import histcc
 
 LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
                      "histcc": "HistCC", "fsim": "FSIM", "dice_mean": "Dice (mean over classes)",
@@ -34,39 +34,19 @@ PRIOR_COLUMN = "\0prior input"  # never a method name
 def metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Metric columns present in the rows, in report order."""
     present = {k for r in rows for k in r}
-    order = [*INTENSITY_METRICS, "mae_hu", "dice_mean"]
-    return [m for m in order if m in present]
-
-
-def reference_method(methods: Sequence[str]) -> str:
-    """The method the others are tested against: the diffusion model when present, else the first."""
-    return "ddpm" if "ddpm" in methods else methods[0]
+    return [m for m in METRIC_COLUMNS if m in present]
 
 
 def summarize(ev: Evaluation) -> dict[str, Any]:
-    """Per method and metric: mean, sd, n (over subjects) and the two-sided Mann-Whitney U p-value vs the reference method."""
-    ref = reference_method(ev.methods)
+    """Per method and metric: mean, sd, n (over subjects) and the two-sided Mann-Whitney U p-value vs the reference
+    method (from ``ev.scores``), the distribution distances, and the Dice pooled over subjects and classes."""
+    scores = ev.scores.summary()
     summary: dict[str, Any] = {}
     for method in ev.methods:
-        mrows = [r for r in ev.rows if r["method"] == method]
-        summary[method] = {}
-        for m in metric_names(ev.rows):
-            vals = np.array([r.get(m, np.nan) for r in mrows], float)
-            mean, sd = mean_sd(vals)
-            entry: dict[str, Any] = {"mean": mean, "sd": sd, "n": int(np.isfinite(vals).sum())}
-            if method != ref:
-                other = np.array([r.get(m, np.nan) for r in ev.rows if r["method"] == ref], float)
-                a, b = vals[np.isfinite(vals)], other[np.isfinite(other)]
-                entry["p_vs_" + ref] = float(mann_whitney(a, b)[1]) if len(a) and len(b) else None
-            summary[method][m] = entry
-        if method in ev.distribution:
-            summary[method].update({k: {"value": v} for k, v in ev.distribution[method].items()})
-    if ev.dice_rows:
-        for method in {r["method"] for r in ev.dice_rows}:
-            d = np.array([r["dice"] for r in ev.dice_rows if r["method"] == method], float)
-            mean, sd = mean_sd(d)
-            summary.setdefault(method, {})["dice_all_classes"] = {"mean": mean, "sd": sd, "n": int(np.isfinite(d).sum())}
-    return {"reference_method": ref, "modality": ev.modality, "subjects": len({r["subject"] for r in ev.rows}),
+        summary[method] = {**scores.get(method, {}), **{k: {"value": v} for k, v in ev.distribution.get(method, {}).items()}}
+    for method, entries in ev.dice.summary().items():
+        summary.setdefault(method, {})["dice_all_classes"] = entries["dice"]
+    return {"reference_method": ev.scores.reference, "modality": ev.modality, "subjects": len({r["subject"] for r in ev.rows}),
             "methods": summary, "notes": ev.notes}
 
 
