@@ -28,6 +28,8 @@ from seg2med.io import Volume, embedded_label_table, load_volume, read_json, rea
 from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file, digests
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.segmentations import load_body_mask
+from seg2med.io.sidecars import label_table, read_label_table
+from seg2med.anatomy import LabelVolume, check_known_ids, check_numbering
 from seg2med.labels import (
     LabelScheme,
     canonical_scheme,
@@ -75,42 +77,10 @@ def load_tissue_table(path: str | Path | None = None):
 
 
 # --------------------------------------------------------------------------- anatomy
-@dataclass
-class LabelVolume:
-    """A canonical label volume: integer labels, their scheme and how they were built."""
-
-    volume: Volume
-    scheme: LabelScheme
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def body_contour(self) -> str | None:
-        """Where the body (everything not air) came from: ``given`` (--body), ``ct`` / ``mr`` (--image),
-        ``labels`` (closed hull of the labels), or the source of a ready volume (phantom, seg2med labels)."""
-        return self.report.get("contour_source") or self.report.get("source")
-
-    @property
-    def classes_read_by(self) -> str:
-        """How the input's classes were identified (``report["label_table"]``), in words."""
-        return {"embedded": "ids named by the file's own label table",
-                "mask names": "classes named by their mask files"}.get(self.report.get("label_table", ""),
-                                                                        "ids as the scheme numbers them")
-
-
 def _load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
     from seg2med.io.segmentations import load_segmentation
 
     return load_segmentation(path)
-
-
-def _read_label_table(path: Path) -> LabelScheme | None:
-    side = sidecar_path(path)
-    if not side.is_file():
-        return None
-    data = read_json(side)
-    if isinstance(data, Mapping) and "labels" in data and data.get("kind") == "seg2med-labels":
-        return LabelScheme.from_table(data)
-    return None
 
 
 def build_anatomy(
@@ -140,7 +110,7 @@ def build_anatomy(
 
     if isinstance(labels, (str, Path)):
         p = Path(labels)
-        table = _read_label_table(p) if p.is_file() else None
+        table = read_label_table(p) if p.is_file() else None
         if table is not None:
             given = [n for n, v in (("--tissue-masks", tissue_masks), ("--image", image), ("--body", body)) if v is not None]
             if given:
@@ -150,7 +120,7 @@ def build_anatomy(
                 raise ConfigError(f"{p}: a seg2med label volume in scheme {table.name!r} (its {sidecar_path(p).name}); "
                                   f"--scheme {scheme} contradicts it (leave --scheme out)")
             vol = load_volume(p, kind="labels")
-            _check_known(vol, table, strict)
+            check_known_ids(vol, table, strict)
             return LabelVolume(vol, table, {"source": "seg2med label volume", "path": str(p)})
         organs: Volume | Mapping[str, Volume] = _load_segmentation(p)
     else:
@@ -165,7 +135,7 @@ def build_anatomy(
                 base = get_scheme(guess)
                 log.info("%s: its class names are those of scheme %r", _source_name(organs, labels), guess)
         elif isinstance(organs, Volume):  # no table: the ids could be of any scheme, ask the anatomy
-            _check_numbering(organs, base)
+            check_numbering(organs, base)
     tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
     if img is not None and modality is None:
@@ -183,42 +153,8 @@ def build_anatomy(
     return LabelVolume(vol, canonical_scheme(base), report.to_dict())
 
 
-def _check_numbering(organs: Volume, base: LabelScheme) -> None:
-    """A label file without its own table, read in ``base`` because no ``--scheme`` was given: refuse it
-    when its ids do not fit ``base`` (unknown ids, or anatomy that is wrong in ``base``: lung below the
-    kidneys, left of right…) but fit another built-in scheme; warn when they fit none (a flipped affine?)."""
-    from seg2med.anatomy.plausibility import centroids, scheme_evidence
-    from seg2med.labels.schemes import EXTENSION_CLASSES, GUESS_ORDER
-
-    cents = centroids(organs.array, organs.affine)
-    ignore = tuple(EXTENSION_CLASSES.values())
-    own = scheme_evidence(cents, base, ignore)
-    if own.fits:
-        return
-    for name in GUESS_ORDER:
-        if name == base.name:
-            continue
-        other = scheme_evidence(cents, get_scheme(name), ignore)
-        if other.fits and (other.checked or own.unknown_ids):
-            raise ConfigError(f"{organs.name}: has no label table, and its ids do not fit scheme {base.name!r} "
-                              f"({own.reason()}) but fit scheme {name!r}: pass --scheme {name} "
-                              f"(or --scheme {base.name} to read them as {base.name} anyway)")
-    if own.broken:
-        log.warning("%s: read as scheme %r, the anatomy looks wrong (%s): another numbering, or a flipped affine?",
-                    organs.name, base.name, own.reason())
-
-
 def _source_name(organs: Volume | Mapping[str, Volume], labels: Any) -> str:
     return organs.name if isinstance(organs, Volume) else str(labels) if isinstance(labels, (str, Path)) else "<masks>"
-
-
-def _check_known(vol: Volume, scheme: LabelScheme, strict: bool) -> None:
-    unknown = scheme.unknown_ids(vol.array)
-    if unknown:
-        desc = ", ".join(f"{k} ({v} voxels)" for k, v in sorted(unknown.items()))
-        if strict:
-            raise ConfigError(f"{vol.name}: ids not in scheme {scheme.name!r}: {desc}")
-        log.warning("%s: ids not in scheme %r: %s", vol.name, scheme.name, desc)
 
 
 def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> Path:
@@ -227,8 +163,7 @@ def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False
     ``overwrite`` replaces only files seg2med wrote, never one of ``inputs`` (:mod:`seg2med.io.outputs`).
     """
     out = Path(path)
-    table = {"kind": "seg2med-labels", "seg2med_version": __version__, **lv.scheme.to_table(), "report": lv.report,
-             "files": [out.name]}
+    table = label_table(lv.scheme, lv.report, [out.name])
     with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
         save_volume(lv.volume, tmp_img)
         write_json(tmp_side, {**table, "sha256": digests({out.name: tmp_img})})

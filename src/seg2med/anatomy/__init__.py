@@ -23,7 +23,9 @@ from seg2med.anatomy.labelmap import (
     priority_order,
     tier_of,
 )
+from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids
 from seg2med.anatomy.phantom import PHANTOM_LEVELS, make_phantom
+from seg2med.anatomy.plausibility import check_numbering
 
 __all__ = [
     "ORGAN_OVER_ORGAN",
@@ -33,6 +35,7 @@ __all__ = [
     "TISSUE_OVER_TISSUE",
     "TISSUE_PRIORITY",
     "AnatomyReport",
+    "LabelVolume",
     "Overlap",
     "OverlapReport",
     "axial_axis",
@@ -40,6 +43,8 @@ __all__ = [
     "body_mask_from_labels",
     "body_mask_from_mr",
     "build_label_volume",
+    "check_known_ids",
+    "check_numbering",
     "labels_from_masks",
     "make_phantom",
     "priority_order",

@@ -16,13 +16,19 @@ The relations are data (:data:`RELATIONS`); :func:`scheme_evidence` scores one r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import numpy as np
 
-from seg2med.labels import LabelScheme
+from seg2med.errors import ConfigError
+from seg2med.io.nifti import Volume
+from seg2med.labels import LabelScheme, get_scheme
+from seg2med.labels.schemes import EXTENSION_CLASSES, GUESS_ORDER
+
+log = logging.getLogger(__name__)
 
 #: (A, relation, B, separation mm): A lies ``above`` (superior to) / ``right_of`` (on the patient's right
 #: of) B by at least the separation (a negative one is a tolerance). A and B are class-name patterns
@@ -133,3 +139,25 @@ def scheme_evidence(cents: Mapping[int, tuple[np.ndarray, int]], scheme: LabelSc
             what = "above" if rel == "above" else "right of"
             broken.append(f"{a.rstrip('*_')} is not {what} {b.rstrip('*_')}")
     return Evidence(scheme.name, unknown, tuple(broken), checked)
+
+
+def check_numbering(organs: Volume, base: LabelScheme) -> None:
+    """A label file without its own table, read in ``base`` because no ``--scheme`` was given: refuse it
+    when its ids do not fit ``base`` (unknown ids, or anatomy that is wrong in ``base``: lung below the
+    kidneys, left of right…) but fit another built-in scheme; warn when they fit none (a flipped affine?)."""
+    cents = centroids(organs.array, organs.affine)
+    ignore = tuple(EXTENSION_CLASSES.values())
+    own = scheme_evidence(cents, base, ignore)
+    if own.fits:
+        return
+    for name in GUESS_ORDER:
+        if name == base.name:
+            continue
+        other = scheme_evidence(cents, get_scheme(name), ignore)
+        if other.fits and (other.checked or own.unknown_ids):
+            raise ConfigError(f"{organs.name}: has no label table, and its ids do not fit scheme {base.name!r} "
+                              f"({own.reason()}) but fit scheme {name!r}: pass --scheme {name} "
+                              f"(or --scheme {base.name} to read them as {base.name} anyway)")
+    if own.broken:
+        log.warning("%s: read as scheme %r, the anatomy looks wrong (%s): another numbering, or a flipped affine?",
+                    organs.name, base.name, own.reason())
