@@ -401,6 +401,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- demo
+#: Display window of the demo's CT previews, HU: a soft-tissue window wide enough for fat (−100) and bone
+#: edges (+600), so organs, fat and vertebrae are all told apart in one picture. MR previews use 1st–99.5th
+#: percentiles (MR has no absolute scale).
+DEMO_CT_WINDOW = (-400.0, 600.0)
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -462,7 +467,7 @@ def run_demo(
         step(f"{mod.upper()} prior")
         prior = simulate_prior(lv, seq)
         save_prior(prior, names[f"{mod}_prior"], overwrite=overwrite, inputs=inputs)
-        window = (-400.0, 600.0) if mod == "ct" else None
+        window = DEMO_CT_WINDOW if mod == "ct" else None
         panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
         if model in shipped:
             step(f"synthetic {mod.upper()} ({model})")

@@ -225,6 +225,16 @@ def _image_window(lm: LoadedModel, modality: str) -> dict[str, Any]:
     raise InputError(f"{lm.path}: MR checkpoint lacks data.image_normalization (intensity window of its training images)")
 
 
+#: Seeds of the samples of one run: ``seed * SAMPLE_SEED_STRIDE + k``. The stride is a prime larger than any
+#: ``--samples``, so sample k of seed s never reuses the noise of another (seed, sample) pair of nearby seeds.
+SAMPLE_SEED_STRIDE = 1_000_003
+
+
+def sample_seed(seed: int, k: int) -> int:
+    """The generator seed of sample ``k`` of a run with ``seed`` (bit-identical outputs rest on it)."""
+    return int(seed) * SAMPLE_SEED_STRIDE + k
+
+
 def check_sampling(model: LoadedModel, steps: int, sampler: str | None, samples: int = 1, batch: int = 1) -> str | None:
     """The sampler ``model`` will use (its default when None), after refusing, before any work, sampling
     options it cannot run: ``samples`` / ``batch`` < 1, ``steps`` outside 1..training timesteps, a sampler
@@ -304,9 +314,9 @@ def generate_volume(
         if not diffusion and outs:  # deterministic: every sample is the first
             outs.append(outs[0].copy())
             continue
-        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 1_000_003 + k)  # start noise: same on every device
+        gen = torch.Generator(device="cpu").manual_seed(sample_seed(seed, k))  # start noise: same on every device
         # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
-        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + k)
+        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(sample_seed(seed, k))
         slices = np.empty((n, h, w), dtype=np.float32)
         for start in range(0, n, batch):
             stop = min(n, start + batch)
