@@ -381,23 +381,6 @@ def prepare_dataset(
     return _prepare(subjects, out, config, overwrite=overwrite, progress=progress, inputs=inputs)
 
 
-__all__ = [
-    "LabelVolume",
-    "generate",
-    "save_generated",
-    "Prior",
-    "build_anatomy",
-    "get_sequence",
-    "load_tissue_table",
-    "make_phantom",
-    "pair_images_labels",
-    "prepare_dataset",
-    "resolve_scheme",
-    "save_label_volume",
-    "save_prior",
-    "sidecar_path",
-    "simulate_prior",
-]
 
 
 # --------------------------------------------------------------------------- demo
@@ -685,3 +668,29 @@ def benchmark(
     cfg = BenchmarkConfig(methods=tuple(methods), budget_minutes=budget_minutes, max_steps=max_steps, preset=preset, batch=batch,
                           seed=seed, sample_steps=sample_steps, segmenter_minutes=segmenter_minutes, device=device)
     return run_benchmark(data, out, cfg, segmenter=segmenter, fid_weights=weights, overwrite=overwrite, progress=progress)
+
+
+__all__ = [
+    "DEMO_CT_WINDOW",
+    "LabelVolume",
+    "Prior",
+    "benchmark",
+    "build_anatomy",
+    "check_volume_outputs",
+    "evaluate",
+    "expand_paths",
+    "generate",
+    "generated_paths",
+    "get_sequence",
+    "load_tissue_table",
+    "make_phantom",
+    "pair_images_labels",
+    "prepare_dataset",
+    "resolve_scheme",
+    "run_demo",
+    "save_generated",
+    "save_label_volume",
+    "save_prior",
+    "sidecar_path",
+    "simulate_prior",
+]
