@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg2med.data.normalize import to_signed
 from seg2med.errors import ConfigError
 from seg2med.io.files import write_text
 from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters, for_inference
@@ -673,7 +674,7 @@ def phantom_condition(mcfg: ModelConfig, data: dict, size: int) -> torch.Tensor:
     norm, _ = normalize_volume(prior, modality, body, **kwargs)
     norm = mask_outside(np.asarray(norm, dtype=np.float32), body)
     slices = np.moveaxis(norm, -1, 0)  # axial slices of the RAS phantom: (channels, R, A)
-    return torch.from_numpy(slices * 2.0 - 1.0)[None].float()
+    return torch.from_numpy(to_signed(slices))[None].float()
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -89,6 +89,16 @@ class CTWindow(IntensityWindow):
         return {**super().params, "level": self.level, "width": self.width}
 
 
+def to_signed(x: Any) -> Any:
+    """Dataset intensities in [0, 1] -> the networks' range [-1, 1] (numpy or torch; not clipped)."""
+    return x * 2.0 - 1.0
+
+
+def to_unit(x: Any) -> Any:
+    """The networks' range [-1, 1] -> dataset intensities in [0, 1] (numpy or torch; not clipped)."""
+    return (x + 1.0) / 2.0
+
+
 def check_percentiles(percentiles: Sequence[float]) -> tuple[float, float]:
     """Validate a ``(lower, upper)`` percentile pair with ``0 <= lower < upper <= 100``."""
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis
-from seg2med.data.normalize import denormalize, normalize_volume
+from seg2med.data.normalize import denormalize, normalize_volume, to_signed, to_unit
 from seg2med.data.prepare import model_slices
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
@@ -301,7 +301,7 @@ def generate_volume(
                  axis, " x ".join(f"{r * trained.spacing:.0f}" for r in geo.resampled_shape),
                  " x ".join(map(str, trained.size)), trained.spacing, " x ".join(map(str, geo.size)))
     sliced = model_slices({"prior": np.asarray(norm, dtype=np.float32)}, body, reo, geo)
-    cond = condition_stack(sliced["prior"], model.neighbours) * 2.0 - 1.0  # [-1, 1] like training
+    cond = to_signed(condition_stack(sliced["prior"], model.neighbours))  # [-1, 1] like training
     mask = sliced["mask"] > 0
     n, h, w = sliced["prior"].shape
     window = _image_window(model, modality)
@@ -338,7 +338,7 @@ def generate_volume(
                 done += 1
                 if progress is not None:
                     progress(done, total)
-            slices[start:stop] = ((x[:, 0].float().cpu().numpy() + 1.0) / 2.0).clip(0.0, 1.0)
+            slices[start:stop] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
         slices[~mask] = 0.0
         grid01 = reo.undo(geo.undo(slices, order=1, fill=0.0))
         img = np.asarray(denormalize(grid01.astype(np.float32), window), dtype=np.float32)

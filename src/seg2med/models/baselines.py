@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
 
 DIFFUSION = "ddpm"
@@ -277,8 +278,8 @@ class PriorMap(torch.nn.Module):
         self.scale, self.offset, self.neighbours = float(scale), float(offset), int(neighbours)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        p01 = (cond[:, self.neighbours : self.neighbours + 1].float() + 1.0) / 2.0
-        return ((self.scale * p01 + self.offset).clamp(0.0, 1.0)) * 2.0 - 1.0
+        p01 = to_unit(cond[:, self.neighbours : self.neighbours + 1].float())
+        return to_signed((self.scale * p01 + self.offset).clamp(0.0, 1.0))
 
     def map01(self, prior01: Any) -> Any:
         """The map on [0, 1] arrays or tensors (what :meth:`forward` does, without the [-1, 1] round trip)."""

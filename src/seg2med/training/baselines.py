@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from seg2med.data.dataset import SliceDataset
+from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
 from seg2med.io.checkpoints import (
     EMA_WEIGHTS,
@@ -308,8 +309,8 @@ class BaselineLearner(Learner):
         batch = augment(batch, g, self.cfg.augment_flips, self.cfg.intensity_jitter)
         for net in self.nets.values():
             net.train()
-        cond = (batch["prior"] * 2.0 - 1.0).to(self.rt.device)
-        real = (batch["image"] * 2.0 - 1.0).to(self.rt.device)
+        cond = to_signed(batch["prior"]).to(self.rt.device)
+        real = to_signed(batch["image"]).to(self.rt.device)
         loss = {"unet": self._unet, "pix2pix": self._pix2pix, "cyclegan": self._cyclegan}[self.method](cond, real)
         self.scaler.update()
         self.ema.update(self.nets["generator"], step)
@@ -389,14 +390,14 @@ class BaselineLearner(Learner):
 
         def l1(model: torch.nn.Module, b: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
             with self.rt.autocast():
-                out = model((b["prior"] * 2.0 - 1.0).to(dev))
-            return F.l1_loss(out.float(), (b["image"] * 2.0 - 1.0).to(dev))
+                out = model(to_signed(b["prior"]).to(dev))
+            return F.l1_loss(out.float(), to_signed(b["image"]).to(dev))
 
         loss = val_loss(gen, self.val_ds, l1, self.cfg.batch, self.cfg.seed)
         b = collate([self.val_ds[i] for i in spread(len(self.val_ds), self.cfg.val_slices)])
         with self.rt.autocast():
-            out = gen((b["prior"] * 2.0 - 1.0).to(dev))
-        out01 = ((out.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0) * b["mask"]
+            out = gen(to_signed(b["prior"]).to(dev))
+        out01 = to_unit(out.float().cpu()).clamp(0.0, 1.0) * b["mask"]
         k = self.model_cfg.neighbours
         save_grid(self.out / VAL / f"{step_name(step)}.png", b["prior"][:, k].numpy(), out01[:, 0].numpy(),
                   b["image"][:, 0].numpy(), f"{self.method} step {step} — val L1 {loss:.4f} (EMA)")

@@ -30,6 +30,7 @@ from rich.progress import (
 )
 
 from seg2med.data.dataset import SliceDataset
+from seg2med.data.normalize import to_signed
 from seg2med.errors import ConfigError
 from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, read_checkpoint_config
 from seg2med.models.config import (
@@ -84,11 +85,11 @@ def draw_timesteps(cfg: SchedulerConfig, scheduler: Any, x0: torch.Tensor, g: to
 def diffusion_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g: torch.Generator, cfg: SchedulerConfig,
                    scheduler: Any, rt: Runtime) -> torch.Tensor:
     """MSE between the network output and its target for a batch in [0, 1] (mapped to [-1, 1])."""
-    x0 = batch["image"] * 2.0 - 1.0
+    x0 = to_signed(batch["image"])
     noise = torch.randn(x0.shape, generator=g)
     t = draw_timesteps(cfg, scheduler, x0, g)
     x0, noise, t = x0.to(rt.device), noise.to(rt.device), t.to(rt.device)
-    cond = (batch["prior"] * 2.0 - 1.0).to(rt.device)
+    cond = to_signed(batch["prior"]).to(rt.device)
     noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
     target = training_target(cfg, scheduler, x0, noise, t)
     with rt.autocast():

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from seg2med.data.dataset import SliceDataset
+from seg2med.data.normalize import to_signed, to_unit
 from seg2med.io.files import atomic_write
 from seg2med.models.config import SchedulerConfig
 from seg2med.sampling import conditional_denoiser, default_sampler, sample
@@ -45,14 +46,14 @@ def val_samples(model: torch.nn.Module, ds: SliceDataset, sched: SchedulerConfig
                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prior, generated, real) arrays ``[n, H, W]`` in [0, 1] for ``n`` fixed validation slices."""
     b = collate([ds[i] for i in spread(len(ds), n)])
-    cond = (b["prior"] * 2.0 - 1.0).to(rt.device)
+    cond = to_signed(b["prior"]).to(rt.device)
     g = step_generator(seed, VAL_STREAM, 0)
     noise = torch.randn(b["image"].shape, generator=g)
     sampler = default_sampler(sched)
     with rt.autocast():
         x = sample(conditional_denoiser(model, cond), tuple(noise.shape), sched, sampler, min(steps, sched.num_train_timesteps),
                    device=rt.device, noise=noise)
-    gen = ((x.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0) * b["mask"]
+    gen = to_unit(x.float().cpu()).clamp(0.0, 1.0) * b["mask"]
     k = b["prior"].shape[1] // 2
     return b["prior"][:, k].numpy(), gen[:, 0].numpy(), b["image"][:, 0].numpy()
 
