@@ -37,6 +37,7 @@ from seg2med.inference.segment import volume_features
 from seg2med.io import Volume, load_volume
 from seg2med.io.files import read_json
 from seg2med.io.nifti import check_same_grid, sidecar_path
+from seg2med.io.sidecars import read_label_table
 from seg2med.metrics import (
     MS_SSIM_WEIGHTS,
     dice_per_class,
@@ -178,9 +179,8 @@ def check_segmenter_fits(segmenter: Any, modality: str, labels: Volume | None, l
     if labels is None or labels_path is None:
         return
     seg_scheme = str(data.get("scheme") or "").split("+")[0]
-    side = sidecar_path(labels_path)
-    table = read_json(side) if side.is_file() else None
-    lab_scheme = str(table.get("scheme", "")).split("+")[0] if isinstance(table, dict) and table.get("kind") == "seg2med-labels" else ""
+    table = read_label_table(labels_path)  # a seg2med label volume names its scheme; other files do not
+    lab_scheme = table.name.split("+")[0] if table is not None else ""
     if seg_scheme and lab_scheme and seg_scheme != lab_scheme:
         raise InputError(f"{name}: a segmenter of scheme {seg_scheme!r}, but {labels_path} is in scheme {lab_scheme!r}: "
                          "Dice would compare different classes")
