@@ -47,13 +47,17 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _bar(*columns, transient: bool = True) -> Progress:
+    """A rich progress display on stderr, shown only on a terminal (in a log it would leave a blank line
+    above an error); ``transient``: gone when done, so no stale bar stands above an error line."""
+    return Progress(*columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=transient)
+
+
 @contextmanager
 def _progress(total: int, description: str):
     """A rich progress bar; yields a callback that advances it by one (a str argument names the step)."""
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=False,
-    ) as prog:
+    with _bar(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+              transient=False) as prog:
         task = prog.add_task(description, total=total)
 
         def advance(msg: str | int = "") -> None:
@@ -282,8 +286,7 @@ def generate_cmd(
 
     inputs = [labels, model, tissue_masks, body, tissues, scheme]
     api.check_volume_outputs(out, overwrite, inputs, samples)  # before minutes of sampling
-    with Progress(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:  # no stale bar after an error
+    with _bar(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%")) as prog:
         task = prog.add_task("generate", total=1.0)
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
@@ -394,7 +397,7 @@ def evaluate_cmd(
     """Compare synthetic with real volumes: SSIM, MS-SSIM, PSNR, MAE, HistCC, FSIM (+ Dice, FID) and an HTML report."""
     from seg2med import api
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:
+    with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:
         task = prog.add_task("evaluate", total=None)
         written = api.evaluate(pred, ref, out, labels=labels, mask=mask if mask in ("body", "none") else Path(mask), prior=prior,
                                modality=modality, segmenter=segmenter, fid_weights=fid_weights, overwrite=overwrite,
@@ -424,7 +427,7 @@ def benchmark_cmd(
     from seg2med import api
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=not console.is_terminal, transient=True) as prog:
+    with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:
         task = prog.add_task("benchmark", total=None)
         result = api.benchmark(data, out, methods=names, budget_minutes=budget, max_steps=max_steps, preset=preset, batch=batch,
                                seed=seed, sample_steps=sample_steps, segmenter=segmenter, segmenter_minutes=segmenter_budget,
@@ -434,7 +437,8 @@ def benchmark_cmd(
     out_console.print(f"report: {out / 'report' / 'report.html'} ({result['seconds']:.0f} s)")
 
 
-INTERRUPTED = "interrupted (outputs are written atomically: any output file present is complete, none is half-written)"
+_ATOMIC = "outputs are written atomically: any output file present is complete, none is half-written"
+INTERRUPTED, TERMINATED = f"interrupted ({_ATOMIC})", f"terminated ({_ATOMIC})"
 
 
 def main() -> None:
@@ -465,15 +469,11 @@ def _run() -> None:
     except ClickException as exc:
         _error(exc.format_message(), exc.exit_code)
     except Terminated:
-        _error("terminated (outputs are written atomically: any output file present is complete, none is half-written)", 143)
+        _error(TERMINATED, 143)
     except Seg2MedError as exc:
         _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:  # SIGINT / Ctrl-C: outputs are written atomically, so nothing half-written is left
         _error(INTERRUPTED, 130)
-    except SystemExit as exc:
-        if exc.code == 130 and _caused_by_interrupt(exc):  # typer turns Ctrl-C into a silent exit 130
-            _error(INTERRUPTED, 130)
-        raise
     except OSError as exc:  # read-only folder, full disk, too many open files...: the system's reason, one line
         where = f"{exc.filename}: " if exc.filename else ""
         _error(f"{where}{exc.strerror or exc}", 1)
@@ -487,15 +487,6 @@ class Terminated(BaseException):
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
-
-
-def _caused_by_interrupt(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _error(message: str, code: int) -> None:
