@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seg2med._version import __version__
+from seg2med.anatomy import LabelVolume, check_known_ids, check_numbering
 from seg2med.checks import check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
-from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file, digests
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
+from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
 from seg2med.io.segmentations import load_body_mask
-from seg2med.io.sidecars import label_table, read_label_table
-from seg2med.anatomy import LabelVolume, check_known_ids, check_numbering
+from seg2med.io.sidecars import describe_set, label_table, read_label_table
 from seg2med.labels import (
     LabelScheme,
     canonical_scheme,
@@ -40,6 +40,7 @@ from seg2med.labels import (
 )
 
 if TYPE_CHECKING:
+    from seg2med.inference.generate import LoadedModel
     from seg2med.physics import ImagingSequence
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,9 @@ def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False
     ``overwrite`` replaces only files seg2med wrote, never one of ``inputs`` (:mod:`seg2med.io.outputs`).
     """
     out = Path(path)
-    table = label_table(lv.scheme, lv.report, [out.name])
     with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
         save_volume(lv.volume, tmp_img)
-        write_json(tmp_side, {**table, "sha256": digests({out.name: tmp_img})})
+        write_json(tmp_side, describe_set(label_table(lv.scheme, lv.report), {out.name: tmp_img}))
     return out
 
 
@@ -268,7 +268,7 @@ def save_prior(prior: Prior, path: str | Path, overwrite: bool = False, inputs: 
     out = Path(path)
     with atomic_outputs([out, sidecar_path(out)], overwrite, inputs) as (tmp_img, tmp_side):
         save_volume(prior.volume, tmp_img, dtype=np.float32)
-        write_json(tmp_side, {**prior.metadata, "files": [out.name], "sha256": digests({out.name: tmp_img})})
+        write_json(tmp_side, describe_set(prior.metadata, {out.name: tmp_img}))
     return out
 
 
@@ -430,15 +430,16 @@ def run_demo(
             names[f"{mod}_synthetic"] = out / f"{mod}_synthetic.nii.gz"
         names[f"{mod}_preview"] = out / f"preview_{mod}.png"
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
-    if shipped:  # refuse what this device or the models cannot run before any work
+    models = {}
+    if shipped:  # refuse what this device or the models cannot run before any work; each model is loaded once
         from seg2med.inference import load_model
         from seg2med.inference.generate import check_sampling
 
         dev = pick_device(device)
         autocast_dtype(precision, dev)
-        for _, _, model in plan:
-            if model in shipped:
-                check_sampling(load_model(model, device=dev), steps, None)
+        models = {model: load_model(model, device=dev) for _, _, model in plan if model in shipped}
+        for lm in models.values():
+            check_sampling(lm, steps, None)
     inputs = [labels, tissue_masks, body]
     for p in [*names.values(), *sidecars]:
         check_output_file(p, overwrite, inputs)
@@ -454,7 +455,8 @@ def run_demo(
         panels = [Panel(f"{mod.upper()} prior ({seq})", prior.volume, window=window)]
         if model in shipped:
             step(f"synthetic {mod.upper()} ({model})")
-            result = generate(lv, seq, model=model, steps=steps, seed=seed, batch=8, device=device, precision=precision)
+            result = generate(lv, seq, model=models[model], steps=steps, seed=seed, batch=8, device=device,
+                              precision=precision)
             save_generated(result, names[f"{mod}_synthetic"], overwrite=overwrite, inputs=inputs)
             panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
         save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite, inputs=inputs,
@@ -467,7 +469,7 @@ def generate(
     labels: LabelsLike | LabelVolume,
     sequence: str | None = None,
     *,
-    model: str | Path = "ct-demo",
+    model: str | Path | LoadedModel = "ct-demo",
     steps: int = 50,
     sampler: str | None = None,
     seed: int = 0,
@@ -485,24 +487,25 @@ def generate(
 ):
     """Label map -> synthetic CT / MR volume(s) on the label map's grid.
 
-    ``model`` is a run folder or a shipped model name (``ct-demo``, ``mr-demo``).
-    The prior is simulated with exactly the sequence the model was trained
+    ``model`` is a run folder, a shipped model name (``ct-demo``, ``mr-demo``) or a model already
+    loaded on ``device`` (:func:`seg2med.inference.load_model`). The prior is simulated with exactly the sequence the model was trained
     with; asking for another ``sequence`` is an error. Returns a
     :class:`seg2med.inference.GenerationResult` (``.samples[0].array`` is the
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import check_sampling, pick_device
+    from seg2med.inference.generate import LoadedModel, check_sampling, pick_device
     from seg2med.models.precision import autocast_dtype
 
     seed = check_seed(seed)
     dev = pick_device(device)
     autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
-    lm = load_model(model, device=dev)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
+    model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch)  # before reading the labels
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
-        raise ConfigError(f"model {model} was trained for sequence {trained!r}, not {sequence!r}")
+        raise ConfigError(f"model {model_name} was trained for sequence {trained!r}, not {sequence!r}")
     default_scheme = lm.data.get("scheme") or "total"
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
         labels, scheme=scheme, default_scheme=default_scheme, tissue_masks=tissue_masks, body=body, strict=strict
@@ -511,7 +514,7 @@ def generate(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
-    result.metadata.update({"seg2med_version": __version__, "model_name": str(model), "scheme": lv.scheme.name,
+    result.metadata.update({"seg2med_version": __version__, "model_name": model_name, "scheme": lv.scheme.name,
                             "body_contour": lv.body_contour,
                             "tissue_table": str(tissues) if tissues else "default"})
     return result
@@ -553,15 +556,13 @@ def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Seq
     paths = generated_paths(out, len(result.samples))
     keys = list(paths)
     stale = described_files(paths["sidecar"], kind="seg2med-generated") if overwrite else []
-    meta = {**result.metadata, "files": [p.name for k, p in paths.items() if k != "sidecar"]}
     with atomic_outputs([paths[k] for k in keys], overwrite, inputs, stale=stale) as temps:
         tmp = dict(zip(keys, temps))
         for k, vol in enumerate(result.samples):
             save_volume(vol, tmp[f"sample{k}"], dtype=np.float32)
         if result.std is not None:
             save_volume(result.std, tmp["std"], dtype=np.float32)
-        images = {paths[k].name: tmp[k] for k in keys if k != "sidecar"}
-        write_json(tmp["sidecar"], {**meta, "sha256": digests(images)})
+        write_json(tmp["sidecar"], describe_set(result.metadata, {paths[k].name: tmp[k] for k in keys if k != "sidecar"}))
     return paths
 
 

@@ -99,16 +99,9 @@ def described_files(sidecar: str | Path, kind: str | None = None) -> list[Path]:
     output (its image, ``_sampleK``, ``_std``), or []."""
     side = Path(sidecar)
     data = _json_is_ours(side) if side.is_file() else None
-    if data is None or (kind is not None and data.get("kind") != kind):
+    files = data.get("files") if data is not None and (kind is None or data.get("kind") == kind) else None
+    if not isinstance(files, list):  # not a sidecar of that kind, or one written before seg2med listed its files
         return []
-    files = data.get("files")
-    if not isinstance(files, list):  # sidecars written before seg2med listed its files
-        from seg2med.io.nifti import nifti_stem
-
-        stem = nifti_stem(side)
-        k = data.get("samples", 1) if isinstance(data.get("samples", 1), int) else 1
-        names = [stem, *(f"{stem}_sample{i}" for i in range(1, k)), *([f"{stem}_std"] if k > 1 else [])]
-        files = [n + ext for n in names for ext in _NIFTI]
     return [side.with_name(f) for f in files if isinstance(f, str) and f == Path(f).name]
 
 
@@ -230,6 +223,17 @@ def read_folder_marker(folder: Path) -> dict[str, Any] | None:
     return data if data is not None and isinstance(data.get("entries"), list) else None
 
 
+def folder_kind(kind: str) -> str:
+    """The marker kind of a seg2med ``kind`` folder (``dataset`` -> ``seg2med-dataset``)."""
+    return f"{OWNER}-{kind}"
+
+
+def marked_as(folder: Path, kind: str) -> bool:
+    """``folder`` carries the marker of a seg2med ``kind`` folder."""
+    marker = read_folder_marker(folder) if folder.is_dir() else None
+    return marker is not None and marker.get("kind") == folder_kind(kind)
+
+
 def check_output_dir(path: str | Path, kind: str, overwrite: bool = False,
                      inputs: Iterable[str | Path | None] = ()) -> Path:
     """Refuse (one line) an output folder that cannot or must not be (re)written; writes nothing.
@@ -255,8 +259,8 @@ def check_output_dir(path: str | Path, kind: str, overwrite: bool = False,
     if marker is None:
         raise OutputExistsError(f"{p}: is a folder seg2med did not write (no {FOLDER_MARKER}); --overwrite replaces "
                                 "only seg2med's own outputs (choose a new folder)")
-    if marker.get("kind") != f"{OWNER}-{kind}":
-        raise OutputExistsError(f"{p}: holds a {marker.get('kind')} output, not a {OWNER}-{kind} one; "
+    if marker.get("kind") != folder_kind(kind):
+        raise OutputExistsError(f"{p}: holds a {marker.get('kind')} output, not a {folder_kind(kind)} one; "
                                 "choose another folder")
     listed = set(marker["entries"])
     foreign = sorted(e.name for e in p.iterdir() if e.name != FOLDER_MARKER and e.name not in listed)
@@ -273,7 +277,7 @@ def write_folder_marker(folder: str | Path, kind: str, entries: Iterable[str] | 
 
     f = Path(folder)
     names = sorted(set(entries) if entries is not None else {e.name for e in f.iterdir() if e.name != FOLDER_MARKER})
-    return write_json(f / FOLDER_MARKER, {"kind": f"{OWNER}-{kind}", "written_by": owner_tag(), "entries": names},
+    return write_json(f / FOLDER_MARKER, {"kind": folder_kind(kind), "written_by": owner_tag(), "entries": names},
                       overwrite=True)
 
 

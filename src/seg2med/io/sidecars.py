@@ -16,15 +16,21 @@ from typing import Any
 from seg2med._version import __version__
 from seg2med.io.files import read_json
 from seg2med.io.nifti import sidecar_path
+from seg2med.io.outputs import digests
 from seg2med.labels import LabelScheme
 
 LABELS_KIND = "seg2med-labels"
 
 
-def label_table(scheme: LabelScheme, report: Mapping[str, Any], files: list[str]) -> dict[str, Any]:
-    """The sidecar of a canonical label volume (its ``sha256`` is added when the set is written)."""
-    return {"kind": LABELS_KIND, "seg2med_version": __version__, **scheme.to_table(), "report": dict(report),
-            "files": list(files)}
+def label_table(scheme: LabelScheme, report: Mapping[str, Any]) -> dict[str, Any]:
+    """The sidecar of a canonical label volume (its files are added by :func:`describe_set` when written)."""
+    return {"kind": LABELS_KIND, "seg2med_version": __version__, **scheme.to_table(), "report": dict(report)}
+
+
+def describe_set(meta: Mapping[str, Any], images: Mapping[str, Path]) -> dict[str, Any]:
+    """``meta`` with the ``files`` of its set and their ``sha256``; ``images`` maps each final file name to the
+    (temporary) file just written, whose digest :func:`seg2med.io.outputs.written_by_seg2med` checks later."""
+    return {**meta, "files": list(images), "sha256": digests(images)}
 
 
 def read_label_table(path: str | Path) -> LabelScheme | None:

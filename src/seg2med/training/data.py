@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from seg2med.data.dataset import SliceDataset
 from seg2med.errors import ConfigError, InputError
+from seg2med.io.budget import check_memory
 from seg2med.training.runtime import step_generator
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ def check_batch_memory(ds: SliceDataset, batch: int, what: str, activation_bytes
     noise, targets, the network input), plus ``activation_bytes_per_pixel`` (the network's saved
     activations, when they live in host memory: training on the CPU). Weights and optimizer state are
     not counted (megabytes)."""
-    from seg2med.io.budget import check_memory
-
     size = ds.manifest["config"]["size"]
     h, w = (size, size) if isinstance(size, int) else size
     channels = 3 + 2 * int(ds.neighbours)

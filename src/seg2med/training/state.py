@@ -40,6 +40,13 @@ from seg2med.io.checkpoints import (
     write_checkpoint_config,
 )
 from seg2med.io.files import atomic_dir, read_json, write_json, write_text
+from seg2med.io.outputs import (
+    check_location,
+    inside,
+    marked_as,
+    write_folder_marker,
+    written_by_seg2med,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +65,7 @@ RUN_KIND = "run"
 def is_run_folder(out: Path) -> bool:
     """``out`` holds a seg2med run: its ``config.json`` is a seg2med checkpoint config, or it carries the
     run marker :func:`clear_run` writes (a run stopped before its first checkpoint)."""
-    from seg2med.io.outputs import read_folder_marker, written_by_seg2med
-
-    marker = read_folder_marker(out) if out.is_dir() else None
-    return written_by_seg2med(out / CONFIG) or (marker is not None and marker.get("kind") == f"seg2med-{RUN_KIND}")
+    return written_by_seg2med(out / CONFIG) or marked_as(out, RUN_KIND)
 
 
 def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | None = None) -> bool:
@@ -70,8 +74,6 @@ def check_out_dir(out: Path, resume: bool, overwrite: bool, data: str | Path | N
     ``overwrite`` replaces only a seg2med run (and of it only the run's own items, :func:`clear_run`);
     a non-empty folder that is not one is refused, as is a run folder that is, holds or lies inside the
     dataset ``data`` it would train on."""
-    from seg2med.io.outputs import check_location, inside
-
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other")
     if out.exists() and not out.is_dir():
@@ -115,8 +117,6 @@ def clear_run(out: Path) -> None:
         elif p.exists() or p.is_symlink():
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    from seg2med.io.outputs import write_folder_marker
-
     # marks the folder as a run from its first moment: a run stopped before its first checkpoint
     # (Ctrl-C, SIGTERM) can be started again with --overwrite
     write_folder_marker(out, RUN_KIND, RUN_ITEMS)
