@@ -15,7 +15,7 @@ from seg2med.training.config import (
 from seg2med.training.methods import read_config_file, resolve_method, train_method
 from seg2med.training.segmenter import SegmenterConfig, train_segmenter
 from seg2med.training.state import load_checkpoint
-from seg2med.training.trainer import train
+from seg2med.training.diffusion import train
 
 __all__ = ["BaselineTrainConfig", "SegmenterConfig", "TrainConfig", "check_blocks", "load_checkpoint", "model_config_from_run", "read_config_file",
            "resolve_baseline_configs", "resolve_configs", "resolve_method", "train", "train_baseline", "train_method",

@@ -20,7 +20,7 @@ Generators work in [-1, 1] like the diffusion model. Every step draws its
 batch, augmentation and any global randomness from ``(seed, step)``, so runs
 are exactly reproducible and resumable (single process; torchrun is for
 ``ddpm``). The run folder has the diffusion layout (see
-:mod:`seg2med.training.netstate`); ``config.json`` holds ``method``,
+:mod:`seg2med.training.state`); ``config.json`` holds ``method``,
 ``model`` (:class:`~seg2med.models.baselines.BaselineConfig`: every network
 as a MONAI class + constructor arguments), ``data`` (as for ``ddpm``),
 ``training`` (options, objective, progress) and ``weights`` (``model`` = the
@@ -47,12 +47,7 @@ from torch.utils.data import DataLoader, Sampler
 from seg2med.data.dataset import SliceDataset
 from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
-from seg2med.io.checkpoints import (
-    EMA_WEIGHTS,
-    WEIGHTS,
-    read_checkpoint_config,
-    write_checkpoint_config,
-)
+from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, write_checkpoint_config
 from seg2med.models.baselines import (
     BASELINE_METHODS,
     BASELINE_PRESETS,
@@ -65,29 +60,11 @@ from seg2med.models.baselines import (
 )
 from seg2med.models.config import count_parameters
 from seg2med.training.config import TRAJECTORY_FIELDS, TrainConfig, _block, check_blocks, check_trajectory_unchanged
-from seg2med.training.data import (
-    StepBatches,
-    augment,
-    batch_indices,
-    batches,
-    check_batch_memory,
-    collate,
-    data_summary,
-    open_split,
-    require_slices,
-)
+from seg2med.training.data import StepBatches, augment, batch_indices, batches, collate
 from seg2med.training.ema import EMA
-from seg2med.training.loop import (
-    Learner,
-    optimizer_step,
-    require_single_process,
-    run_loop,
-    summary,
-)
-from seg2med.training.netstate import NetsState, check_run_method, load_nets_checkpoint
-from seg2med.training.runtime import Runtime, runtime, step_generator, step_seed
-from seg2med.training.state import VAL, check_out_dir, clear_run, step_name
-from seg2med.training.trainer import Tracker
+from seg2med.training.loop import Context, Learner, Recipe, Tracker, new_scaler, optimizer_step, run_training
+from seg2med.training.runtime import step_generator, step_seed
+from seg2med.training.state import VAL, ResumeState, step_name
 from seg2med.training.validation import save_grid, spread, val_loss
 
 log = logging.getLogger(__name__)
@@ -238,17 +215,16 @@ def _params(*nets: torch.nn.Module) -> list[torch.nn.Parameter]:
 class BaselineLearner(Learner):
     """Networks, EMA of the generator, optimizers and the objective of one baseline method."""
 
-    def __init__(self, out: Path, model_cfg: BaselineConfig, cfg: BaselineTrainConfig, rt: Runtime, val_ds: SliceDataset,
-                 data: dict[str, Any]) -> None:
-        self.out, self.model_cfg, self.cfg, self.rt, self.val_ds, self.data = out, model_cfg, cfg, rt, val_ds, data
-        self.method = model_cfg.method
+    def __init__(self, ctx: Context, model_cfg: BaselineConfig, cfg: BaselineTrainConfig) -> None:
+        self.out, self.rt, self.val_ds, self.data = ctx.out, ctx.rt, ctx.val_ds, ctx.data
+        self.model_cfg, self.cfg, self.method = model_cfg, cfg, model_cfg.method
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.nets = {name: model_cfg.build(name).to(rt.device) for name in METHOD_NETWORKS[self.method]}
+            self.nets = {name: model_cfg.build(name).to(self.rt.device) for name in METHOD_NETWORKS[self.method]}
         self.ema = EMA(self.nets["generator"], cfg.ema_decay)
         self.opts = {name: torch.optim.Adam(_params(*(self.nets[n] for n in nets)), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
                      for name, nets in OPTIMIZERS[self.method].items()}
-        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+        self.scaler = new_scaler(self.rt)
         from monai.losses import PatchAdversarialLoss
 
         self.adv = PatchAdversarialLoss(criterion="least_squares")
@@ -271,7 +247,7 @@ class BaselineLearner(Learner):
     def optimizer_states(self) -> dict[str, dict[str, Any]]:
         return {n: o.state_dict() for n, o in self.opts.items()}
 
-    def load(self, state: NetsState) -> None:
+    def load(self, state: ResumeState) -> None:
         files = self.files(self.method)
         self.nets["generator"].load_state_dict(state.weights[files["model"]])
         self.ema.load_state_dict(state.weights[files["ema"]])
@@ -283,8 +259,7 @@ class BaselineLearner(Learner):
         self.load_scaler(state)
 
     def run_config(self, tracker: Tracker) -> dict[str, Any]:
-        training = {"config": self.cfg.to_dict(), "objective": _objective(self.method, self.cfg), **tracker.info(),
-                    "device": str(self.rt.device), "precision": self.rt.precision, "world_size": 1}
+        training = {"config": self.cfg.to_dict(), "objective": _objective(self.method, self.cfg), **self.training_info(tracker)}
         return {"method": self.method, "model": self.model_cfg.to_dict(), "data": self.data, "training": training,
                 "weights": self.files(self.method)}
 
@@ -405,6 +380,23 @@ class BaselineLearner(Learner):
 
 
 # --------------------------------------------------------------------------- entry points
+def baseline_recipe(method: str, model_cfg: BaselineConfig, cfg: BaselineTrainConfig) -> Recipe:
+    """The ``unet`` / ``pix2pix`` / ``cyclegan`` part of a run (see :func:`seg2med.training.loop.run_training`)."""
+
+    def describe(learner: Learner, ctx: Context) -> str:
+        n_params = sum(count_parameters(n) for n in learner.nets.values()) / 1e6
+        return (f"{method}: {model_cfg.preset} ({n_params:.2f} M parameters in {len(learner.nets)} network(s)), "
+                f"{ctx.rt.device} {ctx.rt.precision}, train {len(ctx.train_ds)} slices, val {len(ctx.val_ds)} slices")
+
+    return Recipe(
+        method=method, cfg=cfg, neighbours=model_cfg.neighbours, optimizers=tuple(OPTIMIZERS[method]),
+        what=f"train --method {method}", batch_items=2 * cfg.batch if method == "cyclegan" else cfg.batch,
+        check_data=lambda ds: model_cfg.check_slice_size(ds.manifest["config"]["size"], str(ds.root)),
+        check_resumable=lambda stored: check_baseline_resumable(stored, model_cfg, cfg),
+        build=lambda ctx: BaselineLearner(ctx, model_cfg, cfg), describe=describe,
+    )
+
+
 def train_baseline(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -427,30 +419,8 @@ def train_baseline(
     if model_cfg.method != method:
         raise ConfigError(f"model config is for method {model_cfg.method!r}, not {method!r}")
     cfg = BaselineTrainConfig.from_train_config(train_cfg).for_method(method)
-    out = Path(out_dir)
-    with runtime(cfg.device, cfg.precision) as rt:
-        require_single_process(rt, method)
-        resuming = check_out_dir(out, resume, overwrite, data_dir)
-        train_ds = open_split(data_dir, "train", model_cfg.neighbours)
-        require_slices(train_ds, "train")
-        model_cfg.check_slice_size(train_ds.manifest["config"]["size"], str(train_ds.root))
-        check_batch_memory(train_ds, 2 * cfg.batch if method == "cyclegan" else cfg.batch, f"train --method {method}")
-        val_ds = open_split(data_dir, "val", model_cfg.neighbours)
-        state = None
-        if resuming:
-            stored = read_checkpoint_config(out)
-            check_run_method(stored, method, out)
-            check_baseline_resumable(stored, model_cfg, cfg)
-            state = load_nets_checkpoint(out, tuple(OPTIMIZERS[method]))
-        else:
-            clear_run(out)
-        data = data_summary(data_dir, train_ds, val_ds, model_cfg.neighbours)
-        learner = BaselineLearner(out, model_cfg, cfg, rt, val_ds, data)
-        log.info("%s: %s (%.2f M parameters in %d network(s)), %s %s, train %d slices, val %d slices", method,
-                 model_cfg.preset, sum(count_parameters(n) for n in learner.nets.values()) / 1e6, len(learner.nets),
-                 rt.device, rt.precision, len(train_ds), len(val_ds))
-        tracker = run_loop(out, learner, train_ds, val_ds, state, progress)
-    return summary(out, tracker, rt, state.step if state is not None else None)
+    return run_training(baseline_recipe(method, model_cfg, cfg), data_dir, out_dir, resume=resume, overwrite=overwrite,
+                        progress=progress)
 
 
 def _fit_sums(ds: SliceDataset, k: int, chunk: int = 64) -> np.ndarray:
@@ -503,6 +473,30 @@ def _prior_val(pm: PriorMap, ds: SliceDataset, k: int, out: Path, val_slices: in
     return res
 
 
+def prior_recipe(neighbours: int = 0, cfg: TrainConfig | None = None) -> Recipe:
+    """The ``prior`` method's part of a run: no steps, one least-squares fit (:func:`fit_prior_map`)."""
+    cfg = cfg or TrainConfig()
+
+    def fit(ctx: Context) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        pm, fit = fit_prior_map(ctx.train_ds, neighbours)
+        val = _prior_val(pm, ctx.val_ds, neighbours, ctx.out, cfg.val_slices)
+        seconds = time.perf_counter() - t0
+        training = {"config": {"seed": cfg.seed, "val_slices": cfg.val_slices}, "step": 0, "seconds": round(seconds, 3),
+                    "final_loss": None, "last_losses": [], "val_loss": None if val is None else val["mae01"], "val": val,
+                    "device": "cpu", "precision": "fp32", "world_size": 1}
+        config = {"method": "prior", "model": {**pm.to_dict(), "fit": fit}, "data": ctx.data, "training": training,
+                  "weights": {}}
+        write_checkpoint_config(ctx.out, config)
+        log.info("prior map: image01 = %.4f * prior01 + %.4f (R^2 %.3f on %d train pixels)", pm.scale, pm.offset,
+                 fit["r2"], fit["pixels"])
+        return {"out": str(ctx.out), "step": 0, "seconds": round(seconds, 3), "final_loss": None, "last_losses": [],
+                "val_loss": training["val_loss"], "losses": [], "resumed_from": None, "device": "cpu",
+                "precision": "fp32", "world_size": 1, "scale": pm.scale, "offset": pm.offset}
+
+    return Recipe(method="prior", cfg=cfg, neighbours=neighbours, one_pass=fit)
+
+
 def train_prior(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -517,28 +511,5 @@ def train_prior(
     map, see :class:`~seg2med.models.baselines.PriorMap`, with fit statistics;
     ``data`` as for ``ddpm``; ``weights`` empty) and ``val/step_000000.png``.
     """
-    if resume:
-        raise ConfigError("method prior has nothing to resume (it fits in one pass; use --overwrite to refit)")
-    cfg = train_cfg or TrainConfig()
-    out = Path(out_dir)
-    t0 = time.perf_counter()
-    check_out_dir(out, False, overwrite, data_dir)
-    train_ds = open_split(data_dir, "train", neighbours)
-    require_slices(train_ds, "train")
-    val_ds = open_split(data_dir, "val", neighbours)
-    clear_run(out)
-    pm, fit = fit_prior_map(train_ds, neighbours)
-    val = _prior_val(pm, val_ds, neighbours, out, cfg.val_slices)
-    seconds = time.perf_counter() - t0
-    model = {**pm.to_dict(), "fit": fit}
-    training = {"config": {"seed": cfg.seed, "val_slices": cfg.val_slices}, "step": 0, "seconds": round(seconds, 3),
-                "final_loss": None, "last_losses": [], "val_loss": None if val is None else val["mae01"], "val": val,
-                "device": "cpu", "precision": "fp32", "world_size": 1}
-    config = {"method": "prior", "model": model, "data": data_summary(data_dir, train_ds, val_ds, neighbours),
-              "training": training, "weights": {}}
-    write_checkpoint_config(out, config)
-    log.info("prior map: image01 = %.4f * prior01 + %.4f (R^2 %.3f on %d train pixels)", pm.scale, pm.offset, fit["r2"],
-             fit["pixels"])
-    return {"out": str(out), "step": 0, "seconds": round(seconds, 3), "final_loss": None, "last_losses": [],
-            "val_loss": training["val_loss"], "losses": [], "resumed_from": None, "device": "cpu", "precision": "fp32",
-            "world_size": 1, "scale": pm.scale, "offset": pm.offset}
+    return run_training(prior_recipe(neighbours, train_cfg), data_dir, out_dir, resume=resume, overwrite=overwrite,
+                        progress=False)

@@ -90,7 +90,7 @@ def train_method(
         train_baseline,
         train_prior,
     )
-    from seg2med.training.trainer import train
+    from seg2med.training.diffusion import train
 
     m = resolve_method(method, blocks, base)
     blocks = check_blocks(blocks)

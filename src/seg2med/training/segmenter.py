@@ -8,7 +8,7 @@ canonical ids, 0 = background); network channel ``c`` predicts
 ``classes[c]``. Batches are step-seeded like every other trainer (exact
 reproduction and resume); no EMA.
 
-Run folder (layout of :mod:`seg2med.training.netstate`), ``config.json``::
+Run folder (layout of :mod:`seg2med.training.state`), ``config.json``::
 
     method: segmenter
     model:  {network: {class: UNet, args: {...}}, classes: [0, ...], class_names: {id: name} | null,
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +34,14 @@ import torch
 from seg2med.data.dataset import SliceDataset
 from seg2med.data.prepare import read_subject_slices
 from seg2med.errors import ConfigError, InputError
-from seg2med.io.checkpoints import WEIGHTS, read_checkpoint_config
+from seg2med.io.checkpoints import WEIGHTS
 from seg2med.models.baselines import SEGMENTER, downsampling, segmenter_spec
 from seg2med.models.config import count_parameters
 from seg2med.training.config import TrainConfig, check_trajectory_unchanged
-from seg2med.training.data import (
-    StepBatches,
-    check_batch_memory,
-    data_summary,
-    open_split,
-    require_slices,
-)
-from seg2med.training.loop import (
-    Learner,
-    optimizer_step,
-    require_single_process,
-    run_loop,
-    summary,
-)
-from seg2med.training.netstate import NetsState, check_run_method, load_nets_checkpoint
-from seg2med.training.runtime import Runtime, runtime, step_generator, step_seed
-from seg2med.training.state import check_out_dir, clear_run
-from seg2med.training.trainer import Tracker
+from seg2med.training.data import StepBatches
+from seg2med.training.loop import Context, Learner, Recipe, Tracker, new_scaler, optimizer_step, run_training
+from seg2med.training.runtime import step_generator, step_seed
+from seg2med.training.state import ResumeState
 from seg2med.training.validation import spread
 
 log = logging.getLogger(__name__)
@@ -128,18 +114,19 @@ class SegmenterLearner(Learner):
 
     method = SEGMENTER
 
-    def __init__(self, spec: dict[str, Any], classes: list[int], names: dict[str, str] | None, cfg: TrainConfig,
-                 rt: Runtime, val_ds: SliceDataset, data: dict[str, Any]) -> None:
+    def __init__(self, ctx: Context, spec: dict[str, Any], classes: list[int], names: dict[str, str] | None,
+                 cfg: TrainConfig) -> None:
         from monai.losses import DiceCELoss
 
         from seg2med.models.baselines import build_network
 
-        self.spec, self.classes, self.names, self.cfg, self.rt, self.val_ds, self.data = spec, classes, names, cfg, rt, val_ds, data
+        self.rt, self.val_ds, self.data = ctx.rt, ctx.val_ds, ctx.data
+        self.spec, self.classes, self.names, self.cfg = spec, classes, names, cfg
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.net = build_network(spec).to(rt.device)
+            self.net = build_network(spec).to(self.rt.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.precision == "fp16")
+        self.scaler = new_scaler(self.rt)
         self.loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
         self.lut = torch.zeros(max(classes) + 1, dtype=torch.int64)
         self.lut[torch.as_tensor(classes)] = torch.arange(len(classes))
@@ -150,7 +137,7 @@ class SegmenterLearner(Learner):
     def optimizer_states(self) -> dict[str, dict[str, Any]]:
         return {OPTIMIZER: self.opt.state_dict()}
 
-    def load(self, state: NetsState) -> None:
+    def load(self, state: ResumeState) -> None:
         self.net.load_state_dict(state.weights[WEIGHTS])
         self.opt.load_state_dict(state.optimizers[OPTIMIZER])
         self.load_scaler(state)
@@ -161,7 +148,7 @@ class SegmenterLearner(Learner):
                  "output": "logits [C, H, W]; channel c = label id classes[c]",
                  "features": "global average pool of the bottleneck block (channels[-1] values per slice)"}
         training = {"config": self.cfg.to_dict(), "objective": "DiceCE (softmax, one-hot targets, Dice + CE weights 1)",
-                    **tracker.info(), "device": str(self.rt.device), "precision": self.rt.precision, "world_size": 1}
+                    **self.training_info(tracker)}
         return {"method": SEGMENTER, "model": model, "data": self.data, "training": training, "weights": {"model": WEIGHTS}}
 
     def batches(self, ds: SliceDataset, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -214,6 +201,44 @@ def _check_resumable(stored: Mapping[str, Any], spec: dict[str, Any], classes: l
     check_trajectory_unchanged(stored, cfg, SEGMENTER_TRAJECTORY)
 
 
+@dataclass
+class SegmenterPlan:
+    """What the segmenter learns, read from the dataset when its data are checked."""
+
+    classes: list[int] = field(default_factory=list)  # label ids; network channel c = classes[c]
+    spec: dict[str, Any] = field(default_factory=dict)  # the U-Net (MONAI class + arguments)
+    names: dict[str, str] | None = None
+
+
+def segmenter_recipe(net_cfg: SegmenterConfig, cfg: TrainConfig) -> tuple[Recipe, SegmenterPlan]:
+    """The segmenter's part of a run (see :func:`seg2med.training.loop.run_training`) and its plan, filled in once
+    the run has checked the dataset (the classes are the label ids it stores)."""
+    plan = SegmenterPlan()
+
+    def check_data(ds: SliceDataset) -> None:
+        check_has_labels(ds.manifest, ds.root)
+        classes = dataset_classes(ds.root, ds.manifest)
+        if len(classes) < 2:
+            raise InputError(f"{ds.root}: the stored labels hold only background (nothing to segment)")
+        spec = net_cfg.spec(len(classes))
+        size = ds.manifest["config"]["size"]
+        h, w = (size, size) if isinstance(size, int) else size
+        f = downsampling(spec)
+        if h % f or w % f:
+            raise ConfigError(f"slice size {h}x{w} of {ds.root} is not divisible by {f} (segmenter down-sampling)")
+        plan.classes, plan.spec, plan.names = classes, spec, class_names(ds.manifest, classes)
+
+    def describe(learner: Learner, ctx: Context) -> str:
+        return (f"segmenter: {len(plan.classes)} classes, {count_parameters(learner.net) / 1e6:.2f} M parameters, "
+                f"{ctx.rt.device} {ctx.rt.precision}, train {len(ctx.train_ds)} slices, val {len(ctx.val_ds)} slices")
+
+    return Recipe(
+        method=SEGMENTER, cfg=cfg, optimizers=(OPTIMIZER,), what="train-segmenter", check_data=check_data,
+        check_resumable=lambda stored: _check_resumable(stored, plan.spec, plan.classes, cfg),
+        build=lambda ctx: SegmenterLearner(ctx, plan.spec, plan.classes, plan.names, cfg), describe=describe,
+    ), plan
+
+
 def train_segmenter(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -229,40 +254,9 @@ def train_segmenter(
     ``intensity_jitter`` and ``val_steps`` are unused). A dataset without
     stored labels is an :class:`InputError`. The summary adds ``classes``.
     """
-    net_cfg = net_cfg or SegmenterConfig()
-    cfg = train_cfg or default_train_config()
-    out = Path(out_dir)
-    with runtime(cfg.device, cfg.precision) as rt:
-        require_single_process(rt, SEGMENTER)
-        resuming = check_out_dir(out, resume, overwrite, data_dir)
-        train_ds = open_split(data_dir, "train", 0)
-        check_has_labels(train_ds.manifest, train_ds.root)
-        require_slices(train_ds, "train")
-        check_batch_memory(train_ds, cfg.batch, "train-segmenter")
-        val_ds = open_split(data_dir, "val", 0)
-        classes = dataset_classes(train_ds.root, train_ds.manifest)
-        if len(classes) < 2:
-            raise InputError(f"{train_ds.root}: the stored labels hold only background (nothing to segment)")
-        spec = net_cfg.spec(len(classes))
-        size = train_ds.manifest["config"]["size"]
-        h, w = (size, size) if isinstance(size, int) else size
-        f = downsampling(spec)
-        if h % f or w % f:
-            raise ConfigError(f"slice size {h}x{w} of {train_ds.root} is not divisible by {f} (segmenter down-sampling)")
-        state = None
-        if resuming:
-            stored = read_checkpoint_config(out)
-            check_run_method(stored, SEGMENTER, out)
-            _check_resumable(stored, spec, classes, cfg)
-            state = load_nets_checkpoint(out, (OPTIMIZER,))
-        else:
-            clear_run(out)
-        data = data_summary(data_dir, train_ds, val_ds, 0)
-        learner = SegmenterLearner(spec, classes, class_names(train_ds.manifest, classes), cfg, rt, val_ds, data)
-        log.info("segmenter: %d classes, %.2f M parameters, %s %s, train %d slices, val %d slices", len(classes),
-                 count_parameters(learner.net) / 1e6, rt.device, rt.precision, len(train_ds), len(val_ds))
-        tracker = run_loop(out, learner, train_ds, val_ds, state, progress)
-    return {**summary(out, tracker, rt, state.step if state is not None else None), "classes": classes}
+    recipe, plan = segmenter_recipe(net_cfg or SegmenterConfig(), train_cfg or default_train_config())
+    summary = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+    return {**summary, "classes": plan.classes}
 
 
 __all__ = ["SegmenterConfig", "default_train_config", "train_segmenter"]

@@ -1,13 +1,15 @@
 """The run folder: checkpoints (safetensors + JSON), resume state and the CSV log.
 
-Layout::
+Layout (every method; the weight files are those ``config.json["weights"]`` names)::
 
-    config.json  model.safetensors  ema.safetensors     latest checkpoint (what inference loads)
-    checkpoints/step_NNNNNN/                            config.json + both weights, one per checkpoint
-    state/progress.json                                 step reached, wall time, losses, loss scaler
-    state/step_NNNNNN/optimizer.{safetensors,json}      optimizer of that step (only the latest kept)
-    val/step_NNNNNN.png                                 validation grids
-    log.csv                                             step, loss, val_loss, lr, it_s, seconds
+    config.json  model.safetensors  [ema.safetensors]  [<network>.safetensors ...]   latest checkpoint
+    checkpoints/step_NNNNNN/                  config.json + every weight file, one per checkpoint
+    state/progress.json                       step reached, wall time, losses, loss scaler
+    state/step_NNNNNN/optimizer.{safetensors,json}               the optimizer of a one-optimizer run
+    state/step_NNNNNN/<optimizer>/optimizer.{safetensors,json}   one folder per optimizer otherwise
+                                              (only the latest step's state is kept)
+    val/step_NNNNNN.png                       validation grids
+    log.csv                                   step, loss, val_loss, lr, it_s, seconds
 
 A checkpoint is complete once ``state/progress.json`` names its step: the
 step's folders are written (atomically) first, so a run killed at any moment
@@ -129,20 +131,6 @@ def write_weight_files(folder: Path, weights: Mapping[str, Mapping[str, torch.Te
     write_checkpoint_config(folder, config)
 
 
-def save_checkpoint(
-    out: Path,
-    step: int,
-    config: Mapping[str, Any],
-    model: Mapping[str, torch.Tensor],
-    ema: Mapping[str, torch.Tensor],
-    optimizer: Mapping[str, Any],
-    progress: Mapping[str, Any],
-) -> None:
-    """Write the checkpoint of ``step`` (see the module docstring for the order)."""
-    write_checkpoint(out, step, lambda folder: write_weight_files(folder, {WEIGHTS: model, EMA_WEIGHTS: ema}, config),
-                     lambda folder: save_optimizer_state(folder, optimizer), progress)
-
-
 def write_checkpoint(out: Path, step: int, write_weights: Callable[[Path], None], write_state: Callable[[Path], None],
                      progress: Mapping[str, Any]) -> None:
     """The checkpoint protocol of every run folder (module docstring): weights into ``checkpoints/step_N``,
@@ -182,27 +170,58 @@ def checkpoint_weights_dir(out: Path, config: Mapping[str, Any], step: int, name
     return out
 
 
+#: The optimizer of a one-optimizer run (diffusion): its state lies at the top of ``state/step_N``.
+SINGLE_OPTIMIZER = ""
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    config: Mapping[str, Any],
+    weights: Mapping[str, Mapping[str, torch.Tensor]],
+    optimizers: Mapping[str, Mapping[str, Any]],
+    progress: Mapping[str, Any],
+) -> None:
+    """Write the checkpoint of ``step``: ``weights`` maps file names to state dicts, ``optimizers`` names to
+    states (one folder each in ``state/step_N``; :data:`SINGLE_OPTIMIZER` in the folder itself)."""
+
+    def write_state(folder: Path) -> None:
+        for name, state in optimizers.items():
+            (folder / name).mkdir(exist_ok=True)
+            save_optimizer_state(folder / name, state)
+
+    write_checkpoint(out, step, lambda folder: write_weight_files(folder, weights, config), write_state, progress)
+
+
 @dataclass
 class ResumeState:
-    """Everything a run needs to continue exactly where its last checkpoint left it."""
+    """The latest complete checkpoint of a run: everything it needs to continue exactly where it left off."""
 
     step: int
     config: dict[str, Any]
-    model: dict[str, torch.Tensor]
-    ema: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]]  # file name -> state dict
+    optimizers: dict[str, dict[str, Any]]  # optimizer name -> state dict
     progress: dict[str, Any]
 
 
-def load_checkpoint(out: Path) -> ResumeState:
-    """Read the latest complete checkpoint of a run folder."""
+def load_checkpoint(out: Path, optimizer_names: tuple[str, ...] = (SINGLE_OPTIMIZER,)) -> ResumeState:
+    """Read the latest complete checkpoint (every file of ``config.json["weights"]`` and the named optimizers)."""
     progress, step, name = read_progress(out)
     config = read_checkpoint_config(out)
-    weights = checkpoint_weights_dir(out, config, step, name, (WEIGHTS,))
-    return ResumeState(
-        step, config, load_weights(weights / WEIGHTS), load_weights(weights / EMA_WEIGHTS),
-        load_optimizer_state(out / STATE / name), progress,
-    )
+    files = sorted(set(config.get("weights", {}).values()))
+    folder = checkpoint_weights_dir(out, config, step, name, files)
+    missing = [o or "optimizer" for o in optimizer_names if not (out / STATE / name / o / "optimizer.json").is_file()]
+    if missing:
+        raise ConfigError(f"{out}: no optimizer state {missing} in {STATE}/{name} (not a run of this method?)")
+    return ResumeState(step, config, {f: load_weights(folder / f) for f in files},
+                       {o: load_optimizer_state(out / STATE / name / o) for o in optimizer_names}, progress)
+
+
+def check_run_method(stored: Mapping[str, Any], method: str, out: Path) -> None:
+    """Refuse to resume (or load) a run of another method."""
+    old = stored.get("method", "ddpm")
+    if old != method:
+        raise ConfigError(f"resume: {out} was trained with method {old!r}, not {method!r}")
 
 
 class RunLog:
