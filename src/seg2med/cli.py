@@ -21,6 +21,7 @@ from rich.table import Table
 
 from seg2med._version import __version__
 from seg2med.errors import Seg2MedError
+from seg2med.models.registry import DEFAULT_METHOD, GENERATORS, methods_help
 
 try:  # typer >= 0.2x ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -305,7 +306,7 @@ def generate_cmd(
 def train_cmd(
     data: Annotated[Path, typer.Option("--data", help="Prepared slice dataset (seg2med prepare).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: config.json, weights, checkpoints, val PNGs, log.csv.")],
-    method: Annotated[Optional[str], typer.Option("--method", help="ddpm | unet | pix2pix | cyclegan | prior (default: YAML method:, the resumed run's, else ddpm).")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help=f"{methods_help()} (default: YAML method:, the resumed run's, else {DEFAULT_METHOD}).")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="Model size: paper | small | tiny (default small).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML with model:, scheduler:, training: blocks.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Total optimisation steps.")] = None,
@@ -410,7 +411,7 @@ def evaluate_cmd(
 def benchmark_cmd(
     data: Annotated[Path, typer.Option("--data", help="Prepared dataset (seg2med prepare) with train and test splits.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: runs/, test/, report/, benchmark.md, benchmark.json.")],
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: ddpm,unet,pix2pix,cyclegan,prior.")] = "ddpm,unet,pix2pix,cyclegan,prior",
+    methods: Annotated[str, typer.Option("--methods", help=f"Comma-separated: {','.join(GENERATORS)}.")] = ",".join(GENERATORS),
     budget: Annotated[float, typer.Option("--budget", help="Training minutes per method (same for all).")] = 10.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Step cap per method.")] = 100_000,
     preset: Annotated[str, typer.Option("--preset", help="Network size for every method: tiny | small | paper.")] = "tiny",

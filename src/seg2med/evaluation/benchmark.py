@@ -38,10 +38,11 @@ from seg2med.io import save_volume, write_json
 from seg2med.io.files import write_text
 from seg2med.io.outputs import claim_folder
 from seg2med.models.config import PREDICTION_TYPES, PRESETS
+from seg2med.models.registry import GENERATORS
 
 log = logging.getLogger(__name__)
 
-ALL_METHODS = ("ddpm", "unet", "pix2pix", "cyclegan", "prior")
+ALL_METHODS = GENERATORS  # every image generator of the method registry
 
 
 @dataclass

@@ -33,20 +33,15 @@ import torch
 
 from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
+from seg2med.models.registry import BASELINE_METHODS, DEFAULT_METHOD, GENERATORS, REGISTRY, SEGMENTER, check_method
 
-DIFFUSION = "ddpm"
-BASELINE_METHODS = ("unet", "pix2pix", "cyclegan")
-METHODS = (DIFFUSION, *BASELINE_METHODS, "prior")
-SEGMENTER = "segmenter"
+DIFFUSION, METHODS = DEFAULT_METHOD, GENERATORS  # TODO(#12 item 2): importers move to models.registry
+
 NETWORK_CLASSES = ("AttentionUnet", "UNet", "PatchDiscriminator")
 OUTPUT_ACTIVATIONS = ("none", "tanh")
 
-#: Networks of each baseline method (name in config.json "model.networks" -> role).
-METHOD_NETWORKS: dict[str, tuple[str, ...]] = {
-    "unet": ("generator",),
-    "pix2pix": ("generator", "discriminator"),
-    "cyclegan": ("generator", "generator_inverse", "discriminator_image", "discriminator_prior"),
-}
+#: Networks of each baseline method (names in config.json "model.networks"), from the method registry.
+METHOD_NETWORKS: dict[str, tuple[str, ...]] = {n: REGISTRY[n].networks for n in BASELINE_METHODS}
 
 #: Sizes of the baseline networks (``--preset``): generator channels per level and discriminator width / depth.
 BASELINE_PRESETS: dict[str, dict[str, Any]] = {
@@ -57,14 +52,6 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- network specs
-def check_method(method: str, allowed: tuple[str, ...] = METHODS) -> str:
-    """``method`` if it is one of ``allowed``; a :class:`ConfigError` otherwise."""
-    m = str(method).lower()
-    if m not in allowed:
-        raise ConfigError(f"unknown method {method!r} (known: {', '.join(allowed)})")
-    return m
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
+from seg2med.checks import check_int
 from seg2med.data.dataset import SliceDataset
 from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
@@ -397,6 +398,15 @@ def baseline_recipe(method: str, model_cfg: BaselineConfig, cfg: BaselineTrainCo
     )
 
 
+def recipe_from_options(method: str, preset: str | None = None, blocks: Mapping[str, Any] | None = None,
+                        model: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                        training: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> Recipe:
+    """The method registry's builder for ``unet`` / ``pix2pix`` / ``cyclegan`` (see :func:`resolve_baseline_configs`;
+    ``scheduler`` is refused before, by :func:`seg2med.training.train_method`)."""
+    model_cfg, train_cfg = resolve_baseline_configs(method, preset, blocks, model=model, training=training, base=base)
+    return baseline_recipe(model_cfg.method, model_cfg, train_cfg.for_method(model_cfg.method))
+
+
 def train_baseline(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -495,6 +505,26 @@ def prior_recipe(neighbours: int = 0, cfg: TrainConfig | None = None) -> Recipe:
                 "precision": "fp32", "world_size": 1, "scale": pm.scale, "offset": pm.offset}
 
     return Recipe(method="prior", cfg=cfg, neighbours=neighbours, one_pass=fit)
+
+
+def prior_options(blocks: Mapping[str, Any] | None, model: Mapping[str, Any] | None = None,
+                  training: Mapping[str, Any] | None = None) -> tuple[int, TrainConfig]:
+    """``(neighbours, train config)`` of the ``prior`` method: its model block takes only ``neighbours``."""
+    m_over = {**_block(check_blocks(blocks), "model"), **dict(model or {})}
+    unknown = sorted(set(m_over) - {"neighbours", "preset"})
+    if unknown:
+        raise ConfigError(f"model config of prior: unknown keys {unknown} (the prior method takes only neighbours)")
+    _, train_cfg = resolve_baseline_configs("unet", None, {"training": _block(check_blocks(blocks), "training")},
+                                            training=training)
+    return check_int(m_over.get("neighbours", 0), "model: neighbours", minimum=0), train_cfg
+
+
+def prior_recipe_from_options(method: str, preset: str | None = None, blocks: Mapping[str, Any] | None = None,
+                              model: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                              training: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> Recipe:
+    """The method registry's builder for ``prior`` (only ``neighbours`` and the validation options apply)."""
+    neighbours, train_cfg = prior_options(blocks, model, training)
+    return prior_recipe(neighbours, train_cfg)
 
 
 def train_prior(

@@ -10,6 +10,7 @@ from typing import Any
 from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
 from seg2med.errors import ConfigError
 from seg2med.models.config import ModelConfig, SchedulerConfig
+from seg2med.models.registry import GENERATORS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -107,7 +108,7 @@ def check_blocks(blocks: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file: unknown blocks {unknown} (known: model, scheduler, training, method)")
     if "method" in blocks and not isinstance(blocks["method"], str):
-        raise ConfigError(f"config file: method must be a name (ddpm, unet, pix2pix, cyclegan, prior), got {blocks['method']!r}")
+        raise ConfigError(f"config file: method must be a name ({', '.join(GENERATORS)}), got {blocks['method']!r}")
     return dict(blocks)
 
 

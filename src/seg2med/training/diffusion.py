@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from seg2med.models.config import (
     count_parameters,
 )
 from seg2med.sampling import training_target
-from seg2med.training.config import TrainConfig, check_resumable
+from seg2med.training.config import TrainConfig, check_resumable, resolve_configs
 from seg2med.training.data import (
     StepBatches,
     augment,
@@ -150,6 +151,15 @@ def diffusion_recipe(model_cfg: ModelConfig, sched_cfg: SchedulerConfig, cfg: Tr
         build=lambda ctx: DiffusionLearner(ctx, model_cfg, sched_cfg, cfg),
         describe=describe,
     )
+
+
+def recipe_from_options(method: str, preset: str | None = None, blocks: Mapping[str, Any] | None = None,
+                        model: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                        training: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> Recipe:
+    """The method registry's builder: configs combined as in :func:`seg2med.training.resolve_configs`."""
+    model_cfg, sched_cfg, train_cfg = resolve_configs(preset, blocks, model=model, scheduler=scheduler, training=training,
+                                                      base=base)
+    return diffusion_recipe(model_cfg, sched_cfg, train_cfg)
 
 
 def train(

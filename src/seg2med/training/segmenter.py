@@ -22,6 +22,7 @@ Load it with :func:`seg2med.inference.segment.load_segmenter`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,9 +36,10 @@ from seg2med.data.dataset import SliceDataset
 from seg2med.data.prepare import read_subject_slices
 from seg2med.errors import ConfigError, InputError
 from seg2med.io.checkpoints import WEIGHTS
-from seg2med.models.baselines import SEGMENTER, downsampling, segmenter_spec
+from seg2med.models.baselines import downsampling, segmenter_spec
 from seg2med.models.config import count_parameters
-from seg2med.training.config import TrainConfig, check_trajectory_unchanged
+from seg2med.models.registry import SEGMENTER
+from seg2med.training.config import TrainConfig, _block, check_blocks, check_trajectory_unchanged
 from seg2med.training.data import StepBatches
 from seg2med.training.loop import Context, Learner, Recipe, Tracker, new_scaler, optimizer_step, run_training
 from seg2med.training.runtime import step_generator, step_seed
@@ -237,6 +239,21 @@ def segmenter_recipe(net_cfg: SegmenterConfig, cfg: TrainConfig) -> tuple[Recipe
         check_resumable=lambda stored: _check_resumable(stored, plan.spec, plan.classes, cfg),
         build=lambda ctx: SegmenterLearner(ctx, plan.spec, plan.classes, plan.names, cfg), describe=describe,
     ), plan
+
+
+def recipe_from_options(method: str, preset: str | None = None, blocks: Mapping[str, Any] | None = None,
+                        model: Mapping[str, Any] | None = None, scheduler: Mapping[str, Any] | None = None,
+                        training: Mapping[str, Any] | None = None, base: Mapping[str, Any] | None = None) -> Recipe:
+    """The method registry's builder: ``model`` holds :class:`SegmenterConfig` fields, ``training`` overrides
+    :func:`default_train_config`."""
+    m_over = {**_block(check_blocks(blocks), "model"), **dict(model or {})}
+    known = {f.name for f in dataclasses.fields(SegmenterConfig)}
+    unknown = sorted(set(m_over) - known)
+    if unknown:
+        raise ConfigError(f"model config of segmenter: unknown keys {unknown} (known: {sorted(known)})")
+    cfg = default_train_config(**{**_block(check_blocks(blocks), "training"), **dict(training or {})})
+    recipe, _ = segmenter_recipe(SegmenterConfig(**m_over), cfg)
+    return recipe
 
 
 def train_segmenter(
