@@ -67,3 +67,35 @@ def test_the_network_is_asked_about_the_original_timesteps(gaussian_denoiser):
     _sample_std(gaussian_denoiser, "ddpm", 4)
     assert gaussian_denoiser.seen == [999, 666, 333, 0]
     assert np.all(np.diff(gaussian_denoiser.seen) < 0)
+
+
+def test_prior_anchored_start_noises_the_init_to_the_strength_timestep_and_runs_only_the_last_steps(gaussian_denoiser):
+    """SDEdit on Gaussian data: from x_t0 = sqrt(a) y + sqrt(1 - a) n the exact DDIM ODE lands on
+    x0 = x_t0 * s0 / sqrt(a s0^2 + 1 - a), so the output's mean and spread follow from a = alphas_cumprod(t0)."""
+    from seg2med.sampling import prior_anchored_steps
+
+    y = torch.full(SHAPE, 0.3, dtype=torch.float64)
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    _, grid = spaced_scheduler(CFG, "ddim", 100)
+    for strength in (0.3, 0.6):
+        t0 = int(grid[round(100 * strength) - 1])  # the last 30 (60) of the 100 timesteps
+        gaussian_denoiser.seen.clear()
+        x = sample(gaussian_denoiser, SHAPE, CFG, sampler="ddim", steps=100, noise=noise, init=y, strength=strength)
+        assert len(gaussian_denoiser.seen) == prior_anchored_steps(100, strength) == round(100 * strength)
+        assert gaussian_denoiser.seen[0] == t0 and gaussian_denoiser.seen[-1] == 0
+        a = float(build_scheduler(CFG).alphas_cumprod[t0])
+        k = S0 / np.sqrt(a * S0**2 + 1 - a)
+        assert float(x.mean()) == pytest.approx(k * np.sqrt(a) * 0.3, abs=0.01)
+        assert float(x.std()) == pytest.approx(k * np.sqrt(1 - a), abs=0.02)  # DDIM discretisation, as above
+    full = sample(gaussian_denoiser, SHAPE, CFG, sampler="ddim", steps=10, noise=noise)
+    same = sample(gaussian_denoiser, SHAPE, CFG, sampler="ddim", steps=10, noise=noise, init=y, strength=1.0)
+    assert torch.equal(full, same)  # strength 1: today's pure-noise start, bit for bit
+
+
+def test_strength_outside_0_1_is_refused():
+    from seg2med.errors import ConfigError
+    from seg2med.sampling import check_strength
+
+    for bad in (0.0, -0.1, 1.01, float("nan")):
+        with pytest.raises(ConfigError, match="strength must be in"):
+            check_strength(bad)

@@ -4,10 +4,12 @@ from seg2med.sampling.sampler import (
     SAMPLERS,
     Denoiser,
     autocast_denoiser,
+    check_strength,
     conditional_denoiser,
     default_sampler,
+    prior_anchored_steps,
     sample,
     training_target,
 )
 
-__all__ = ["SAMPLERS", "Denoiser", "autocast_denoiser", "conditional_denoiser", "default_sampler", "sample", "training_target"]
+__all__ = ["SAMPLERS", "Denoiser", "autocast_denoiser", "check_strength", "conditional_denoiser", "default_sampler", "prior_anchored_steps", "sample", "training_target"]
