@@ -1,31 +1,33 @@
 """Anatomy: one canonical label volume from organ labels, tissue types and the body contour.
 
 In-memory only (``Volume`` in, ``Volume`` out); files are read by :mod:`seg2med.io`.
+:func:`build_label_volume` runs three phases: organ labels (:mod:`~seg2med.anatomy.organs`), tissue types
+(:mod:`~seg2med.anatomy.tissues`) and the body contour (:mod:`~seg2med.anatomy.body`).
 """
 
+from seg2med.anatomy.body import body_contour, fill_body
 from seg2med.anatomy.contour import (
     axial_axis,
     body_mask_from_ct,
     body_mask_from_labels,
     body_mask_from_mr,
 )
-from seg2med.anatomy.labelmap import (
+from seg2med.anatomy.labelmap import build_label_volume
+from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids
+from seg2med.anatomy.organs import labels_from_masks, organ_labels
+from seg2med.anatomy.phantom import PHANTOM_LEVELS, make_phantom
+from seg2med.anatomy.plausibility import check_numbering
+from seg2med.anatomy.priority import (
     ORGAN_OVER_ORGAN,
     ORGAN_OVER_TISSUE,
     PRIORITY_TIERS,
     TISSUE_OVER_TISSUE,
     TISSUE_PRIORITY,
-    AnatomyReport,
-    Overlap,
-    OverlapReport,
-    build_label_volume,
-    labels_from_masks,
     priority_order,
     tier_of,
 )
-from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids
-from seg2med.anatomy.phantom import PHANTOM_LEVELS, make_phantom
-from seg2med.anatomy.plausibility import check_numbering
+from seg2med.anatomy.reports import AnatomyReport, Overlap, OverlapReport
+from seg2med.anatomy.tissues import add_tissues
 
 __all__ = [
     "ORGAN_OVER_ORGAN",
@@ -38,15 +40,19 @@ __all__ = [
     "LabelVolume",
     "Overlap",
     "OverlapReport",
+    "add_tissues",
     "axial_axis",
+    "body_contour",
     "body_mask_from_ct",
     "body_mask_from_labels",
     "body_mask_from_mr",
     "build_label_volume",
     "check_known_ids",
     "check_numbering",
+    "fill_body",
     "labels_from_masks",
     "make_phantom",
+    "organ_labels",
     "priority_order",
     "tier_of",
 ]
