@@ -22,22 +22,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seg2med._version import __version__
-from seg2med.anatomy import LabelVolume, check_known_ids, check_numbering
+from seg2med.anatomy import LabelVolume, build_label_volume
+from seg2med.anatomy import inputs as label_inputs
+from seg2med.anatomy.inputs import resolve_scheme
 from seg2med.checks import check_optional_seed, check_seed
 from seg2med.errors import ConfigError, InputError
-from seg2med.io import Volume, embedded_label_table, load_volume, read_json, read_yaml, save_volume, write_json
+from seg2med.io import Volume, load_volume, read_yaml, save_volume, write_json
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
-from seg2med.io.segmentations import load_body_mask
-from seg2med.io.sidecars import describe_set, label_table, read_label_table
-from seg2med.labels import (
-    LabelScheme,
-    canonical_scheme,
-    get_scheme,
-    guess_scheme_by_names,
-    list_schemes,
-    scheme_from_mapping,
-)
+from seg2med.io.sidecars import describe_set, label_table
+from seg2med.labels import LabelScheme, canonical_scheme
 
 if TYPE_CHECKING:
     from seg2med.inference.generate import LoadedModel
@@ -48,23 +42,7 @@ log = logging.getLogger(__name__)
 LabelsLike = str | Path | Volume
 
 
-# --------------------------------------------------------------------------- schemes / tables
-def resolve_scheme(scheme: str | LabelScheme | None, default: str = "total") -> LabelScheme:
-    """A built-in scheme name, a scheme YAML path, or a LabelScheme."""
-    if isinstance(scheme, LabelScheme):
-        return scheme
-    if isinstance(scheme, str) and not scheme.strip():
-        raise ConfigError("--scheme: empty; give a scheme name (seg2med labels lists them) or a scheme YAML file")
-    name = scheme or default
-    if name in list_schemes():
-        return get_scheme(name)
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml", ".json"):
-        data = read_json(p) if p.suffix == ".json" else read_yaml(p)
-        return scheme_from_mapping(data, str(p))
-    return get_scheme(name)  # raises ConfigError listing known schemes
-
-
+# --------------------------------------------------------------------------- tissue tables
 def load_tissue_table(path: str | Path | None = None):
     """The default tissue property table, or the defaults overridden by a user YAML file."""
     from seg2med.labels.tissues import load_default_tissue_table, tissue_table_from_mapping
@@ -78,12 +56,6 @@ def load_tissue_table(path: str | Path | None = None):
 
 
 # --------------------------------------------------------------------------- anatomy
-def _load_segmentation(path: str | Path) -> Volume | dict[str, Volume]:
-    from seg2med.io.segmentations import load_segmentation
-
-    return load_segmentation(path)
-
-
 def build_anatomy(
     labels: LabelsLike | Mapping[str, Volume],
     *,
@@ -107,55 +79,25 @@ def build_anatomy(
     labels (and tissue masks). Label files written by seg2med (with a ``.json`` label table beside
     them) are already canonical and are returned as they are.
     """
-    from seg2med.anatomy import build_label_volume
-
-    if isinstance(labels, (str, Path)):
-        p = Path(labels)
-        table = read_label_table(p) if p.is_file() else None
-        if table is not None:
-            given = [n for n, v in (("--tissue-masks", tissue_masks), ("--image", image), ("--body", body)) if v is not None]
-            if given:
-                raise ConfigError(f"{p}: a seg2med label volume already holds its tissues and body; "
-                                  f"{', '.join(given)} would be ignored (give the TotalSegmentator output instead)")
-            if scheme is not None and canonical_scheme(resolve_scheme(scheme)).name != table.name:
-                raise ConfigError(f"{p}: a seg2med label volume in scheme {table.name!r} (its {sidecar_path(p).name}); "
-                                  f"--scheme {scheme} contradicts it (leave --scheme out)")
-            vol = load_volume(p, kind="labels")
-            check_known_ids(vol, table, strict)
-            return LabelVolume(vol, table, {"source": "seg2med label volume", "path": str(p)})
-        organs: Volume | Mapping[str, Volume] = _load_segmentation(p)
-    else:
-        organs = labels
-    base = resolve_scheme(scheme, default=default_scheme)
-    if scheme is None:  # the file's own class names (label table, mask file names) say which scheme it is
-        table = embedded_label_table(organs.header) if isinstance(organs, Volume) else None
-        names = table.values() if table is not None else organs.keys() if isinstance(organs, Mapping) else None
-        if names is not None:
-            guess = guess_scheme_by_names(names, prefer=base.name)
-            if guess != base.name:
-                base = get_scheme(guess)
-                log.info("%s: its class names are those of scheme %r", _source_name(organs, labels), guess)
-        elif isinstance(organs, Volume):  # no table: the ids could be of any scheme, ask the anatomy
-            check_numbering(organs, base)
-    tissues = _load_segmentation(tissue_masks) if isinstance(tissue_masks, (str, Path)) else tissue_masks
-    img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
-    if img is not None and modality is None:
-        raise ConfigError("an image for the body contour needs its modality ('ct' or 'mr')")
-    if img is None and modality is not None:
-        raise ConfigError(f"--modality {modality} describes --image, which is not given")
+    ready = label_inputs.read_seg2med_labels(labels, scheme=scheme, strict=strict, tissue_masks=tissue_masks,
+                                             image=image, body=body)
+    if ready is not None:
+        return ready
+    organs = label_inputs.read_organs(labels)
+    base, guessed = label_inputs.organ_scheme(organs, scheme, default=default_scheme)
+    if guessed is not None:
+        log.info("%s: its class names are those of scheme %r", label_inputs.source_name(organs, labels), guessed)
+    tissues = label_inputs.read_tissues(tissue_masks)
+    img = label_inputs.read_contour_image(image, modality)
     if img is not None:  # its threshold would be the body contour: a label map or another modality gives a wrong one
         from seg2med.data.intensity import check_fits_modality, check_is_image
 
         check_is_image(img, Path(img.name), "--image")
         check_fits_modality(img, Path(img.name), "--image", str(modality).lower(), f"--modality {modality}")
-    body_vol = load_body_mask(body) if isinstance(body, (str, Path)) else body
-    vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_vol,
+    body_mask = label_inputs.read_body(body)
+    vol, report = build_label_volume(organs, base, tissues=tissues, image=img, modality=modality, body=body_mask,
                                      strict=strict)
     return LabelVolume(vol, canonical_scheme(base), report.to_dict())
-
-
-def _source_name(organs: Volume | Mapping[str, Volume], labels: Any) -> str:
-    return organs.name if isinstance(organs, Volume) else str(labels) if isinstance(labels, (str, Path)) else "<masks>"
 
 
 def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> Path:

@@ -1,8 +1,9 @@
 """Anatomy: one canonical label volume from organ labels, tissue types and the body contour.
 
-In-memory only (``Volume`` in, ``Volume`` out); files are read by :mod:`seg2med.io`.
-:func:`build_label_volume` runs three phases: organ labels (:mod:`~seg2med.anatomy.organs`), tissue types
-(:mod:`~seg2med.anatomy.tissues`) and the body contour (:mod:`~seg2med.anatomy.body`).
+Label inputs are read by :mod:`seg2med.anatomy.inputs` (through :mod:`seg2med.io`); everything else is
+in-memory only (``Volume`` in, ``Volume`` out). :func:`build_label_volume` runs three phases: organ labels
+(:mod:`~seg2med.anatomy.organs`), tissue types (:mod:`~seg2med.anatomy.tissues`) and the body contour
+(:mod:`~seg2med.anatomy.body`).
 """
 
 from seg2med.anatomy.body import body_contour, fill_body
@@ -11,6 +12,16 @@ from seg2med.anatomy.contour import (
     body_mask_from_ct,
     body_mask_from_labels,
     body_mask_from_mr,
+)
+from seg2med.anatomy.inputs import (
+    organ_scheme,
+    read_body,
+    read_contour_image,
+    read_organs,
+    read_seg2med_labels,
+    read_tissues,
+    resolve_scheme,
+    source_name,
 )
 from seg2med.anatomy.labelmap import build_label_volume
 from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids
@@ -53,6 +64,14 @@ __all__ = [
     "labels_from_masks",
     "make_phantom",
     "organ_labels",
+    "organ_scheme",
     "priority_order",
+    "read_body",
+    "read_contour_image",
+    "read_organs",
+    "read_seg2med_labels",
+    "read_tissues",
+    "resolve_scheme",
+    "source_name",
     "tier_of",
 ]
