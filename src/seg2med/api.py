@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from seg2med._version import __version__
 from seg2med.anatomy import LabelVolume, build_label_volume
 from seg2med.anatomy import inputs as label_inputs
 from seg2med.anatomy.inputs import resolve_scheme
@@ -30,7 +29,15 @@ from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, load_volume, read_yaml, save_volume, write_json
 from seg2med.io.nifti import is_nifti_path, list_nifti, nifti_stem, sidecar_path
 from seg2med.io.outputs import atomic_outputs, check_output_dir, check_output_file
-from seg2med.io.sidecars import describe_set, label_table
+from seg2med.io.sidecars import (
+    GENERATED_KIND,
+    check_volume_outputs,
+    describe_set,
+    generated_paths,
+    generated_provenance,
+    label_table,
+    prior_sidecar,
+)
 from seg2med.labels import LabelScheme, canonical_scheme
 
 if TYPE_CHECKING:
@@ -187,20 +194,10 @@ def simulate_prior(
         arr, params = rp(lv.volume.array, lv.scheme, table, lv.volume.spacing)
     else:
         arr, params = _simulate(lv.volume.array, lv.scheme, seq, table), None
-    meta = {
-        "kind": "seg2med-prior",
-        "seg2med_version": __version__,
-        "sequence": seq.to_config(),
-        "modality": seq.modality,
-        "scheme": lv.scheme.name,
-        "body_contour": lv.body_contour,
-        "tissue_table": str(tissues) if tissues else "default",
-        "seed": seed,
-        "randomisation": {"tissue_spread": tissue_spread, "bias_field": bias_field, "noise": noise, "blur": blur},
-        "sampled_parameters": params.to_dict() if params is not None and hasattr(params, "to_dict") else None,
-        "seconds": round(time.perf_counter() - t0, 4),
-        "units": "HU" if seq.modality == "ct" else "a.u. (relative signal)",
-    }
+    meta = prior_sidecar(sequence=seq.to_config(), modality=seq.modality, scheme=lv.scheme.name,
+                         body_contour=lv.body_contour, tissues=tissues, seed=seed, tissue_spread=tissue_spread,
+                         bias_field=bias_field, noise=noise, blur=blur, sampled=params,
+                         seconds=time.perf_counter() - t0)
     return Prior(lv.volume.like(np.asarray(arr, dtype=np.float32)), seq, meta)
 
 
@@ -456,34 +453,9 @@ def generate(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
     )
-    result.metadata.update({"seg2med_version": __version__, "model_name": model_name, "scheme": lv.scheme.name,
-                            "body_contour": lv.body_contour,
-                            "tissue_table": str(tissues) if tissues else "default"})
+    result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
+                                                body_contour=lv.body_contour, tissues=tissues))
     return result
-
-
-def generated_paths(out: str | Path, samples: int) -> dict[str, Path]:
-    """Output names: ``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json``."""
-    out = Path(out)
-    stem = nifti_stem(out)
-    paths = {"sample0": out, "sidecar": sidecar_path(out)}
-    for k in range(1, samples):
-        paths[f"sample{k}"] = out.with_name(f"{stem}_sample{k}.nii.gz")
-    if samples > 1:
-        paths["std"] = out.with_name(f"{stem}_std.nii.gz")
-    return paths
-
-
-def check_volume_outputs(out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = (), samples: int = 1) -> None:
-    """Before any work: refuse an output that is not a NIfTI name, or any file of its set (the image,
-    its ``.json`` sidecar and, for ``samples`` > 1, ``_sampleK`` / ``_std``) that may not be written
-    (:func:`seg2med.io.outputs.check_output_file`: a folder there, not writable, an input, exists
-    without ``overwrite``, not seg2med's)."""
-    from seg2med.io.nifti import check_nifti_output
-
-    check_nifti_output(out, overwrite, inputs)
-    for p in generated_paths(out, samples).values():
-        check_output_file(p, overwrite, inputs)
 
 
 def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> dict[str, Path]:
@@ -497,7 +469,7 @@ def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Seq
 
     paths = generated_paths(out, len(result.samples))
     keys = list(paths)
-    stale = described_files(paths["sidecar"], kind="seg2med-generated") if overwrite else []
+    stale = described_files(paths["sidecar"], kind=GENERATED_KIND) if overwrite else []
     with atomic_outputs([paths[k] for k in keys], overwrite, inputs, stale=stale) as temps:
         tmp = dict(zip(keys, temps))
         for k, vol in enumerate(result.samples):

@@ -4,27 +4,101 @@
 * ``seg2med-prior`` / ``seg2med-generated``: the provenance of a prior or a synthetic volume.
 
 Every sidecar lists the ``files`` of its set and their ``sha256`` (how ``--overwrite`` tells a file
-seg2med wrote from one the user put there, :mod:`seg2med.io.outputs`).
+seg2med wrote from one the user put there, :mod:`seg2med.io.outputs`). A generated volume's set is
+``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json`` (:func:`generated_paths`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from seg2med._version import __version__
 from seg2med.io.files import read_json
-from seg2med.io.nifti import sidecar_path
-from seg2med.io.outputs import digests
+from seg2med.io.nifti import check_nifti_output, nifti_stem, sidecar_path
+from seg2med.io.outputs import check_output_file, digests
 from seg2med.labels import LabelScheme
 
 LABELS_KIND = "seg2med-labels"
+PRIOR_KIND = "seg2med-prior"
+#: The kind of a generated volume's sidecar (its entries from generation are made by :mod:`seg2med.inference`).
+GENERATED_KIND = "seg2med-generated"
 
 
 def label_table(scheme: LabelScheme, report: Mapping[str, Any]) -> dict[str, Any]:
     """The sidecar of a canonical label volume (its files are added by :func:`describe_set` when written)."""
     return {"kind": LABELS_KIND, "seg2med_version": __version__, **scheme.to_table(), "report": dict(report)}
+
+
+def _tissue_table_name(tissues: str | Path | None) -> str:
+    return str(tissues) if tissues else "default"
+
+
+def prior_sidecar(
+    *,
+    sequence: Mapping[str, Any],
+    modality: str,
+    scheme: str,
+    body_contour: str | None,
+    tissues: str | Path | None,
+    seed: int | None,
+    tissue_spread: float,
+    bias_field: float,
+    noise: float,
+    blur: float,
+    sampled: Any,
+    seconds: float,
+) -> dict[str, Any]:
+    """The sidecar of a prior: the sequence (its config), the label scheme, where the body contour came from, the
+    tissue table (a file, or ``default``), the randomisation and the parameters it sampled (``sampled.to_dict()``;
+    None for the deterministic prior), the time taken and the units."""
+    return {
+        "kind": PRIOR_KIND,
+        "seg2med_version": __version__,
+        "sequence": sequence,
+        "modality": modality,
+        "scheme": scheme,
+        "body_contour": body_contour,
+        "tissue_table": _tissue_table_name(tissues),
+        "seed": seed,
+        "randomisation": {"tissue_spread": tissue_spread, "bias_field": bias_field, "noise": noise, "blur": blur},
+        "sampled_parameters": sampled.to_dict() if sampled is not None and hasattr(sampled, "to_dict") else None,
+        "seconds": round(seconds, 4),
+        "units": "HU" if modality == "ct" else "a.u. (relative signal)",
+    }
+
+
+def generated_provenance(
+    *, model_name: str, scheme: str, body_contour: str | None, tissues: str | Path | None
+) -> dict[str, Any]:
+    """What a generated volume's sidecar adds to the entries generation made (kind :data:`GENERATED_KIND`, model,
+    sampler, normalisations…): the seg2med version, the model as named, the label scheme, the body contour's source
+    and the tissue table."""
+    return {"seg2med_version": __version__, "model_name": model_name, "scheme": scheme, "body_contour": body_contour,
+            "tissue_table": _tissue_table_name(tissues)}
+
+
+def generated_paths(out: str | Path, samples: int) -> dict[str, Path]:
+    """Output names: ``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json``."""
+    out = Path(out)
+    stem = nifti_stem(out)
+    paths = {"sample0": out, "sidecar": sidecar_path(out)}
+    for k in range(1, samples):
+        paths[f"sample{k}"] = out.with_name(f"{stem}_sample{k}.nii.gz")
+    if samples > 1:
+        paths["std"] = out.with_name(f"{stem}_std.nii.gz")
+    return paths
+
+
+def check_volume_outputs(out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = (), samples: int = 1) -> None:
+    """Before any work: refuse an output that is not a NIfTI name, or any file of its set (the image,
+    its ``.json`` sidecar and, for ``samples`` > 1, ``_sampleK`` / ``_std``) that may not be written
+    (:func:`seg2med.io.outputs.check_output_file`: a folder there, not writable, an input, exists
+    without ``overwrite``, not seg2med's)."""
+    check_nifti_output(out, overwrite, inputs)
+    for p in generated_paths(out, samples).values():
+        check_output_file(p, overwrite, inputs)
 
 
 def describe_set(meta: Mapping[str, Any], images: Mapping[str, Path]) -> dict[str, Any]:
