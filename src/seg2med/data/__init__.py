@@ -1,4 +1,4 @@
-"""Training-data preparation: normalisation, invertible slice geometry, shards, dataset.
+"""Training-data preparation: the data spec, normalisation, invertible slice geometry and codec, shards, dataset.
 
 Callers pass images, priors and body masks in (this layer computes neither
 priors nor masks). :class:`SliceDataset` is imported lazily (it needs torch).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from seg2med.data.codec import SliceCodec, stack_neighbours
 from seg2med.data.geometry import AXES, Reorientation, SliceGeometry, from_slices, mask_outside, to_slices
 from seg2med.data.normalize import (
     CTWindow,
@@ -35,17 +36,20 @@ from seg2med.data.prepare import (
     restore_volume,
     split_subjects,
 )
+from seg2med.data.spec import DataSpec
 
 __all__ = [
     "AXES",
     "MANIFEST",
     "CTWindow",
     "CTWindowd",
+    "DataSpec",
     "IntensityWindow",
     "PercentileWindow",
     "PercentileWindowd",
     "PrepareConfig",
     "Reorientation",
+    "SliceCodec",
     "SliceDataset",
     "SliceGeometry",
     "SubjectInput",
@@ -64,6 +68,7 @@ __all__ = [
     "restore_labels",
     "restore_volume",
     "split_subjects",
+    "stack_neighbours",
     "to_slices",
     "window_from_params",
 ]
