@@ -45,10 +45,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from seg2med.data.codec import SliceCodec, stack_neighbours
 from seg2med.data.normalize import to_signed
+from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError
 from seg2med.io.files import write_text
 from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters, for_inference
@@ -647,7 +648,7 @@ def check_model_dir(folder: Path) -> None:
     load_trained(folder, torch.device("cpu"))
 
 
-def load_trained(folder: Path, device: torch.device) -> tuple[torch.nn.Module, ModelConfig, SchedulerConfig, dict, str]:
+def load_trained(folder: Path, device: torch.device) -> tuple[torch.nn.Module, ModelConfig, SchedulerConfig, DataSpec, str]:
     """Network (EMA weights if present, laid out as ``seg2med generate`` runs it), its configs, data
     settings and a description, through the same ``load_model`` as ``seg2med generate``."""
     from seg2med.errors import InputError
@@ -656,25 +657,23 @@ def load_trained(folder: Path, device: torch.device) -> tuple[torch.nn.Module, M
     lm = load_model(folder, ema=True, device=device)
     if not lm.is_diffusion:
         raise InputError(f"{folder}: a {lm.method} run, not a diffusion model: DDPM/DDIM sampling does not apply")
-    return lm.network, lm.model_cfg, lm.scheduler_cfg, dict(lm.data), f"{lm.weights}; {training_summary(lm.config)}"
+    return lm.network, lm.model_cfg, lm.scheduler_cfg, lm.spec, f"{lm.weights}; {training_summary(lm.config)}"
 
 
-def phantom_condition(mcfg: ModelConfig, data: dict, size: int) -> torch.Tensor:
-    """A prior slice (+ neighbours) of the synthetic phantom, normalised like training to [-1, 1]."""
+def phantom_condition(mcfg: ModelConfig, spec: DataSpec, size: int) -> torch.Tensor:
+    """The middle axial prior slice (+ neighbours) of a synthetic phantom of ``size`` px, normalised and sliced
+    like training, in [-1, 1]."""
     import seg2med
-    from seg2med.data.geometry import mask_outside
-    from seg2med.data.normalize import normalize_volume
 
-    modality = str(data.get("modality", "ct")).lower()
-    sequence = "ct" if modality == "ct" else str((data.get("sequence") or {}).get("name", "vibe-in"))
-    lv = seg2med.make_phantom(seed=0, spacing=float(data.get("spacing", 1.0)), slices=mcfg.condition_channels, size=size)
+    sequence = "ct" if spec.modality == "ct" else str((spec.sequence or {}).get("name", "vibe-in"))
+    lv = seg2med.make_phantom(seed=0, spacing=float(spec.spacing), slices=mcfg.condition_channels, size=size)
     prior = seg2med.simulate_prior(lv, sequence).volume.array
     body = lv.volume.array > 0
-    kwargs = {key: tuple(data[key]) for key in ("ct_window", "mr_percentiles") if key in data}
-    norm, _ = normalize_volume(prior, modality, body, **kwargs)
-    norm = mask_outside(np.asarray(norm, dtype=np.float32), body)
-    slices = np.moveaxis(norm, -1, 0)  # axial slices of the RAS phantom: (channels, R, A)
-    return torch.from_numpy(to_signed(slices))[None].float()
+    norm, _ = spec.normalize(prior, body, blank_outside=True)
+    codec = SliceCodec.plan(lv.volume.affine, lv.volume.shape, "axial", spec.spacing, size)
+    k = mcfg.neighbours
+    cond = stack_neighbours(codec.encode({"prior": norm}, body)["prior"], k)[k]  # (1 + 2k, size, size)
+    return torch.from_numpy(to_signed(cond))[None].float()
 
 
 def _ssim(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -695,12 +694,11 @@ def measure_quality(s: Settings) -> list[Quality]:
 
 def measure_model_quality(s: Settings, folder: Path) -> Quality:
     """DDPM-1000 (seed, seed+1) and DDIM-N from the same start noise and prior; SSIM to DDPM-1000."""
-    model, mcfg, scfg, data, described = load_trained(folder, s.device)
+    model, mcfg, scfg, spec, described = load_trained(folder, s.device)
     if scfg.kind != "ddpm":
         return Quality(name=folder.name, skipped=f"{folder} is a {scfg.kind} model: DDPM/DDIM comparison does not apply")
-    size = data.get("size", 256)
-    size = int(size if isinstance(size, int) else size[0])
-    condition = phantom_condition(mcfg, data, size).to(s.device)
+    size = int(spec.size if isinstance(spec.size, int) else spec.size[0])
+    condition = phantom_condition(mcfg, spec, size).to(s.device)
     denoiser = conditional_denoiser(model, condition)
     shape = (1, mcfg.image_channels, size, size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(s.seed)).to(s.device)
@@ -714,7 +712,7 @@ def measure_model_quality(s: Settings, folder: Path) -> Quality:
 
     reference = run("ddpm", REFERENCE_STEPS, s.seed)
     q = Quality(name=folder.name, source=f"{folder} ({described}; preset {mcfg.preset}, {size} px, "
-                       f"phantom {data.get('modality', 'ct')} prior)")
+                       f"phantom {spec.modality} prior)")
     q.reference_spread = _ssim(run("ddpm", REFERENCE_STEPS, s.seed + 1), reference)
     for n in sorted(s.ddim_steps):
         q.ssim[n] = _ssim(run("ddim", n, s.seed), reference)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seg2med.data.codec import neighbour_indices
 from seg2med.data.geometry import check_axis
 from seg2med.data.prepare import MANIFEST, SPLITS, load_manifest, read_shard
 from seg2med.errors import ConfigError, InputError
@@ -150,7 +151,7 @@ class SliceDataset(Dataset):
         name, j = ser.locate(i)
         shard = self._shard(name)
         k = self.neighbours
-        prior = np.stack([self._slice(ser, min(max(n, 0), ser.n - 1), "prior") for n in range(i - k, i + k + 1)])
+        prior = np.stack([self._slice(ser, int(n), "prior") for n in neighbour_indices(i, ser.n, k)])
         item: dict[str, Any] = {
             "image": torch.from_numpy(np.array(shard["image"][j], dtype=np.float32)[None]),
             "prior": torch.from_numpy(prior.astype(np.float32, copy=False)),

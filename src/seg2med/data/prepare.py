@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from seg2med._version import __version__
-from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis, from_slices, mask_outside
+from seg2med.data.codec import SliceCodec
+from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis
 from seg2med.data.normalize import (
     DEFAULT_CT_WINDOW,
     DEFAULT_MR_PERCENTILES,
@@ -36,8 +37,8 @@ from seg2med.data.normalize import (
     check_modality,
     check_percentiles,
     denormalize,
-    normalize_volume,
 )
+from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, GridMismatchError, InputError
 from seg2med.io import Volume, check_same_grid, read_json, write_json
 from seg2med.io.budget import check_memory
@@ -94,6 +95,12 @@ class PrepareConfig:
             raise ConfigError(f"unknown shard format {self.shard_format!r} (expected {' or '.join(SHARD_FORMATS)})")
         SliceGeometry.plan((1, 1, 1), (1.0, 1.0, 1.0), self.axes[0], self.spacing, self.size)
         return self
+
+    @property
+    def spec(self) -> DataSpec:
+        """The data block of the datasets these options prepare."""
+        return DataSpec(modality=self.modality, sequence=self.sequence, scheme=self.scheme, spacing=self.spacing,
+                        size=self.size, axes=self.axes, ct_window=self.ct_window, mr_percentiles=self.mr_percentiles)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -195,9 +202,8 @@ def check_subjects(subjects: Sequence[SubjectInput]) -> None:
 def check_resample_memory(s: SubjectInput, cfg: PrepareConfig) -> None:
     """:class:`~seg2med.errors.BudgetError` (one line, before any work) when resampling ``s`` to
     ``cfg.spacing`` would not fit the memory budget (``--spacing 0.001``: hundreds of GiB)."""
-    reo = Reorientation.from_affine(s.image.affine, s.image.shape)
     for axis in cfg.axes:
-        geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
+        geo = cfg.spec.codec(s.image.affine, s.image.shape, axis).geometry
         # counted: the whole resampled plane stack that ndimage.affine_transform allocates before the centre
         # crop (n x resampled H x W, float32 for image/prior; mask and labels are no wider), one key at a
         # time, plus the n x size slices kept of image, prior, mask and labels (at most 4 B each)
@@ -224,57 +230,31 @@ def _write_axis_shards(
 
 
 # --------------------------------------------------------------------------- one subject
-FLOAT_KEYS = ("image", "prior")
-
-
-def _normalise_subject(s: SubjectInput, body: np.ndarray, cfg: PrepareConfig) -> tuple[dict, dict]:
+def _normalise_subject(s: SubjectInput, body: np.ndarray, spec: DataSpec) -> tuple[dict, dict]:
     arrays, params = {}, {}
     for key, vol in (("image", s.image), ("prior", s.prior)):
-        norm, p = normalize_volume(vol.array, cfg.modality, body, cfg.ct_window, cfg.mr_percentiles)
-        arrays[key] = mask_outside(np.asarray(norm, dtype=np.float32), body)
-        params[key] = p
+        arrays[key], params[key] = spec.normalize(vol.array, body, blank_outside=True)
     return arrays, params
-
-
-def model_slices(
-    volumes: Mapping[str, np.ndarray], body: np.ndarray, reo: Reorientation, geo: SliceGeometry
-) -> dict[str, np.ndarray]:
-    """Original-grid arrays -> the model's 2D slices ([N, H, W]) along ``geo``'s axis.
-
-    ``volumes`` holds normalised float volumes in [0, 1] (``image``, ``prior``)
-    and optionally integer ``labels``. Float volumes are resampled linearly,
-    labels and the body ``mask`` by nearest neighbour; float slices are exactly
-    0 wherever the resampled mask is 0. Used identically by dataset preparation
-    and by generation.
-    """
-    canon = {k: reo.apply(np.asarray(a)) for k, a in volumes.items()}
-    canon["mask"] = reo.apply(np.asarray(body, dtype=np.uint8))
-    sliced = {k: geo.forward(a, order=0) for k, a in canon.items() if k not in FLOAT_KEYS}
-    for k in FLOAT_KEYS:
-        if k in canon:
-            resampled = np.clip(geo.forward(canon[k], order=1), 0.0, 1.0)
-            sliced[k] = np.where(sliced["mask"] > 0, resampled, 0.0).astype(np.float32)
-    return sliced
 
 
 def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str) -> dict[str, Any]:
     body = np.asarray(s.body.array if isinstance(s.body, Volume) else s.body, dtype=bool)
-    reo = Reorientation.from_affine(s.image.affine, s.image.shape)
-    arrays, params = _normalise_subject(s, body, cfg)
+    spec = cfg.spec
+    arrays, params = _normalise_subject(s, body, spec)
+    codecs = {axis: spec.codec(s.image.affine, s.image.shape, axis) for axis in cfg.axes}
     if s.labels is not None:
         lab = np.asarray(s.labels.array)
         arrays["labels"] = lab.astype(smallest_int_dtype(lab))
     geometry, shards = {}, {}
-    for axis in cfg.axes:
-        geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, cfg.spacing, cfg.size)
-        cut = geo.cut_fraction(reo.apply(body))
+    for axis, codec in codecs.items():
+        geo = codec.geometry
+        cut = codec.cut_fraction(body)
         if cut > 0.001:
             log.warning("%s %s: %.1f %% of the body lies outside the %s px slices at %g mm and is cut away "
                         "(raise --size or --spacing)", s.subject_id, axis, 100 * cut,
                         " x ".join(map(str, geo.size)), geo.spacing)
-        sliced = model_slices(arrays, body, reo, geo)
         geometry[axis] = geo.to_dict()
-        shards[axis] = _write_axis_shards(out, s.subject_id, axis, sliced, cfg)
+        shards[axis] = _write_axis_shards(out, s.subject_id, axis, codec.encode(arrays, body), cfg)
     log.info("%s (%s): %s", s.subject_id, split, ", ".join(f"{a} {geometry[a]['n_slices']} slices" for a in cfg.axes))
     path = lambda v: str(v.path) if v is not None and v.path is not None else None  # noqa: E731
     return {
@@ -283,7 +263,7 @@ def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str)
         "modality": cfg.modality,
         "sources": {"image": path(s.image), "prior": path(s.prior), "labels": path(s.labels)},
         "original": {"shape": list(s.image.shape), "affine": s.image.affine.tolist(), "spacing": list(s.image.spacing)},
-        "orientation": reo.to_dict(),
+        "orientation": codecs[cfg.axes[0]].reorientation.to_dict(),
         "normalization": params,
         "geometry": geometry,
         "shards": shards,
@@ -379,11 +359,11 @@ def get_subject(manifest: Mapping[str, Any], subject_id: str) -> dict[str, Any]:
     raise InputError(f"subject {subject_id!r} not in the dataset")
 
 
-def _axis_record(manifest_subject: Mapping[str, Any], axis: str) -> tuple[Reorientation, SliceGeometry]:
+def _axis_codec(manifest_subject: Mapping[str, Any], axis: str) -> SliceCodec:
     axis = check_axis(axis)
     if axis not in manifest_subject["geometry"]:
         raise ConfigError(f"subject {manifest_subject['id']!r} has no {axis} slices in this dataset")
-    return (
+    return SliceCodec(
         Reorientation.from_dict(manifest_subject["orientation"]),
         SliceGeometry.from_dict(manifest_subject["geometry"][axis]),
     )
@@ -393,7 +373,7 @@ def read_subject_slices(
     dataset_dir: str | Path, manifest_subject: Mapping[str, Any], axis: str, key: str = "image"
 ) -> np.ndarray:
     """All ``key`` slices (``[N, H, W]``) of one subject along ``axis``, from its shards."""
-    _axis_record(manifest_subject, axis)
+    _axis_codec(manifest_subject, axis)
     parts = [read_shard(Path(dataset_dir) / e["file"]) for e in manifest_subject["shards"][check_axis(axis)]]
     if key not in parts[0]:
         raise InputError(f"shards of {manifest_subject['id']!r} hold no {key!r} array")
@@ -419,15 +399,13 @@ def restore_volume(
     """
     if modality is not None and check_modality(modality) != manifest_subject.get("modality", modality.lower()):
         raise ConfigError(f"modality {modality!r} does not match the dataset ({manifest_subject['modality']})")
-    reo, geo = _axis_record(manifest_subject, axis)
-    vol = from_slices(_as_stack(slices).astype(np.float32), reo, geo, order=1, fill=0.0)
+    vol = _axis_codec(manifest_subject, axis).decode(_as_stack(slices).astype(np.float32), order=1, fill=0.0)
     return np.asarray(denormalize(vol, manifest_subject["normalization"][key]), dtype=np.float32)
 
 
 def restore_labels(slices: Any, manifest_subject: Mapping[str, Any], axis: str) -> np.ndarray:
     """Put label/mask slices back on the original grid (nearest neighbour, 0 where cropped)."""
-    reo, geo = _axis_record(manifest_subject, axis)
-    return from_slices(_as_stack(slices), reo, geo, order=0, fill=0)
+    return _axis_codec(manifest_subject, axis).decode(_as_stack(slices), order=0, fill=0)
 
 
 def original_affine(manifest_subject: Mapping[str, Any]) -> np.ndarray:

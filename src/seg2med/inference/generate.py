@@ -2,12 +2,14 @@
 
 Pipeline (exactly the training preprocessing, then its inverse):
 labels -> physics prior (the sequence and parameters the model was trained
-with) -> normalisation -> closest-RAS reorientation -> in-plane resampling and
-padding to the model's slice size (a wider plane gets a larger canvas, never a
-crop) -> batched reverse diffusion (``ddpm``) or one batched forward pass of the
-generator (``unet``, ``pix2pix``, ``cyclegan``; the fitted intensity map for
-``prior``) -> undo the geometry -> undo the normalisation (HU for CT) -> a
-float32 volume with the input's affine, shape and spacing.
+with) -> normalisation (the checkpoint's :class:`~seg2med.data.spec.DataSpec`)
+-> :class:`~seg2med.data.codec.SliceCodec` encode: closest-RAS reorientation,
+in-plane resampling and padding to the model's slice size (a wider plane gets a
+larger canvas, never a crop) -> the model's :class:`SliceGenerator`, batched:
+reverse diffusion (``ddpm``) or one forward pass of the generator (``unet``,
+``pix2pix``, ``cyclegan``; the fitted intensity map for ``prior``) -> decode
+(the geometry undone) -> undo the normalisation (HU for CT) -> a float32 volume
+with the input's affine, shape and spacing.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from seg2med.data.geometry import Reorientation, SliceGeometry, check_axis
-from seg2med.data.normalize import denormalize, normalize_volume, to_signed, to_unit
-from seg2med.data.prepare import model_slices
+from seg2med.data.codec import SliceCodec, stack_neighbours
+from seg2med.data.geometry import check_axis
+from seg2med.data.normalize import denormalize, to_signed, to_unit
+from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
 from seg2med.io.checkpoints import (
@@ -79,6 +82,28 @@ def resolve_model(model: str | Path) -> Path:
     raise InputError(f"{model}: no such checkpoint folder or shipped model (shipped: {known})")
 
 
+Tick = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class SliceGenerator:
+    """A loaded model as one function, whatever its method.
+
+    ``generator(cond, noise, step, tick)``: conditions ``[b, 1 + 2k, h, w]`` in [-1, 1] on the model's
+    device -> image slices ``[b, c, h, w]`` in [-1, 1]. ``noise`` (a CPU generator) draws the start noise,
+    ``step`` (one on the device) the noise of each step; ``tick(i)`` follows unit ``i`` of ``units`` (a
+    diffusion step, or the one forward pass). Not ``stochastic``: the same output for every seed.
+    """
+
+    run: Callable[[torch.Tensor, torch.Generator, torch.Generator, Tick], torch.Tensor]
+    units: int
+    stochastic: bool
+
+    def __call__(self, cond: torch.Tensor, noise: torch.Generator, step: torch.Generator,
+                 tick: Tick | None = None) -> torch.Tensor:
+        return self.run(cond, noise, step, tick or (lambda i: None))
+
+
 @dataclass
 class LoadedModel:
     """A network with the checkpoint config it was built from.
@@ -100,6 +125,11 @@ class LoadedModel:
     @property
     def data(self) -> dict[str, Any]:
         return self.config.get("data", {})
+
+    @property
+    def spec(self) -> DataSpec:
+        """The checkpoint's data block, typed (its defaults applied)."""
+        return DataSpec.from_dict(self.data, source=self.path)
 
     @property
     def is_diffusion(self) -> bool:
@@ -124,10 +154,36 @@ class LoadedModel:
 
     @property
     def sequence_config(self) -> dict[str, Any]:
-        seq = self.data.get("sequence")
+        seq = self.spec.sequence
         if not isinstance(seq, dict) or "name" not in seq:
             raise InputError(f"{self.path}: checkpoint config does not say which sequence it was trained with")
         return seq
+
+    def slice_generator(self, steps: int = 50, sampler: str | None = None, device: torch.device | str = "cpu",
+                        precision: str = "fp32") -> SliceGenerator:
+        """The model as one :class:`SliceGenerator`: ``steps`` of reverse diffusion with ``sampler`` (its
+        default when None) for ``ddpm``, one forward pass of the network for the other methods."""
+        sampler = check_sampling(self, steps, sampler)
+        device = torch.device(device)
+        amp_dtype = autocast_dtype(precision, device)
+        net = self.network
+        if not self.is_diffusion:
+            def forward(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
+                with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    x = net(cond).float()
+                tick(1)
+                return x
+
+            return SliceGenerator(forward, 1, stochastic=False)
+        channels, sched = self.model_cfg.image_channels, self.scheduler_cfg
+
+        def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
+            start = torch.randn((cond.shape[0], channels, *cond.shape[-2:]), generator=noise)  # on the CPU
+            denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
+            return sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
+                          noise=start, callback=lambda i, n: tick(i))
+
+        return SliceGenerator(diffuse, steps, stochastic=True)
 
 
 def _check_timesteps(path: Path, cfg: dict[str, Any]) -> None:
@@ -206,25 +262,6 @@ class GenerationResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def condition_stack(prior_slices: np.ndarray, neighbours: int) -> np.ndarray:
-    """[N, H, W] prior slices -> [N, 1 + 2k, H, W] with +-k neighbours (edge slices repeated), centre at channel k."""
-    n = prior_slices.shape[0]
-    idx = np.clip(np.arange(n)[:, None] + np.arange(-neighbours, neighbours + 1)[None, :], 0, n - 1)
-    return prior_slices[idx]
-
-
-def _image_window(lm: LoadedModel, modality: str) -> dict[str, Any]:
-    """Normalisation parameters that map the model's [0, 1] output back to image units."""
-    data = lm.data
-    ref = data.get("image_normalization")
-    if isinstance(ref, dict) and "low" in ref and "high" in ref:
-        return ref
-    if modality == "ct":
-        level, width = data.get("ct_window", (0.0, 2000.0))
-        return {"method": "window", "low": level - width / 2, "high": level + width / 2}
-    raise InputError(f"{lm.path}: MR checkpoint lacks data.image_normalization (intensity window of its training images)")
-
-
 #: Seeds of the samples of one run: ``seed * SAMPLE_SEED_STRIDE + k``. The stride is a prime larger than any
 #: ``--samples``, so sample k of seed s never reuses the noise of another (seed, sample) pair of nearby seeds.
 SAMPLE_SEED_STRIDE = 1_000_003
@@ -251,6 +288,71 @@ def check_sampling(model: LoadedModel, steps: int, sampler: str | None, samples:
     return sampler
 
 
+def _slicing_axis(model: LoadedModel, axis: str | None) -> str:
+    """``axis`` (default: the model's first training axis); another axis than it was trained on is a warning."""
+    trained = list(model.spec.axes)
+    axis = check_axis(axis) if axis is not None else trained[0]
+    if axis not in trained:
+        log.warning("%s was trained on %s slices only: %s slices are outside its training data",
+                    model.path.name, " and ".join(trained), axis)
+    return axis
+
+
+def _plan_codec(model: LoadedModel, labels: Volume, axis: str) -> SliceCodec:
+    """The model's slices of ``labels``' grid. A field of view wider than the training slices is sampled on a
+    larger canvas (the network is convolutional), not cropped: a crop would turn the body outside it into air."""
+    codec = model.spec.codec(labels.affine, labels.shape, axis, grow_multiple=model.size_multiple)
+    geo = codec.geometry
+    if codec.grown:
+        log.info("%s slices of %s mm exceed the model's %s px at %g mm: sampled on %s px",
+                 axis, " x ".join(f"{r * geo.spacing:.0f}" for r in geo.resampled_shape),
+                 " x ".join(map(str, codec.nominal_size)), geo.spacing, " x ".join(map(str, geo.size)))
+    return codec
+
+
+class _Progress:
+    """Counts the progress units of a run (diffusion steps or forward passes) and reports ``(done, total)``."""
+
+    def __init__(self, report: Callable[[int, int], None] | None, total: int) -> None:
+        self.report, self.total, self.done = report, total, 0
+
+    def batch(self, units: int) -> Callable[[int], None]:
+        """The tick of the next batch: ``tick(i)`` after its unit ``i`` (1-based) of ``units``."""
+        base, self.done = self.done, self.done + units
+        return lambda i: self.report(base + i, self.total) if self.report is not None else None
+
+
+def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed: int, device: torch.device,
+                   progress: _Progress) -> np.ndarray:
+    """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # start noise: same on every device
+    # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
+    step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+    n, _, h, w = cond.shape
+    slices = np.empty((n, h, w), dtype=np.float32)
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        c = torch.from_numpy(np.ascontiguousarray(cond[start:stop])).to(device)
+        x = generator(c, gen, step_gen, progress.batch(generator.units))
+        slices[start:stop] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
+    return slices
+
+
+def _to_image(grid01: np.ndarray, window: dict[str, Any], body: np.ndarray) -> np.ndarray:
+    """[0, 1] on the input grid -> image units (HU for CT); outside the body: air (CT) / background (MR)."""
+    img = np.asarray(denormalize(grid01.astype(np.float32), window), dtype=np.float32)
+    img[~body] = float(window["low"])
+    return img
+
+
+def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int, seed: int, **run: Any) -> dict[str, Any]:
+    """The sidecar record of a generation (sampler, steps and seed None for a one-shot model; ``seconds`` since ``t0``)."""
+    diffusion = model.is_diffusion
+    return {"kind": "seg2med-generated", "model": str(model.path), "method": model.method, "weights": model.weights,
+            "sampler": sampler if diffusion else None, "steps": steps if diffusion else None,
+            "seed": seed if diffusion else None, **run, "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def generate_volume(
     labels: Volume,
     scheme: LabelScheme,
@@ -275,95 +377,28 @@ def generate_volume(
     """
     sampler = check_sampling(model, steps, sampler, samples, batch)
     device = torch.device(device)
-    amp_dtype = autocast_dtype(precision, device)
+    generator = model.slice_generator(steps, sampler, device, precision)
     t0 = time.perf_counter()
-    data = model.data
-    trained_axes = [str(a) for a in data.get("axes", ["axial"])]
-    axis = check_axis(axis) if axis is not None else trained_axes[0]
-    if axis not in trained_axes:
-        log.warning("%s was trained on %s slices only: %s slices are outside its training data",
-                    model.path.name, " and ".join(trained_axes), axis)
-    modality = str(data.get("modality", "ct"))
+    spec, axis = model.spec, _slicing_axis(model, axis)
     seq = sequence_from_config(model.sequence_config)
     prior = simulate_prior(labels.array, scheme, seq, tissues)
     body = labels.array != 0
-    norm, prior_params = normalize_volume(
-        prior, modality, body, tuple(data.get("ct_window", (0.0, 2000.0))), tuple(data.get("mr_percentiles", (10.0, 90.0)))
-    )
-    reo = Reorientation.from_affine(labels.affine, labels.shape)
-    trained = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)), data.get("size", 256))
-    # a field of view wider than the training slices is sampled on a larger canvas (the network is
-    # convolutional), not cropped: a crop would turn the body outside it into air
-    geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, trained.spacing, trained.size,
-                             grow_multiple=model.size_multiple)
-    if geo.size != trained.size:
-        log.info("%s slices of %s mm exceed the model's %s px at %g mm: sampled on %s px",
-                 axis, " x ".join(f"{r * trained.spacing:.0f}" for r in geo.resampled_shape),
-                 " x ".join(map(str, trained.size)), trained.spacing, " x ".join(map(str, geo.size)))
-    sliced = model_slices({"prior": np.asarray(norm, dtype=np.float32)}, body, reo, geo)
-    cond = to_signed(condition_stack(sliced["prior"], model.neighbours))  # [-1, 1] like training
-    mask = sliced["mask"] > 0
-    n, h, w = sliced["prior"].shape
-    window = _image_window(model, modality)
+    norm, prior_params = spec.normalize(prior, body)
+    codec = _plan_codec(model, labels, axis)
+    sliced = codec.encode({"prior": norm}, body)
+    cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
+    window = spec.image_window()
+    runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
+    ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
     outs: list[np.ndarray] = []
-    diffusion = model.is_diffusion
-    n_batches = int(np.ceil(n / batch))
-    total = samples * n_batches * steps if diffusion else n_batches
-    done = 0
-    for k in range(samples):
-        if not diffusion and outs:  # deterministic: every sample is the first
-            outs.append(outs[0].copy())
-            continue
-        gen = torch.Generator(device="cpu").manual_seed(sample_seed(seed, k))  # start noise: same on every device
-        # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
-        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(sample_seed(seed, k))
-        slices = np.empty((n, h, w), dtype=np.float32)
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            c = torch.from_numpy(np.ascontiguousarray(cond[start:stop])).to(device)
-            if diffusion:
-                noise = torch.randn((stop - start, model.model_cfg.image_channels, h, w), generator=gen)
-
-                def step_cb(i: int, m: int, base: int = done) -> None:
-                    if progress is not None:
-                        progress(base + i, total)
-
-                denoiser = autocast_denoiser(conditional_denoiser(model.network, c), device.type, amp_dtype)
-                x = sample(denoiser, tuple(noise.shape), model.scheduler_cfg, sampler, steps,
-                           generator=step_gen, device=device, noise=noise, callback=step_cb)
-                done += steps
-            else:
-                with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    x = model.network(c).float()
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-            slices[start:stop] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
-        slices[~mask] = 0.0
-        grid01 = reo.undo(geo.undo(slices, order=1, fill=0.0))
-        img = np.asarray(denormalize(grid01.astype(np.float32), window), dtype=np.float32)
-        img[~body] = float(window["low"])  # outside the body: air (CT) / background (MR)
-        outs.append(img)
-    vols = [labels.like(o) for o in outs]
+    for k in range(runs):
+        slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks)
+        slices[sliced["mask"] == 0] = 0.0
+        outs.append(_to_image(codec.decode(slices, order=1, fill=0.0), window, body))
+    outs += [outs[0].copy() for _ in range(samples - runs)]
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
-    meta = {
-        "kind": "seg2med-generated",
-        "model": str(model.path),
-        "method": model.method,
-        "weights": model.weights,
-        "sampler": sampler if diffusion else None,
-        "steps": steps if diffusion else None,
-        "seed": seed if diffusion else None,
-        "samples": samples,
-        "batch": batch,
-        "axis": axis,
-        "slice_size": list(geo.size),
-        "device": str(device),
-        "precision": precision,
-        "modality": modality,
-        "sequence": seq.to_config(),
-        "prior_normalization": prior_params,
-        "image_normalization": window,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    return GenerationResult(vols, labels.like(prior.astype(np.float32)), std, meta)
+    meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, samples=samples, batch=batch, axis=axis,
+                     slice_size=list(codec.geometry.size), device=str(device), precision=precision,
+                     modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
+                     image_normalization=window)
+    return GenerationResult([labels.like(o) for o in outs], labels.like(prior.astype(np.float32)), std, meta)

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seg2med.data.geometry import Reorientation, SliceGeometry, mask_outside
-from seg2med.data.normalize import normalize_volume
-from seg2med.data.prepare import model_slices
+from seg2med.data.codec import SliceCodec
+from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
 from seg2med.io.checkpoints import WEIGHTS, load_weights_into, read_checkpoint_config
@@ -69,6 +68,11 @@ class Segmenter:
     @property
     def data(self) -> dict[str, Any]:
         return self.config.get("data", {})
+
+    @property
+    def spec(self) -> DataSpec:
+        """The data block of its training run, typed (its defaults applied)."""
+        return DataSpec.from_dict(self.data, source=self.path / "config.json")
 
     @property
     def factor(self) -> int:
@@ -148,23 +152,18 @@ def _body_mask(volume: Volume, modality: str) -> np.ndarray:
 
 
 def _segmenter_slices(volume: Volume, segmenter: Segmenter, axis: str, body: np.ndarray | None
-                      ) -> tuple[dict[str, np.ndarray], Reorientation, SliceGeometry]:
+                      ) -> tuple[dict[str, np.ndarray], SliceCodec]:
     """The segmenter's input slices of ``volume``: its training normalisation, reorientation, resampling and size."""
     arr = np.asarray(volume.array, dtype=np.float32)
     if arr.ndim != 3:
         raise InputError(f"segment: expected a 3D volume, got shape {arr.shape}")
-    data = segmenter.data
-    modality = str(data.get("modality", "ct"))
-    body = _body_mask(volume, modality) if body is None else np.asarray(body, dtype=bool)
+    spec = segmenter.spec
+    body = _body_mask(volume, spec.modality) if body is None else np.asarray(body, dtype=bool)
     if body.shape != arr.shape:
         raise InputError(f"segment: body mask shape {body.shape} does not match the image {arr.shape}")
-    norm, _ = normalize_volume(arr, modality, body, tuple(data.get("ct_window", (0.0, 2000.0))),
-                               tuple(data.get("mr_percentiles", (10.0, 90.0))))
-    norm = mask_outside(np.asarray(norm, dtype=np.float32), body)
-    reo = Reorientation.from_affine(volume.affine, arr.shape)
-    geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, float(data.get("spacing", 1.0)),
-                             data.get("size", 256))
-    return model_slices({"image": norm}, body, reo, geo), reo, geo
+    norm, _ = spec.normalize(arr, body, blank_outside=True)
+    codec = spec.codec(volume.affine, arr.shape, axis)
+    return codec.encode({"image": norm}, body), codec
 
 
 def volume_features(volume: Volume, segmenter: Segmenter, body: np.ndarray | None = None, *, axis: str = "axial",
@@ -173,7 +172,7 @@ def volume_features(volume: Volume, segmenter: Segmenter, body: np.ndarray | Non
 
     What the Fréchet distance in the segmenter's feature space (Fréchet-Seg) is computed from.
     """
-    sliced, _, _ = _segmenter_slices(volume, segmenter, axis, body)
+    sliced, _ = _segmenter_slices(volume, segmenter, axis, body)
     keep = sliced["mask"].reshape(len(sliced["mask"]), -1).any(1)
     if not keep.any():
         raise InputError(f"{volume.name}: no slice holds any body voxel")
@@ -194,10 +193,10 @@ def segment_volume(
     the body mask used for the MR window and outside which every label is 0;
     without it the body contour is computed from the image.
     """
-    sliced, reo, geo = _segmenter_slices(volume, segmenter, axis, body)
+    sliced, codec = _segmenter_slices(volume, segmenter, axis, body)
     pred = segmenter.predict(sliced["image"], batch=batch)
     pred[sliced["mask"] == 0] = 0
-    labels = reo.undo(geo.undo(pred.astype(np.int32), order=0, fill=0))
+    labels = codec.decode(pred.astype(np.int32), order=0, fill=0)
     return volume.like(labels.astype(smallest_int_dtype(np.asarray(segmenter.classes))))
 
 
