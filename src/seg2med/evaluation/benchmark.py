@@ -181,10 +181,12 @@ def benchmark(
     data, out = Path(data), Path(out)
     say = progress or (lambda msg: None)
     from seg2med.data.dataset import SliceDataset
+    from seg2med.data.prepare import MANIFEST
+    from seg2med.data.spec import DataSpec
     from seg2med.inference.split import plan_split
 
     manifest = SliceDataset(data, split=None).manifest  # the manifest's blocks and every shard checked first
-    if not manifest["config"].get("scheme"):
+    if not DataSpec.from_dict(manifest["config"], data / MANIFEST, "config").scheme:
         raise InputError(f"{data / 'manifest.json'}: config.scheme is empty: the test subjects are generated from "
                          f"their labels, whose scheme the dataset must name (seg2med prepare records it)")
     plan_split(data, cfg.split)  # a clear error (bad dataset, empty test split) before any training or writing

@@ -169,16 +169,16 @@ def check_segmenter_fits(segmenter: Any, modality: str, labels: Volume | None, l
     """An own segmenter (``train-segmenter`` run) must have been trained on this modality and on labels of the
     scheme of ``labels``: its ids are compared with the reference labels' ids as they are (a ``total_mr``
     segmenter scored against ``total`` labels compares small bowel with a lung lobe)."""
-    data = getattr(segmenter, "data", None)
-    if not isinstance(data, dict):  # TotalSegmentator: its task follows the modality
+    spec = getattr(segmenter, "spec", None)
+    if spec is None:  # TotalSegmentator: its task follows the modality
         return
     name = getattr(segmenter, "path", "the segmenter")
-    trained = data.get("modality")
-    if trained in ("ct", "mr") and trained != modality:
+    trained = spec.modality if spec.states("modality") else None
+    if trained is not None and trained != modality:
         raise InputError(f"{name}: a segmenter trained on {trained.upper()} images, but these are {modality.upper()}")
     if labels is None or labels_path is None:
         return
-    seg_scheme = str(data.get("scheme") or "").split("+")[0]
+    seg_scheme = (spec.scheme or "").split("+")[0]
     table = read_label_table(labels_path)  # a seg2med label volume names its scheme; other files do not
     lab_scheme = table.name.split("+")[0] if table is not None else ""
     if seg_scheme and lab_scheme and seg_scheme != lab_scheme:

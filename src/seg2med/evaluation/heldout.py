@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from seg2med.data.normalize import normalize_volume
+from seg2med.data.prepare import MANIFEST
+from seg2med.data.spec import DataSpec
 from seg2med.inference.generate import LoadedModel
 from seg2med.inference.split import plan_split
 from seg2med.metrics.image import mae, psnr, ssim
@@ -39,7 +40,7 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """Per-subject and pooled SSIM / PSNR / MAE of the model and of the prior alone."""
     plan = plan_split(dataset_dir, split)
-    config, modality = plan.manifest["config"], plan.modality
+    spec, modality = DataSpec.from_dict(plan.manifest["config"], Path(dataset_dir) / MANIFEST, "config"), plan.modality
     rows, used_sampler = [], sampler
     for case in plan.generate({"model": model}, steps=steps, sampler=sampler, seed=seed, batch=batch, axis=axis):
         rs, res, subj = case.subject, case.results["model"], case.record
@@ -48,9 +49,7 @@ def evaluate_split(
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)
         gen01 = _to01(res.samples[0].array, image_params)
-        prior_norm, _ = normalize_volume(res.prior.array, modality, body, tuple(config["ct_window"]),
-                                         tuple(config["mr_percentiles"]))
-        prior01 = np.asarray(prior_norm, dtype=np.float64)
+        prior01 = np.asarray(spec.normalize(res.prior.array, body)[0], dtype=np.float64)
         row: dict[str, Any] = {"subject": subj["id"], "slices": int(labels.shape[2]), "voxels": int(body.sum())}
         for name, pred in (("model", gen01), ("prior", prior01)):
             row[f"{name}_ssim"] = ssim(pred, real01, data_range=1.0, mask=body)

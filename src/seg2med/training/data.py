@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from seg2med.data.dataset import SliceDataset
+from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
 from seg2med.io.budget import check_memory
 from seg2med.training.runtime import step_generator
@@ -111,24 +112,24 @@ def augment(batch: Mapping[str, torch.Tensor], g: torch.Generator, flips: bool, 
 
 
 def data_summary(data_dir: str | Path, train: SliceDataset, val: SliceDataset, neighbours: int) -> dict[str, Any]:
-    """What a checkpoint needs to know about its training data (copied from the manifest)."""
+    """What a checkpoint needs to know about its training data (copied from the manifest): its ``data`` block."""
     m = train.manifest
     cfg = m["config"]
-    return {
-        "path": str(Path(data_dir).resolve()),
-        "modality": m.get("modality", cfg.get("modality")),
-        "sequence": cfg.get("sequence"),
-        "scheme": cfg.get("scheme"),
-        "spacing": cfg.get("spacing"),
-        "size": cfg.get("size"),
-        "axes": list(train.axes),
-        "ct_window": cfg.get("ct_window"),
-        "mr_percentiles": cfg.get("mr_percentiles"),
-        "neighbours": int(neighbours),
-        "image_normalization": image_window(m, train.subjects),
-        "train": {"subjects": train.subjects, "slices": len(train)},
-        "val": {"subjects": val.subjects, "slices": len(val)},
-    }
+    return DataSpec(
+        path=str(Path(data_dir).resolve()),
+        modality=m.get("modality", cfg.get("modality")),
+        sequence=cfg.get("sequence"),
+        scheme=cfg.get("scheme"),
+        spacing=cfg.get("spacing"),
+        size=cfg.get("size"),
+        axes=tuple(train.axes),
+        ct_window=cfg.get("ct_window"),
+        mr_percentiles=cfg.get("mr_percentiles"),
+        neighbours=int(neighbours),
+        image_normalization=image_window(m, train.subjects),
+        train={"subjects": train.subjects, "slices": len(train)},
+        val={"subjects": val.subjects, "slices": len(val)},
+    ).to_dict()
 
 
 def image_window(manifest: Mapping[str, Any], subjects: list[str]) -> dict[str, Any] | None:
