@@ -39,6 +39,7 @@ from seg2med.io.sidecars import (
     prior_sidecar,
 )
 from seg2med.labels import LabelScheme, canonical_scheme
+from seg2med.models.registry import GENERATORS
 
 if TYPE_CHECKING:
     from seg2med.inference.generate import LoadedModel
@@ -417,6 +418,7 @@ def generate(
     axis: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    strength: float = 1.0,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
     body: str | Path | Volume | None = None,
@@ -430,7 +432,8 @@ def generate(
     loaded on ``device`` (:func:`seg2med.inference.load_model`). The prior is simulated with exactly the sequence the model was trained
     with; asking for another ``sequence`` is an error. Returns a
     :class:`seg2med.inference.GenerationResult` (``.samples[0].array`` is the
-    volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``).
+    volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``). ``strength`` < 1 starts
+    the diffusion from the prior noised to that fraction of the schedule (SDEdit; 1 = pure noise).
     """
     from seg2med.inference import generate_volume, load_model
     from seg2med.inference.generate import LoadedModel, check_sampling, pick_device
@@ -441,7 +444,7 @@ def generate(
     autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
-    check_sampling(lm, steps, sampler, samples, batch)  # before reading the labels
+    check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
         raise ConfigError(f"model {model_name} was trained for sequence {trained!r}, not {sequence!r}")
@@ -451,7 +454,7 @@ def generate(
     )
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
-        samples=samples, batch=batch, axis=axis, device=dev, precision=precision, progress=progress,
+        samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength, progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))
@@ -556,7 +559,7 @@ def benchmark(
     data: str | Path,
     out: str | Path,
     *,
-    methods: Sequence[str] = ("ddpm", "unet", "pix2pix", "cyclegan", "prior"),
+    methods: Sequence[str] = GENERATORS,
     budget_minutes: float = 10.0,
     max_steps: int = 100_000,
     preset: str = "tiny",

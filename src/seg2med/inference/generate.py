@@ -38,20 +38,21 @@ from seg2med.io.checkpoints import (
     load_weights_into,
     read_checkpoint_config,
 )
+from seg2med.io.sidecars import GENERATED_KIND
 from seg2med.labels import LabelScheme, TissueTable
 from seg2med.models import ModelConfig, SchedulerConfig, build_model, build_scheduler, for_inference
-from seg2med.models.baselines import (
-    BASELINE_METHODS,
-    DIFFUSION,
-    SEGMENTER,
-    BaselineConfig,
-    OneShotGenerator,
-    PriorMap,
-    downsampling,
-)
+from seg2med.models.baselines import BaselineConfig, OneShotGenerator, PriorMap, downsampling
+from seg2med.models.registry import DEFAULT_METHOD, KIND_DIFFUSION, REGISTRY, get_method
 from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
-from seg2med.sampling import autocast_denoiser, conditional_denoiser, default_sampler, sample
+from seg2med.sampling import (
+    autocast_denoiser,
+    check_strength,
+    conditional_denoiser,
+    default_sampler,
+    prior_anchored_steps,
+    sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class LoadedModel:
     scheduler_cfg: SchedulerConfig | None
     path: Path
     weights: str | None
-    method: str = DIFFUSION
+    method: str = DEFAULT_METHOD
 
     @property
     def data(self) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class LoadedModel:
 
     @property
     def is_diffusion(self) -> bool:
-        return self.method == DIFFUSION
+        return REGISTRY[self.method].kind == KIND_DIFFUSION
 
     @property
     def neighbours(self) -> int:
@@ -147,7 +148,7 @@ class LoadedModel:
         """The network's total down-sampling: a slice side must be a multiple of it."""
         if self.model_cfg is not None:
             return 2 ** (len(self.model_cfg.channels) - 1)
-        if self.method == "prior":
+        if not REGISTRY[self.method].networks:  # no network (the prior map): any size
             return 1
         nets = BaselineConfig.from_dict(self.config["model"], self.method).networks
         return downsampling(nets["generator"])
@@ -160,10 +161,12 @@ class LoadedModel:
         return seq
 
     def slice_generator(self, steps: int = 50, sampler: str | None = None, device: torch.device | str = "cpu",
-                        precision: str = "fp32") -> SliceGenerator:
+                        precision: str = "fp32", strength: float = 1.0) -> SliceGenerator:
         """The model as one :class:`SliceGenerator`: ``steps`` of reverse diffusion with ``sampler`` (its
-        default when None) for ``ddpm``, one forward pass of the network for the other methods."""
-        sampler = check_sampling(self, steps, sampler)
+        default when None) for ``ddpm``, one forward pass of the network for the other methods. A
+        ``strength`` < 1 starts the diffusion from the prior (the condition's centre slice) noised to the
+        timestep of the last ``ceil(strength * steps)`` steps (SDEdit), which alone run."""
+        sampler = check_sampling(self, steps, sampler, strength=strength)
         device = torch.device(device)
         amp_dtype = autocast_dtype(precision, device)
         net = self.network
@@ -175,15 +178,16 @@ class LoadedModel:
                 return x
 
             return SliceGenerator(forward, 1, stochastic=False)
-        channels, sched = self.model_cfg.image_channels, self.scheduler_cfg
+        channels, sched, k = self.model_cfg.image_channels, self.scheduler_cfg, self.neighbours
 
         def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
             start = torch.randn((cond.shape[0], channels, *cond.shape[-2:]), generator=noise)  # on the CPU
             denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
+            init = cond[:, k : k + 1].expand(-1, channels, -1, -1) if strength < 1.0 else None
             return sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
-                          noise=start, callback=lambda i, n: tick(i))
+                          noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
 
-        return SliceGenerator(diffuse, steps, stochastic=True)
+        return SliceGenerator(diffuse, prior_anchored_steps(steps, strength), stochastic=True)
 
 
 def _check_timesteps(path: Path, cfg: dict[str, Any]) -> None:
@@ -202,8 +206,9 @@ def _weights_name(path: Path, cfg: dict[str, Any], ema: bool) -> str:
     return weights.get("ema", EMA_WEIGHTS) if ema and (path / weights.get("ema", EMA_WEIGHTS)).is_file() else weights.get("model", WEIGHTS)
 
 
-def _load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, device: str | torch.device) -> LoadedModel:
-    """A baseline generator (prior -> image) or the prior-only intensity map."""
+def load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, device: str | torch.device) -> LoadedModel:
+    """The registry's loader of the one-shot methods: a baseline generator (prior -> image) or the prior-only
+    intensity map."""
     try:
         if method == "prior":
             net: torch.nn.Module = PriorMap.from_dict(cfg["model"])
@@ -218,22 +223,8 @@ def _load_one_shot(path: Path, cfg: dict[str, Any], method: str, ema: bool, devi
     return LoadedModel(net, cfg, None, None, path, name, method)
 
 
-def load_model(model: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
-    """Build the network from ``config.json`` and load its (EMA) safetensors weights.
-
-    Dispatches on ``config["method"]``: ``ddpm`` (the denoiser), ``unet`` /
-    ``pix2pix`` / ``cyclegan`` (the prior -> image generator) or ``prior``
-    (the fitted intensity map, no weights). A segmenter run is refused.
-    """
-    path = resolve_model(model)
-    cfg = read_checkpoint_config(path)
-    method = cfg.get("method", DIFFUSION)
-    if method == SEGMENTER:
-        raise InputError(f"{path}: a segmenter run (method 'segmenter'), not an image generator")
-    if method in (*BASELINE_METHODS, "prior"):
-        return _load_one_shot(path, cfg, method, ema, device)
-    if method != DIFFUSION:
-        raise InputError(f"{path}: unknown method {method!r} in config.json")
+def load_diffusion(path: Path, cfg: dict[str, Any], method: str, ema: bool, device: str | torch.device) -> LoadedModel:
+    """The registry's loader of ``ddpm``: the denoiser with its model and scheduler configs."""
     _check_timesteps(path, cfg)
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])
@@ -243,7 +234,25 @@ def load_model(model: str | Path, ema: bool = True, device: str | torch.device =
     name = _weights_name(path, cfg, ema)
     net = build_model(model_cfg)
     load_weights_into(net, path / name, "model")
-    return LoadedModel(for_inference(net, device), cfg, model_cfg, sched_cfg, path, name)
+    return LoadedModel(for_inference(net, device), cfg, model_cfg, sched_cfg, path, name, method)
+
+
+def load_model(model: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the network from ``config.json`` and load its (EMA) safetensors weights.
+
+    Dispatches on ``config["method"]`` through the method registry (:mod:`seg2med.models.registry`):
+    ``ddpm`` (the denoiser), ``unet`` / ``pix2pix`` / ``cyclegan`` (the prior -> image generator) or
+    ``prior`` (the fitted intensity map, no weights). A segmenter run is refused.
+    """
+    path = resolve_model(model)
+    cfg = read_checkpoint_config(path)
+    method = cfg.get("method", DEFAULT_METHOD)
+    if method not in REGISTRY:
+        raise InputError(f"{path}: unknown method {method!r} in config.json")
+    entry = get_method(method, tuple(REGISTRY))
+    if not entry.generates_images:
+        raise InputError(f"{path}: a {entry.name} run (method {entry.name!r}), not an image generator")
+    return entry.part("loader")(path, cfg, entry.name, ema, device)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -272,12 +281,18 @@ def sample_seed(seed: int, k: int) -> int:
     return int(seed) * SAMPLE_SEED_STRIDE + k
 
 
-def check_sampling(model: LoadedModel, steps: int, sampler: str | None, samples: int = 1, batch: int = 1) -> str | None:
+def check_sampling(model: LoadedModel, steps: int, sampler: str | None, samples: int = 1, batch: int = 1,
+                   strength: float = 1.0) -> str | None:
     """The sampler ``model`` will use (its default when None), after refusing, before any work, sampling
     options it cannot run: ``samples`` / ``batch`` < 1, ``steps`` outside 1..training timesteps, a sampler
-    its scheduler does not support. One-shot methods ignore steps and sampler (None)."""
+    its scheduler does not support, ``strength`` outside (0, 1]. One-shot methods ignore steps, sampler
+    and strength (None)."""
     if samples < 1 or batch < 1:
         raise ConfigError("--samples and --batch must be >= 1")
+    try:
+        check_strength(strength)
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from None
     if not model.is_diffusion:
         return sampler
     sampler = sampler or default_sampler(model.scheduler_cfg)  # rflow for an rflow model, else ddim
@@ -345,12 +360,15 @@ def _to_image(grid01: np.ndarray, window: dict[str, Any], body: np.ndarray) -> n
     return img
 
 
-def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int, seed: int, **run: Any) -> dict[str, Any]:
-    """The sidecar record of a generation (sampler, steps and seed None for a one-shot model; ``seconds`` since ``t0``)."""
+def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int, seed: int, strength: float,
+              **run: Any) -> dict[str, Any]:
+    """The sidecar record of a generation (sampler, steps, seed and strength None for a one-shot model;
+    ``seconds`` since ``t0``)."""
     diffusion = model.is_diffusion
-    return {"kind": "seg2med-generated", "model": str(model.path), "method": model.method, "weights": model.weights,
+    return {"kind": GENERATED_KIND, "model": str(model.path), "method": model.method, "weights": model.weights,
             "sampler": sampler if diffusion else None, "steps": steps if diffusion else None,
-            "seed": seed if diffusion else None, **run, "seconds": round(time.perf_counter() - t0, 3)}
+            "seed": seed if diffusion else None, "strength": strength if diffusion else None, **run,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def generate_volume(
@@ -367,17 +385,19 @@ def generate_volume(
     axis: str | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    strength: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
-    For the one-shot methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``)
-    ``steps``, ``sampler`` and ``seed`` are ignored (recorded as None in the
-    metadata) and the ``samples`` volumes are identical (std map of zeros).
+    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). For the one-shot
+    methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
+    ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
+    identical (std map of zeros).
     """
-    sampler = check_sampling(model, steps, sampler, samples, batch)
+    sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
-    generator = model.slice_generator(steps, sampler, device, precision)
+    generator = model.slice_generator(steps, sampler, device, precision, strength)
     t0 = time.perf_counter()
     spec, axis = model.spec, _slicing_axis(model, axis)
     seq = sequence_from_config(model.sequence_config)
@@ -397,7 +417,7 @@ def generate_volume(
         outs.append(_to_image(codec.decode(slices, order=1, fill=0.0), window, body))
     outs += [outs[0].copy() for _ in range(samples - runs)]
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
-    meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, samples=samples, batch=batch, axis=axis,
+    meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength, samples=samples, batch=batch, axis=axis,
                      slice_size=list(codec.geometry.size), device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)

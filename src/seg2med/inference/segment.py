@@ -28,7 +28,8 @@ from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume
 from seg2med.io.checkpoints import WEIGHTS, load_weights_into, read_checkpoint_config
 from seg2med.io.nifti import smallest_int_dtype
-from seg2med.models.baselines import SEGMENTER, build_network, downsampling
+from seg2med.models.baselines import build_network, downsampling
+from seg2med.models.registry import SEGMENTER
 
 log = logging.getLogger(__name__)
 

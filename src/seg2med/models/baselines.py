@@ -33,9 +33,7 @@ import torch
 
 from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
-from seg2med.models.registry import BASELINE_METHODS, DEFAULT_METHOD, GENERATORS, REGISTRY, SEGMENTER, check_method
-
-DIFFUSION, METHODS = DEFAULT_METHOD, GENERATORS  # TODO(#12 item 2): importers move to models.registry
+from seg2med.models.registry import BASELINE_METHODS, REGISTRY, check_method
 
 NETWORK_CLASSES = ("AttentionUnet", "UNet", "PatchDiscriminator")
 OUTPUT_ACTIVATIONS = ("none", "tanh")

@@ -66,23 +66,30 @@ REGISTRY: dict[str, Method] = {m.name: m for m in (
            "seg2med.training.segmenter:recipe_from_options"),
 )}
 
-#: Methods ``seg2med train --method`` trains and ``generate`` / ``benchmark`` use (the image generators).
-GENERATORS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.generates_images)
+def generators() -> tuple[str, ...]:
+    """The image generators: what ``seg2med train --method`` trains and ``generate`` / ``benchmark`` use."""
+    return tuple(n for n, m in REGISTRY.items() if m.generates_images)
+
+
+#: :func:`generators` when the package loads (for help texts and defaults).
+GENERATORS: tuple[str, ...] = generators()
 #: The one-shot baselines with networks (``unet``, ``pix2pix``, ``cyclegan``).
 BASELINE_METHODS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.kind == KIND_ONE_SHOT and m.networks)
 DEFAULT_METHOD = "ddpm"
 SEGMENTER = "segmenter"
 
 
-def get_method(name: str, allowed: tuple[str, ...] = GENERATORS) -> Method:
-    """The registry entry of ``name`` (case-insensitive) if it is one of ``allowed``; a :class:`ConfigError` otherwise."""
+def get_method(name: str, allowed: tuple[str, ...] | None = None) -> Method:
+    """The registry entry of ``name`` (case-insensitive) if it is one of ``allowed`` (default: the image
+    generators); a :class:`ConfigError` otherwise."""
+    allowed = generators() if allowed is None else allowed
     m = str(name).lower()
     if m not in allowed:
         raise ConfigError(f"unknown method {name!r} (known: {', '.join(allowed)})")
     return REGISTRY[m]
 
 
-def check_method(method: str, allowed: tuple[str, ...] = GENERATORS) -> str:
+def check_method(method: str, allowed: tuple[str, ...] | None = None) -> str:
     """``method`` (lower case) if it is one of ``allowed``; a :class:`ConfigError` otherwise."""
     return get_method(method, allowed).name
 

@@ -50,16 +50,15 @@ from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
 from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, write_checkpoint_config
 from seg2med.models.baselines import (
-    BASELINE_METHODS,
     BASELINE_PRESETS,
     METHOD_NETWORKS,
     BaselineConfig,
     OneShotGenerator,
     PriorMap,
     apply_activation,
-    check_method,
 )
 from seg2med.models.config import count_parameters
+from seg2med.models.registry import BASELINE_METHODS, check_method
 from seg2med.training.config import TRAJECTORY_FIELDS, TrainConfig, _block, check_blocks, check_trajectory_unchanged
 from seg2med.training.data import StepBatches, augment, batch_indices, batches, collate
 from seg2med.training.ema import EMA
