@@ -38,7 +38,7 @@ from seg2med.io import save_volume, write_json
 from seg2med.io.files import write_text
 from seg2med.io.outputs import claim_folder
 from seg2med.models.config import PREDICTION_TYPES, PRESETS
-from seg2med.models.registry import GENERATORS
+from seg2med.models.registry import GENERATORS, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,8 @@ def _train_all(data: Path, out: Path, cfg: BenchmarkConfig, progress: Callable[[
     for method in cfg.methods:
         progress(f"train {method}")
         t0 = time.perf_counter()
-        if method == "prior":
-            res = train_method("prior", data, out / method, training={"val_every": 0}, overwrite=True, progress=False)
-        else:
-            res = train_method(method, data, out / method, preset=cfg.preset, training=training, overwrite=True, progress=False,
-                               scheduler={"prediction_type": cfg.prediction} if method == "ddpm" else None)
+        res = train_method(method, data, out / method, preset=cfg.preset, training=training, overwrite=True, progress=False,
+                           scheduler={"prediction_type": cfg.prediction} if REGISTRY[method].takes_scheduler else None)
         results[method] = {"steps": int(res.get("step", 0)), "seconds": round(time.perf_counter() - t0, 1),
                            "final_loss": res.get("final_loss")}
         log.info("%s: %d steps in %.0f s", method, results[method]["steps"], results[method]["seconds"])
