@@ -140,11 +140,14 @@ class Prior:
 
 
 def get_sequence(name: str, field: float | None = None, tr: float | None = None, te: float | None = None,
-                 ti: float | None = None, flip: float | None = None):
+                 ti: float | None = None, flip: float | None = None, contrast_phase: str | None = None):
     """A sequence by name with optional parameter overrides (None keeps the default)."""
     from seg2med.physics import get_sequence as _get
 
-    overrides = {k: v for k, v in {"field": field, "tr": tr, "te": te, "ti": ti, "flip": flip}.items() if v is not None}
+    if contrast_phase is not None and name != "ct":
+        raise ConfigError(f"--contrast-phase applies to CT (sequence ct), not to sequence {name!r}")
+    overrides = {k: v for k, v in {"field": field, "tr": tr, "te": te, "ti": ti, "flip": flip,
+                                   "contrast_phase": contrast_phase}.items() if v is not None}
     return _get(name, **overrides)
 
 
@@ -157,6 +160,7 @@ def simulate_prior(
     te: float | None = None,
     ti: float | None = None,
     flip: float | None = None,
+    contrast_phase: str | None = None,
     tissues: str | Path | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -174,14 +178,15 @@ def simulate_prior(
 
     With ``seed`` given (or any spread > 0) the randomised twin samples
     per-tissue parameters, bias field, noise and blur; with all spreads 0 it
-    equals the deterministic prior.
+    equals the deterministic prior. ``contrast_phase`` (CT: ``native``, ``arterial``, ``portal_venous``)
+    adds the iodinated-contrast enhancement of that phase (:mod:`seg2med.physics.contrast`).
     """
     from seg2med.physics import RandomPrior
     from seg2med.physics import simulate_prior as _simulate
     from seg2med.physics.randomize import check_amplitudes
 
     seed = check_optional_seed(seed)  # every option is checked before the labels are read
-    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip)
+    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase)
     tissue_spread, bias_field, noise, blur = check_amplitudes(seq.modality, tissue_spread, bias_field, noise, blur, {
         "tissue_spread": "--tissue-spread", "bias_field": "--bias-field", "noise": "--noise", "blur": "--blur"})
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(

@@ -148,6 +148,7 @@ def simulate_cmd(
     te: Annotated[Optional[float], typer.Option("--te", help="Echo time, ms.")] = None,
     ti: Annotated[Optional[float], typer.Option("--ti", help="Inversion time, ms.")] = None,
     flip: Annotated[Optional[float], typer.Option("--flip", help="Flip angle, degrees.")] = None,
+    contrast_phase: Annotated[Optional[str], typer.Option("--contrast-phase", help="CT: native | arterial | portal-venous (iodinated contrast enhancement per tissue; default native).")] = None,
     tissues: Annotated[Optional[Path], typer.Option("--tissues", help="Tissue property YAML overriding the defaults.")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (name or YAML; default: the one its class names belong to, else total).")] = None,
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
@@ -168,7 +169,8 @@ def simulate_cmd(
     inputs = [labels, tissues, scheme, tissue_masks, image, body]
     api.check_volume_outputs(out, overwrite, inputs)
     prior = api.simulate_prior(
-        labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, tissues=tissues, scheme=scheme,
+        labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase, tissues=tissues,
+        scheme=scheme,
         tissue_masks=tissue_masks, image=image, modality=modality, body=body, seed=seed, tissue_spread=tissue_spread,
         bias_field=bias_field, noise=noise, blur=blur, strict=strict,
     )

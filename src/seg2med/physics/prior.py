@@ -14,6 +14,7 @@ import numpy as np
 from seg2med.errors import ConfigError, InputError
 from seg2med.labels.schemes import BACKGROUND, LabelScheme
 from seg2med.labels.tissues import FIELD_STRENGTHS, TissueTable, load_default_tissue_table
+from seg2med.physics.contrast import NATIVE, enhancement_array
 from seg2med.physics.sequences import ImagingSequence, get_sequence
 
 
@@ -44,11 +45,20 @@ def lut_from_arrays(arrays: Mapping[str, np.ndarray], sequence: ImagingSequence,
     return lut.astype(np.float32)
 
 
+def property_arrays(scheme: LabelScheme, sequence: ImagingSequence, table: TissueTable) -> dict[str, np.ndarray]:
+    """The per-label-id arrays ``sequence.signal`` reads: the tissue table's at the sequence's field strength,
+    plus ``enhancement`` (HU) for a contrast-enhanced CT."""
+    arrays = table.arrays(scheme, table_field(sequence))
+    phase = getattr(sequence, "contrast_phase", NATIVE)
+    if phase != NATIVE:
+        arrays["enhancement"] = enhancement_array(scheme, table, phase)
+    return arrays
+
+
 def prior_lut(scheme: LabelScheme, sequence: ImagingSequence | str, tissues: TissueTable | None = None) -> np.ndarray:
     """Per-label-id prior values (float32, length ``max_id + 1``; NaN at ids the scheme lacks)."""
     seq = as_sequence(sequence)
-    table = tissues or load_default_tissue_table()
-    return lut_from_arrays(table.arrays(scheme, table_field(seq)), seq, scheme)
+    return lut_from_arrays(property_arrays(scheme, seq, tissues or load_default_tissue_table()), seq, scheme)
 
 
 def _unknown_ids_error(labels: np.ndarray, scheme: LabelScheme) -> ConfigError:

@@ -36,7 +36,7 @@ from seg2med.checks import check_non_negative, check_optional_seed
 from seg2med.errors import ConfigError
 from seg2med.labels.schemes import LabelScheme
 from seg2med.labels.tissues import TissueTable, load_default_tissue_table
-from seg2med.physics.prior import apply_lut, as_sequence, lut_from_arrays, table_field
+from seg2med.physics.prior import apply_lut, as_sequence, lut_from_arrays, property_arrays
 from seg2med.physics.sequences import ImagingSequence
 
 BIAS_ORDER = 3
@@ -200,7 +200,7 @@ class RandomPrior:
         table = tissues or load_default_tissue_table()
         jitter: dict[str, np.ndarray] = {}
         if self.tissue_spread > 0:
-            arrays = table.arrays(scheme, table_field(self.sequence))
+            arrays = property_arrays(scheme, self.sequence, table)
             size = arrays["hu"].shape[0]
             if self.sequence.modality == "ct":
                 z = rng.standard_normal(size)
@@ -242,7 +242,7 @@ class RandomPrior:
     def _apply(self, params: PriorParams, labels: np.ndarray, scheme: LabelScheme, tissues: TissueTable | None,
                spacing: tuple[float, ...]) -> np.ndarray:
         table = tissues or load_default_tissue_table()
-        arrays = table.arrays(scheme, table_field(self.sequence))
+        arrays = property_arrays(scheme, self.sequence, table)
         for key, delta in params.jitter.items():
             if key == "hu":
                 arrays[key] = arrays[key] + delta

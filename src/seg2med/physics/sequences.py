@@ -22,6 +22,7 @@ import numpy as np
 
 from seg2med.errors import ConfigError
 from seg2med.labels.tissues import check_field_strength
+from seg2med.physics.contrast import NATIVE, check_phase
 
 #: Fat-water chemical shift (main methylene peak) in ppm.
 FAT_SHIFT_PPM = -3.4
@@ -66,10 +67,15 @@ class ImagingSequence:
     modality: ClassVar[str] = ""
     #: parameters that may be None (resolved from the field strength or the tissue table)
     _optional: ClassVar[tuple[str, ...]] = ()
+    #: parameters that are names, not numbers: parameter -> its check (returns the canonical name)
+    _named: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name in self._named:
+                object.__setattr__(self, f.name, self._named[f.name](value))
+                continue
             if value is None and f.name in self._optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
@@ -115,13 +121,24 @@ class ImagingSequence:
 
 @dataclass(frozen=True)
 class CT(ImagingSequence):
-    """CT: the prior is the tissue's mean Hounsfield unit (non-contrast defaults, see tissues.yaml)."""
+    """CT: the prior is the tissue's mean Hounsfield unit (HU).
+
+    ``contrast_phase``: ``native`` (the tissue table's non-contrast values), ``arterial`` or
+    ``portal_venous``: the per-label ``enhancement`` property (HU, see
+    :mod:`seg2med.physics.contrast`) is added.
+    """
 
     name: ClassVar[str] = "ct"
     modality: ClassVar[str] = "ct"
+    _named: ClassVar[dict[str, Any]] = {"contrast_phase": check_phase}
+
+    contrast_phase: str = NATIVE
 
     def signal(self, props: Mapping[str, np.ndarray]) -> np.ndarray:
-        return _prop(props, "hu", self.name).copy()
+        hu = _prop(props, "hu", self.name).copy()
+        if self.contrast_phase == NATIVE:
+            return hu
+        return hu + _prop(props, "enhancement", f"{self.name} ({self.contrast_phase})")
 
 
 @dataclass(frozen=True)
