@@ -30,6 +30,7 @@ from seg2med.data.geometry import check_axis
 from seg2med.data.normalize import denormalize, to_signed, to_unit
 from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
+from seg2med.inference.qc import organ_qc, qc_warning
 from seg2med.io import Volume
 from seg2med.io.checkpoints import (
     CONFIG,
@@ -393,7 +394,8 @@ def generate_volume(
     ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
-    identical (std map of zeros).
+    identical (std map of zeros). The metadata's ``qc`` is the quality check of sample 0
+    (:func:`seg2med.inference.qc.organ_qc`; a warning names the organs that fail it).
     """
     sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
@@ -421,4 +423,8 @@ def generate_volume(
                      slice_size=list(codec.geometry.size), device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)
+    meta["qc"] = organ_qc(outs[0], labels.array, scheme, spec.modality, seq, tissues, prior=prior)  # sample 0
+    warning = qc_warning(meta["qc"])
+    if warning:
+        log.warning(warning)
     return GenerationResult([labels.like(o) for o in outs], labels.like(prior.astype(np.float32)), std, meta)

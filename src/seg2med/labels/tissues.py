@@ -7,13 +7,17 @@ same name; anything else is a :class:`~seg2med.errors.ConfigError`, never a sile
 
 :meth:`TissueTable.arrays` turns a table into per-label-id lookup arrays for one label
 scheme, so that a prior image is a single vectorised ``lut[labels]``.
+
+An entry may also give ``hu_range: [lo, hi]`` (with ``hu_range_source:``): the plausible range of a CT
+class's median HU over native and contrast-enhanced phases, for the quality check of generated volumes
+(:meth:`TissueTable.hu_range`; a tissue without one uses its group's). It does not enter the properties.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -37,7 +41,7 @@ REFERENCE_FIELDS: tuple[str, ...] = ("fat_t1", "fat_t2", "fat_t2s", "fluid_t1")
 FAT_GROUP = "fat"
 FLUID_GROUP = "fluid"
 
-_ENTRY_KEYS = {"group", "ct", "mr", "source", "note"}
+_ENTRY_KEYS = {"group", "ct", "mr", "source", "note", "hu_range", "hu_range_source"}
 _TABLE_KEYS = {"groups", "tissues", "group_patterns", "metadata", "version", "description"}
 
 
@@ -76,6 +80,18 @@ class TissueProperties:
 
 
 @dataclass(frozen=True)
+class HURange:
+    """The plausible median HU of a CT class, ``lo``..``hi`` (native and contrast phases), and its source."""
+
+    lo: float
+    hi: float
+    source: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        return self.lo <= value <= self.hi
+
+
+@dataclass(frozen=True)
 class _Entry:
     """One parsed group or tissue entry (possibly partial)."""
 
@@ -83,6 +99,7 @@ class _Entry:
     ct: Mapping[str, float] = field(default_factory=dict)
     mr: Mapping[float, Mapping[str, float]] = field(default_factory=dict)
     source: str = ""
+    hu_range: HURange | None = None
 
     @property
     def has_values(self) -> bool:
@@ -114,6 +131,20 @@ def _values(data: Any, allowed: tuple[str, ...], where: str) -> dict[str, float]
     return {k: _number(v, k, where) for k, v in data.items()}
 
 
+def _hu_range(data: Mapping, where: str) -> HURange | None:
+    value, source = data.get("hu_range"), data.get("hu_range_source")
+    if value is None:
+        if source is not None:
+            raise ConfigError(f"{where}: hu_range_source without hu_range")
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ConfigError(f"{where}: hu_range must be [lo, hi] in HU, got {value!r}")
+    lo, hi = (_number(v, "hu_range", where) for v in value)
+    if not lo < hi:
+        raise ConfigError(f"{where}: hu_range must have lo < hi, got {value!r}")
+    return HURange(lo, hi, str(source or ""))
+
+
 def _parse_entry(name: str, data: Any, where: str, allow_group: bool) -> _Entry:
     where = f"{where} {name!r}"
     if isinstance(data, str) and allow_group:  # shorthand ``liver: parenchyma``
@@ -139,6 +170,7 @@ def _parse_entry(name: str, data: Any, where: str, allow_group: bool) -> _Entry:
         ct=_values(data.get("ct"), CT_FIELDS, f"{where} ct"),
         mr=mr,
         source=str(data.get("source") or ""),
+        hu_range=_hu_range(data, where),
     )
 
 
@@ -150,7 +182,7 @@ def _merge_entry(base: _Entry | None, new: _Entry, origin: str) -> _Entry:
     for b0, vals in new.mr.items():
         mr.setdefault(b0, {}).update(vals)
     source = new.source or (f"{base.source} [overridden by {origin}]" if new.has_values else base.source)
-    return _Entry(base.group, {**base.ct, **new.ct}, mr, source)
+    return _Entry(base.group, {**base.ct, **new.ct}, mr, source, new.hu_range or base.hu_range)
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -231,6 +263,14 @@ class TissueTable:
         if missing:
             raise ConfigError(f"{self.origin}: {kind} {name!r} lacks {', '.join(missing)} at {b0:g} T")
         return TissueProperties(**values, source=entry.source or group.source)
+
+    def hu_range(self, class_name: str) -> HURange | None:
+        """The plausible CT median HU of a class: its entry's ``hu_range``, else its group's; None if neither has one."""
+        kind, name = self.resolve(class_name)
+        entry = (self._tissues if kind == "tissue" else self._groups)[name]
+        if entry.hu_range is None and entry.group is not None:
+            return self._groups[entry.group].hu_range
+        return entry.hu_range
 
     def properties(self, class_name: str, field_strength: float) -> TissueProperties:
         """Properties of a class at 1.5 or 3 T (:class:`ConfigError` for an unknown class/field)."""
