@@ -1,7 +1,10 @@
 """Training-data preparation: the data spec, normalisation, invertible slice geometry and codec, shards, dataset.
 
-Callers pass images, priors and body masks in (this layer computes neither
-priors nor masks). :class:`SliceDataset` is imported lazily (it needs torch).
+Callers pass images, priors and body masks in (preparation computes neither
+priors nor masks; only the training augmentation re-simulates priors from stored labels, with
+:mod:`seg2med.physics`). :class:`SliceDataset` and the augmentations of :mod:`seg2med.data.augment`
+(:class:`PriorResimulation`, :class:`RandomGeometry`, :class:`PriorSource`) are imported lazily
+(they need torch).
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ __all__ = [
     "PercentileWindow",
     "PercentileWindowd",
     "PrepareConfig",
+    "PriorResimulation",
+    "PriorSource",
+    "RandomGeometry",
     "Reorientation",
     "SliceCodec",
     "SliceDataset",
@@ -74,9 +80,16 @@ __all__ = [
 ]
 
 
+_AUGMENT = ("PriorResimulation", "PriorSource", "RandomGeometry")
+
+
 def __getattr__(name: str) -> Any:
     if name == "SliceDataset":
         from seg2med.data.dataset import SliceDataset
 
         return SliceDataset
+    if name in _AUGMENT:
+        from seg2med.data import augment
+
+        return getattr(augment, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

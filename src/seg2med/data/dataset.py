@@ -62,8 +62,10 @@ class SliceDataset(Dataset):
     ``[1 + 2k, H, W]`` with channel ``c`` = prior slice ``index - k + c`` of the
     same subject/axis (edge-replicated, the centre slice is channel ``k``);
     ``mask`` float32 ``[1, H, W]`` (0/1 body); ``labels`` int64 ``[1, H, W]``
-    when the dataset has labels; ``subject`` (id), ``axis``, ``index`` (slice
-    index along the axis). Shards are loaded lazily and kept in a small LRU
+    when the dataset has labels, and then, with ``k`` > 0, ``neighbour_labels``
+    int64 ``[1 + 2k, H, W]`` (the labels of the prior's slices, same channel
+    order); ``subject`` (id), ``subject_index`` (its position in the manifest's
+    ``subjects`` list), ``axis``, ``index`` (slice index along the axis). Shards are loaded lazily and kept in a small LRU
     cache that each DataLoader worker holds on its own.
     """
 
@@ -87,6 +89,7 @@ class SliceDataset(Dataset):
         for name in dict.fromkeys(f for ser in self.series for f in ser.files):
             check_shard(self.root / name)  # a truncated shard fails here, before any training step
         self._items = [(s, i) for s, ser in enumerate(self.series) for i in range(ser.n)]
+        self._subject_index = {rec["id"]: n for n, rec in enumerate(self.manifest["subjects"])}
         self._cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
         if not self._items:
             log.warning("%s: split %r holds no slices", self.root, split)
@@ -151,15 +154,20 @@ class SliceDataset(Dataset):
         name, j = ser.locate(i)
         shard = self._shard(name)
         k = self.neighbours
-        prior = np.stack([self._slice(ser, int(n), "prior") for n in neighbour_indices(i, ser.n, k)])
+        around = [int(n) for n in neighbour_indices(i, ser.n, k)]
+        prior = np.stack([self._slice(ser, n, "prior") for n in around])
         item: dict[str, Any] = {
             "image": torch.from_numpy(np.array(shard["image"][j], dtype=np.float32)[None]),
             "prior": torch.from_numpy(prior.astype(np.float32, copy=False)),
             "mask": torch.from_numpy(np.array(shard["mask"][j], dtype=np.float32)[None]),
             "subject": ser.subject,
+            "subject_index": self._subject_index[ser.subject],
             "axis": ser.axis,
             "index": int(i),
         }
         if "labels" in shard:
             item["labels"] = torch.from_numpy(np.array(shard["labels"][j], dtype=np.int64)[None])
+            if k > 0:  # what re-simulating the prior's neighbour channels needs (seg2med.data.augment)
+                item["neighbour_labels"] = torch.from_numpy(np.stack([self._slice(ser, n, "labels") for n in around])
+                                                            .astype(np.int64))
         return item
