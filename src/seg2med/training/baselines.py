@@ -60,7 +60,7 @@ from seg2med.models.baselines import (
 from seg2med.models.config import count_parameters
 from seg2med.models.registry import BASELINE_METHODS, check_method
 from seg2med.training.config import TRAJECTORY_FIELDS, TrainConfig, _block, check_blocks, check_trajectory_unchanged
-from seg2med.training.data import StepBatches, augment, batch_indices, batches, collate
+from seg2med.training.data import StepBatches, augment_step, batch_indices, batches, collate
 from seg2med.training.ema import EMA
 from seg2med.training.loop import Context, Learner, Recipe, Tracker, new_scaler, optimizer_step, run_training
 from seg2med.training.runtime import step_generator, step_seed
@@ -281,7 +281,7 @@ class BaselineLearner(Learner):
     def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
         g = step_generator(self.cfg.seed, step, 0)
         torch.manual_seed(step_seed(self.cfg.seed, step, 0))  # anything using the global RNG (dropout)
-        batch = augment(batch, g, self.cfg.augment_flips, self.cfg.intensity_jitter)
+        batch = augment_step(batch, g, self.cfg, self.data, self.method)
         for net in self.nets.values():
             net.train()
         cond = to_signed(batch["prior"]).to(self.rt.device)

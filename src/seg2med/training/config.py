@@ -8,14 +8,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
+from seg2med.data.augment import check_fraction, check_zoom_range
 from seg2med.errors import ConfigError
 from seg2med.models.config import ModelConfig, SchedulerConfig
 from seg2med.models.registry import GENERATORS
+from seg2med.physics.randomize import MAX_NOISE, check_amplitudes
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+#: The prior re-simulation options (:class:`seg2med.data.augment.PriorResimulation`); any > 0 switches it on.
+PRIOR_AUGMENT_FIELDS = ("prior_spread", "prior_bias", "prior_noise", "prior_blur", "class_drop", "tissue_drop")
+#: The joint geometry options (:class:`seg2med.data.augment.RandomGeometry`).
+GEOMETRY_AUGMENT_FIELDS = ("zoom_range", "rotate_deg", "shift", "p_inside")
+AUGMENT_FIELDS = (*PRIOR_AUGMENT_FIELDS, *GEOMETRY_AUGMENT_FIELDS)
+#: How messages name the options of the augmentation classes: as the training config's fields.
+AUGMENT_OPTION_NAMES = {"tissue_spread": "training: prior_spread", "bias_field": "training: prior_bias",
+                        "noise": "training: prior_noise", "blur": "training: prior_blur",
+                        **{k: f"training: {k}" for k in ("class_drop", "tissue_drop", *GEOMETRY_AUGMENT_FIELDS)}}
 #: Fields that change the optimisation trajectory: a resumed run must keep them.
-TRAJECTORY_FIELDS = ("batch", "lr", "ema_decay", "grad_clip", "precision", "seed", "augment_flips", "intensity_jitter")
+TRAJECTORY_FIELDS = ("batch", "lr", "ema_decay", "grad_clip", "precision", "seed", "augment_flips", "intensity_jitter",
+                     *AUGMENT_FIELDS)
 
 
 @dataclass
@@ -31,6 +43,18 @@ class TrainConfig:
     ``augment_flips`` flips slices left-right (image and prior together) with
     probability 1/2; ``intensity_jitter`` = j scales each prior by a factor
     drawn uniformly from [1 - j, 1 + j] (robustness to prior mismatch).
+
+    Robustness augmentation (all off by default; see :mod:`seg2med.data.augment` and
+    :data:`AUGMENT_PRESETS`, ``seg2med train --augment robust``): ``prior_spread``, ``prior_bias``,
+    ``prior_noise`` (HU for CT, a fraction of the range for MR; the sd is drawn uniformly up to it)
+    and ``prior_blur`` (mm, drawn uniformly up to it) re-simulate each slice's prior from its stored
+    labels (:class:`~seg2med.physics.randomize.RandomPrior` amplitudes), after relabelling each organ
+    class present to ``body`` with probability ``class_drop`` and each tissue class (201-204) with
+    probability ``tissue_drop``; this needs a dataset prepared with labels. ``zoom_range``
+    ``[min, max]`` (factor on the slice spacing, log-uniform), ``rotate_deg`` (+-), ``shift`` (+-
+    fraction of the slice size) and ``p_inside`` (probability of a view lying entirely inside the body)
+    warp image, prior, mask and labels together. Each step draws them from its own generator, after
+    the flip and jitter draws, and only when they are on.
     """
 
     steps: int = 10_000
@@ -50,6 +74,16 @@ class TrainConfig:
     val_slices: int = 4  # rows of the validation PNG
     val_steps: int = 20  # DDIM / Euler steps of the validation samples
     max_minutes: float = 0.0  # wall-clock budget: stop (and checkpoint) after the step that reaches it; 0 = none
+    prior_spread: float = 0.0  # tissue-parameter spread of the re-simulated prior (x table sd / relative sd)
+    prior_bias: float = 0.0  # bias-field coefficient range
+    prior_noise: float = 0.0  # largest noise sd: HU (CT) or fraction of the range (MR)
+    prior_blur: float = 0.0  # largest partial-volume blur sigma, mm
+    class_drop: float = 0.0  # probability that an organ class becomes body
+    tissue_drop: float = 0.0  # probability that a tissue class (201-204) becomes body
+    zoom_range: list[float] | None = None  # [min, max] factor on the in-plane spacing; None = no zoom
+    rotate_deg: float = 0.0  # in-plane rotation, +- degrees
+    shift: float = 0.0  # field-of-view shift, +- fraction of the slice size
+    p_inside: float = 0.0  # probability of a view lying entirely inside the body
 
     def __post_init__(self) -> None:
         self.steps, self.batch = check_int(self.steps, "training: steps"), check_int(self.batch, "training: batch")
@@ -73,6 +107,31 @@ class TrainConfig:
             raise ConfigError(f"training: unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"training: unknown device {self.device!r} (known: {', '.join(DEVICES)})")
+        self._check_augmentation()
+
+    def _check_augmentation(self) -> None:
+        """Bounds of the augmentation options (the noise bound of the modality is checked against the dataset)."""
+        names = AUGMENT_OPTION_NAMES
+        self.prior_spread, self.prior_bias, _, self.prior_blur = check_amplitudes(
+            "ct", self.prior_spread, self.prior_bias, 0.0, self.prior_blur, names)
+        self.prior_noise = check_fraction(self.prior_noise, names["noise"], max(MAX_NOISE.values()))
+        for name in ("class_drop", "tissue_drop", "p_inside"):
+            setattr(self, name, check_fraction(getattr(self, name), names[name]))
+        self.rotate_deg = check_fraction(self.rotate_deg, names["rotate_deg"], 180.0)
+        self.shift = check_fraction(self.shift, names["shift"], 0.5)
+        if self.zoom_range is not None:
+            self.zoom_range = list(check_zoom_range(self.zoom_range, names["zoom_range"]))
+
+    @property
+    def augments_prior(self) -> bool:
+        """Whether steps re-simulate the prior (any of :data:`PRIOR_AUGMENT_FIELDS` > 0)."""
+        return any(getattr(self, name) > 0 for name in PRIOR_AUGMENT_FIELDS)
+
+    @property
+    def augments_geometry(self) -> bool:
+        """Whether steps warp the slices (a zoom range other than [1, 1], a rotation, a shift or inside views)."""
+        zoom = self.zoom_range is not None and list(self.zoom_range) != [1.0, 1.0]
+        return zoom or self.rotate_deg > 0 or self.shift > 0 or self.p_inside > 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -84,6 +143,35 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: Named augmentation settings (``seg2med train --augment NAME``): option -> value, with per-modality values
+#: under ``"ct"`` / ``"mr"``. ``robust``: left-right flips; the prior re-simulated with a tissue spread (CT 1 x
+#: the table's HU sd, MR relaxation times x exp(0.5 z)), a bias field (CT 0.03: gain within about +-7 %, MR
+#: 0.3: within about 0.5-2), noise up to 20 HU (CT) / 2 % of the range (MR), blur up to 1.5 mm, organ and
+#: tissue classes dropped to body with probability 0.3 each; zoom 0.75-1.5 x the slice spacing, +-10
+#: degrees, +-10 % field-of-view shift, and 30 % of the slices viewed entirely inside the body.
+#: ``none``: every augmentation off (the defaults).
+AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {"augment_flips": False, "intensity_jitter": 0.0, "zoom_range": None,
+             **{k: 0.0 for k in AUGMENT_FIELDS if k != "zoom_range"}},
+    "robust": {"augment_flips": True, "prior_blur": 1.5, "class_drop": 0.3, "tissue_drop": 0.3, "zoom_range": [0.75, 1.5],
+               "rotate_deg": 10.0, "shift": 0.1, "p_inside": 0.3,
+               "ct": {"prior_spread": 1.0, "prior_bias": 0.03, "prior_noise": 20.0},
+               "mr": {"prior_spread": 0.5, "prior_bias": 0.3, "prior_noise": 0.02}},
+}
+
+
+def augment_preset(name: str, modality: str) -> dict[str, Any]:
+    """The training options of the augmentation preset ``name`` for a dataset of ``modality`` (``ct`` / ``mr``)."""
+    if name not in AUGMENT_PRESETS:
+        raise ConfigError(f"unknown augmentation preset {name!r} (known: {', '.join(AUGMENT_PRESETS)})")
+    preset = AUGMENT_PRESETS[name]
+    shared = {k: v for k, v in preset.items() if k not in ("ct", "mr")}
+    return {**shared, **preset.get(str(modality).lower(), {})}
+
+
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def out_of_time(cfg: TrainConfig, seconds: float) -> bool:
@@ -163,7 +251,9 @@ def check_resumable(stored: Mapping[str, Any], model_cfg: ModelConfig, sched_cfg
 
 def check_trajectory_unchanged(stored: Mapping[str, Any], cfg: Any, fields: tuple[str, ...]) -> None:
     """Refuse to resume with other values of ``fields`` than the run's stored ``training.config``."""
-    old = stored.get("training", {}).get("config", {})
+    old = dict(stored.get("training", {}).get("config", {}))
+    for k in AUGMENT_FIELDS:  # a run from before these options existed trained without them
+        old.setdefault(k, TRAIN_DEFAULTS[k])
     changed = [f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in fields if k in old and old[k] != getattr(cfg, k)]
     if changed:
         raise ConfigError(f"resume: training settings differ from the run's ({'; '.join(changed)})")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from seg2med.data.dataset import SliceDataset
+from seg2med.data.augment import PriorResimulation, PriorSource, RandomGeometry
+from seg2med.data.dataset import SliceDataset, load_dataset_manifest
 from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
 from seg2med.io.budget import check_memory
+from seg2med.training.config import AUGMENT_FIELDS, AUGMENT_OPTION_NAMES, TrainConfig
 from seg2med.training.runtime import step_generator
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ def check_batch_memory(ds: SliceDataset, batch: int, what: str, activation_bytes
     fit the memory budget (``--batch 100000``).
 
     Counted per sample and slice pixel: the collated float32 tensors (image, the ``2 k + 1`` prior
-    channels, mask; int64 labels where stored) twice (the step derives as many again: scaled copies,
+    channels, mask; int64 labels where stored, and with ``k`` > 0 the neighbour labels) twice (the step derives as many again: scaled copies,
     noise, targets, the network input), plus ``activation_bytes_per_pixel`` (the network's saved
     activations, when they live in host memory: training on the CPU). Weights and optimizer state are
     not counted (megabytes)."""
@@ -56,7 +59,7 @@ def check_batch_memory(ds: SliceDataset, batch: int, what: str, activation_bytes
     h, w = (size, size) if isinstance(size, int) else size
     channels = 3 + 2 * int(ds.neighbours)
     if any(r.get("has_labels") for r in ds.manifest.get("subjects", [])):
-        channels += 2
+        channels += 2 + (2 * (1 + 2 * int(ds.neighbours)) if ds.neighbours else 0)
     need = int(batch) * int(h) * int(w) * (2 * 4 * channels + activation_bytes_per_pixel)
     check_memory(need, f"{what}: a batch of {batch} slices of {h} x {w}")
 
@@ -85,8 +88,17 @@ class StepBatches(Sampler[list[int]]):
         return self.stop - self.start
 
 
+#: Item keys stacked into a batch besides image, prior and mask when every item has them (what the
+#: augmentations of :mod:`seg2med.data.augment` read; unused otherwise).
+OPTIONAL_KEYS = ("labels", "neighbour_labels")
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([it[k] for it in items]) for k in ("image", "prior", "mask")}
+    out = {k: torch.stack([it[k] for it in items]) for k in ("image", "prior", "mask")}
+    out.update({k: torch.stack([it[k] for it in items]) for k in OPTIONAL_KEYS if all(k in it for it in items)})
+    if all("subject_index" in it for it in items):
+        out["subject_index"] = torch.tensor([int(it["subject_index"]) for it in items], dtype=torch.int64)
+    return out
 
 
 def batches(ds: SliceDataset, sampler: StepBatches, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -97,18 +109,73 @@ def batches(ds: SliceDataset, sampler: StepBatches, num_workers: int) -> Iterato
                            persistent_workers=False, pin_memory=torch.cuda.is_available()))
 
 
-def augment(batch: Mapping[str, torch.Tensor], g: torch.Generator, flips: bool, jitter: float) -> dict[str, torch.Tensor]:
-    """Left-right flips (image, prior and mask together) and a per-slice scaling of the prior, drawn from ``g``."""
+BatchTransform = Callable[[Mapping[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
+#: Keys flipped together (those present).
+FLIPPED = ("image", "prior", "mask", *OPTIONAL_KEYS)
+
+
+def augment(batch: Mapping[str, torch.Tensor], g: torch.Generator, flips: bool, jitter: float,
+            transforms: Sequence[BatchTransform] = ()) -> dict[str, torch.Tensor]:
+    """Left-right flips (image, prior, mask and labels together) and a per-slice scaling of the prior, drawn from
+    ``g`` first; ``transforms`` (each drawing from ``g`` in turn) run on the batch before they are applied."""
     out = dict(batch)
     n = out["image"].shape[0]
     flip = torch.rand(n, generator=g) < 0.5
     scale = 1.0 + jitter * (2.0 * torch.rand(n, generator=g) - 1.0)
+    for transform in transforms:
+        out = transform(out, g)
     if flips and flip.any():
-        for k in ("image", "prior", "mask"):
-            out[k] = torch.where(flip[:, None, None, None], out[k].flip(-1), out[k])
+        for k in FLIPPED:
+            if k in out:
+                out[k] = torch.where(flip[:, None, None, None], out[k].flip(-1), out[k])
     if jitter > 0:
         out["prior"] = (out["prior"] * scale[:, None, None, None]).clamp(0.0, 1.0)
     return out
+
+
+def augment_step(batch: Mapping[str, torch.Tensor], g: torch.Generator, cfg: TrainConfig, data: Mapping[str, Any],
+                 method: str) -> dict[str, torch.Tensor]:
+    """A learner step's augmentation: :func:`augment` with the transforms of :func:`batch_transforms`
+    (``data`` is the run's data block: its ``path`` is the training dataset)."""
+    return augment(batch, g, cfg.augment_flips, cfg.intensity_jitter, batch_transforms(cfg, data.get("path"), method))
+
+
+def batch_transforms(cfg: TrainConfig, data_dir: str | Path | None, method: str) -> tuple[BatchTransform, ...]:
+    """The robustness augmentations ``cfg`` switches on (none: ``()``, and nothing is read), in the order they run:
+    the prior re-simulation, then the geometry. Built once per dataset and settings.
+
+    One-line :class:`ConfigError` when they do not apply: prior re-simulation on a dataset without stored
+    labels (naming it) or for the unpaired ``cyclegan``, any augmentation for ``prior`` (no steps), a noise
+    beyond the bound of the dataset's modality.
+    """
+    if not (cfg.augments_prior or cfg.augments_geometry):
+        return ()
+    if method == "prior":
+        raise ConfigError("training: the prior method fits in one pass: augmentation options do not apply")
+    if cfg.augments_prior and method == "cyclegan":
+        raise ConfigError("training: cyclegan trains on unpaired batches: the prior cannot be re-simulated from the "
+                          "image's labels (prior_* / class_drop / tissue_drop must be 0)")
+    if data_dir is None:
+        raise ConfigError("training: augmentation needs the training dataset's folder (the data block has no path)")
+    root = Path(data_dir).resolve()
+    manifest = root / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns if manifest.is_file() else 0
+    settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in ((k, getattr(cfg, k)) for k in AUGMENT_FIELDS))
+    return _transforms(str(root), stamp, settings, method == "cyclegan")
+
+
+@functools.lru_cache(maxsize=8)
+def _transforms(root: str, stamp: int, settings: tuple[tuple[str, Any], ...], unpaired: bool) -> tuple[BatchTransform, ...]:
+    cfg = TrainConfig(steps=1, **{k: list(v) if isinstance(v, tuple) else v for k, v in settings})
+    out: list[BatchTransform] = []
+    if cfg.augments_prior:
+        source = PriorSource.from_manifest(load_dataset_manifest(root), root)
+        out.append(PriorResimulation(source, cfg.prior_spread, cfg.prior_bias, cfg.prior_noise, cfg.prior_blur,
+                                     cfg.class_drop, cfg.tissue_drop, names=AUGMENT_OPTION_NAMES))
+    if cfg.augments_geometry:
+        out.append(RandomGeometry(cfg.zoom_range or (1.0, 1.0), cfg.rotate_deg, cfg.shift, cfg.p_inside,
+                                  masked=("image",) if unpaired else ("image", "prior"), names=AUGMENT_OPTION_NAMES))
+    return tuple(out)
 
 
 def data_summary(data_dir: str | Path, train: SliceDataset, val: SliceDataset, neighbours: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from seg2med.sampling import training_target
 from seg2med.training.config import TrainConfig, check_resumable, resolve_configs
 from seg2med.training.data import (
     StepBatches,
-    augment,
+    augment_step,
     batches,
     check_slice_size,
     ddpm_activation_bytes,
@@ -114,7 +114,7 @@ class DiffusionLearner(Learner):
     def step(self, batch: dict[str, torch.Tensor], step: int) -> float:
         g = step_generator(self.cfg.seed, step, self.rt.rank)
         torch.manual_seed(step_seed(self.cfg.seed, step, self.rt.rank))  # anything using the global RNG
-        batch = augment(batch, g, self.cfg.augment_flips, self.cfg.intensity_jitter)
+        batch = augment_step(batch, g, self.cfg, self.data, self.method)
         self.model.train()
         loss = diffusion_loss(self.model, batch, g, self.sched_cfg, self.scheduler, self.rt)
         optimizer_step(loss, self.opt, list(self.net.parameters()), self.scaler, self.cfg.grad_clip)
