@@ -43,3 +43,22 @@ def test_native_is_the_default_and_the_phase_is_part_of_the_sequence_config():
     assert sequence_from_config(seq.to_config()) == seq
     with pytest.raises(ConfigError, match="unknown contrast phase 'venous'"):
         get_sequence("ct", contrast_phase="venous")
+
+
+def test_generate_with_a_contrast_phase_simulates_the_prior_in_that_phase(data_dir):
+    import seg2med
+    from seg2med.io import Volume, load_volume
+
+    full = load_volume(data_dir / "totalsegmentator" / "example_seg.nii.gz")
+    shift = np.eye(4)
+    shift[2, 3] = 10
+    labels = Volume(full.array[:, :, 10:13], full.affine @ shift, None, None)
+    runs = {p: seg2med.generate(labels, model="ct-demo-tiny", steps=3, device="cpu", contrast_phase=p)
+            for p in (None, "arterial")}
+    aorta = labels.array == get_scheme("total").classes["aorta"]
+    assert aorta.sum() > 20
+    rise = float(np.median(runs["arterial"].prior.array[aorta]) - np.median(runs[None].prior.array[aorta]))
+    assert rise == pytest.approx(260, abs=1)
+    assert runs["arterial"].metadata["sequence"] == {"name": "ct", "contrast_phase": "arterial"}
+    with pytest.raises(ConfigError, match="applies to CT models"):
+        seg2med.generate(labels, model="mr-demo-tiny", contrast_phase="arterial")

@@ -424,6 +424,7 @@ def generate(
     device: str = "auto",
     precision: str = "fp32",
     strength: float = 1.0,
+    contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
     body: str | Path | Volume | None = None,
@@ -439,9 +440,10 @@ def generate(
     :class:`seg2med.inference.GenerationResult` (``.samples[0].array`` is the
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``). ``strength`` < 1 starts
     the diffusion from the prior noised to that fraction of the schedule (SDEdit; 1 = pure noise).
+    ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import LoadedModel, check_sampling, pick_device
+    from seg2med.inference.generate import LoadedModel, check_sampling, model_sequence, pick_device
     from seg2med.models.precision import autocast_dtype
 
     seed = check_seed(seed)
@@ -450,6 +452,7 @@ def generate(
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
+    model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
         raise ConfigError(f"model {model_name} was trained for sequence {trained!r}, not {sequence!r}")
@@ -459,7 +462,8 @@ def generate(
     )
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
-        samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength, progress=progress,
+        samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
+        contrast_phase=contrast_phase, progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))

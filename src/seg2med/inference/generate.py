@@ -46,6 +46,7 @@ from seg2med.models.baselines import BaselineConfig, OneShotGenerator, PriorMap,
 from seg2med.models.registry import DEFAULT_METHOD, KIND_DIFFUSION, REGISTRY, get_method
 from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
+from seg2med.physics.sequences import ImagingSequence
 from seg2med.sampling import (
     autocast_denoiser,
     check_strength,
@@ -372,6 +373,17 @@ def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> ImagingSequence:
+    """The sequence ``model`` was trained with; for a CT model ``contrast_phase`` replaces its contrast phase
+    (the prior's iodine enhancement, :mod:`seg2med.physics.contrast`)."""
+    config = dict(model.sequence_config)
+    if contrast_phase is not None:
+        if config.get("name") != "ct":
+            raise ConfigError(f"--contrast-phase applies to CT models; {model.path.name} is a {config.get('name')} model")
+        config["contrast_phase"] = contrast_phase
+    return sequence_from_config(config)
+
+
 def generate_volume(
     labels: Volume,
     scheme: LabelScheme,
@@ -387,11 +399,13 @@ def generate_volume(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     strength: float = 1.0,
+    contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
-    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). For the one-shot
+    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``contrast_phase``
+    (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
     identical (std map of zeros). The metadata's ``qc`` is the quality check of sample 0
@@ -402,7 +416,7 @@ def generate_volume(
     generator = model.slice_generator(steps, sampler, device, precision, strength)
     t0 = time.perf_counter()
     spec, axis = model.spec, _slicing_axis(model, axis)
-    seq = sequence_from_config(model.sequence_config)
+    seq = model_sequence(model, contrast_phase)
     prior = simulate_prior(labels.array, scheme, seq, tissues)
     body = labels.array != 0
     norm, prior_params = spec.normalize(prior, body)
