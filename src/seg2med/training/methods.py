@@ -86,7 +86,7 @@ def train_method(
     """
     m = resolve_method(method, blocks, base)
     recipe = build_recipe(get_method(m), preset, blocks, model=model, scheduler=scheduler, training=training, base=base)
-    res = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress and recipe.one_pass is None)
+    res = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     return {"method": m, **res}
 
 
