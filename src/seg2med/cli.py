@@ -327,6 +327,7 @@ def train_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="Augmentation preset: robust (prior re-simulated from the labels with tissue spread, bias, noise, blur and class dropout; zoom, rotation, shift, inside-the-body views; flips) | none. The YAML training: block overrides its values.")] = None,
 ) -> None:
     """Train prior -> image: the diffusion model (also under torchrun --nproc_per_node=N -m seg2med train) or a baseline (--method)."""
     import os
@@ -353,7 +354,7 @@ def train_cmd(
                         schedule=names["beta_schedule"].get(beta_schedule or "")),
         training=given(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=val_every,
                        precision=precision, device=device),
-        base=base, resume=resume, overwrite=overwrite,
+        base=base, augment=augment, resume=resume, overwrite=overwrite,
     )
     if os.environ.get("RANK", "0") == "0":
         loss, val = (("-" if v is None else f"{v:.4f}") for v in (summary["final_loss"], summary["val_loss"]))

@@ -72,6 +72,7 @@ def train_method(
     scheduler: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     base: Mapping[str, Any] | None = None,
+    augment: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -82,10 +83,22 @@ def train_method(
     ``training`` / ``base`` (the resumed run's config.json) combine as in
     :func:`~seg2med.training.resolve_configs`. Scheduler options only apply
     to ``ddpm``; ``prior`` takes only ``neighbours`` (model) and the
-    validation options (training). Returns the run's summary plus ``method``.
+    validation options (training). ``augment`` names an augmentation preset
+    (:data:`~seg2med.training.config.AUGMENT_PRESETS`, for the dataset's modality) whose values the YAML
+    ``training:`` block and ``training`` override. An augmentation that does not apply is refused before
+    the run folder is made. Returns the run's summary plus ``method``.
     """
+    if augment is not None:
+        from seg2med.data.dataset import load_dataset_manifest
+        from seg2med.training.config import augment_preset
+
+        options = augment_preset(augment, load_dataset_manifest(data_dir)["config"]["modality"])
+        blocks = {**check_blocks(blocks), "training": {**options, **dict(check_blocks(blocks).get("training") or {})}}
     m = resolve_method(method, blocks, base)
     recipe = build_recipe(get_method(m), preset, blocks, model=model, scheduler=scheduler, training=training, base=base)
+    from seg2med.training.data import batch_transforms
+
+    batch_transforms(recipe.cfg, data_dir, m)  # one-line error before any run folder exists
     res = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     return {"method": m, **res}
 
