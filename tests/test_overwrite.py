@@ -359,6 +359,28 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err.startswith("error: interrupted")
 
 
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+def test_a_real_sigint_at_any_moment_of_start_up_ends_the_run(subject, tmp_path, delay):
+    """Ctrl-C while torch / MONAI import: a KeyboardInterrupt raised inside a library's import can be swallowed
+    by its ``except:`` (seen under load: generate went on for minutes); the start-up handler exits at once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = Path(sys.executable).with_name("seg2med")
+    out = tmp_path / "s.nii.gz"
+    proc = subprocess.Popen([str(exe), "generate", "--labels", str(subject["labels"]), "--out", str(out), "--model",
+                             "ct-demo-tiny", "--steps", "1000", "--samples", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and [ln for ln in err.splitlines() if ln.startswith("error:")][0].startswith("error: interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_real_sigint_during_generate_exits_130_without_partial_files(subject, tmp_path):
     import signal
     import subprocess

@@ -321,6 +321,7 @@ def train_cmd(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="ddpm | rflow.")] = None,
     beta_schedule: Annotated[Optional[str], typer.Option("--beta-schedule", help="linear | scaled_linear.")] = None,
     neighbours: Annotated[Optional[int], typer.Option("--neighbours", help="2.5D: +-K neighbouring prior slices.")] = None,
+    residual: Annotated[Optional[bool], typer.Option("--residual/--no-residual", help="ddpm: diffuse the image minus the prior (the prior is added back after sampling).")] = None,
     ckpt_every: Annotated[Optional[int], typer.Option("--ckpt-every", help="Checkpoint every N steps (0: at the end).")] = None,
     val_every: Annotated[Optional[int], typer.Option("--val-every", help="Validation PNG every N steps (0: never).")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = None,
@@ -349,7 +350,7 @@ def train_cmd(
     base = read_checkpoint_config(out) if resume and (out / CONFIG).is_file() else None
     blocks = read_config_file(config, method, preset=preset, base=base) if config is not None else None
     summary = train_method(
-        method, data, out, preset=preset, blocks=blocks, model=given(neighbours=neighbours),
+        method, data, out, preset=preset, blocks=blocks, model=given(neighbours=neighbours, residual=residual),
         scheduler=given(kind=scheduler, prediction_type=names["prediction"].get(prediction or ""),
                         schedule=names["beta_schedule"].get(beta_schedule or "")),
         training=given(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=val_every,

@@ -180,14 +180,15 @@ class LoadedModel:
                 return x
 
             return SliceGenerator(forward, 1, stochastic=False)
-        channels, sched, k = self.model_cfg.image_channels, self.scheduler_cfg, self.neighbours
+        model_cfg, sched = self.model_cfg, self.scheduler_cfg
 
         def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
-            start = torch.randn((cond.shape[0], channels, *cond.shape[-2:]), generator=noise)  # on the CPU
+            start = torch.randn((cond.shape[0], model_cfg.image_channels, *cond.shape[-2:]), generator=noise)  # on the CPU
             denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
-            init = cond[:, k : k + 1].expand(-1, channels, -1, -1) if strength < 1.0 else None
-            return sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
-                          noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
+            init = model_cfg.prior_start(cond) if strength < 1.0 else None
+            x = sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
+                       noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
+            return model_cfg.from_sample(x.float(), cond.to(x.device).float())
 
         return SliceGenerator(diffuse, prior_anchored_steps(steps, strength), stochastic=True)
 

@@ -74,6 +74,7 @@ class ModelConfig:
     norm_num_groups: int = 32
     image_channels: int = 1
     neighbours: int = 0  # 2.5D: +-k neighbouring prior slices as extra condition channels
+    residual: bool = False  # the diffusion runs on (image - prior) / 2; the prior is added back after sampling
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or self.preset not in PRESETS:
@@ -88,6 +89,8 @@ class ModelConfig:
         self.norm_num_groups = check_int(self.norm_num_groups, "model: norm_num_groups")
         self.image_channels = check_int(self.image_channels, "model: image_channels")
         self.neighbours = check_int(self.neighbours, "model: neighbours", minimum=0)
+        if not isinstance(self.residual, bool):
+            raise ConfigError(f"model: residual must be true or false, got {self.residual!r}")
         if any(c % self.norm_num_groups for c in self.channels):
             raise ConfigError(f"model: every channel count {self.channels} must be divisible by norm_num_groups={self.norm_num_groups}")
         attended = [c for c, a in zip(self.channels, self.attention_levels) if a] + [self.channels[-1]]  # + the middle block
@@ -98,6 +101,28 @@ class ModelConfig:
     @property
     def condition_channels(self) -> int:
         return 1 + 2 * int(self.neighbours)
+
+    # The diffusion's sample space. Images and the condition are in the networks' range [-1, 1] (CT: both
+    # in the same HU window; MR: each in its own percentile window). A ``residual`` model diffuses
+    # ``(image - prior) / 2`` (in [-1, 1] again, so the schedulers' clipping still holds): a zero output is
+    # the prior itself, and a prior-anchored start (SDEdit) starts from zero.
+    def prior_centre(self, cond: Any) -> Any:
+        """The condition's centre slice (the prior of the slice generated), one per image channel."""
+        k = int(self.neighbours)
+        return cond[:, k : k + 1].expand(-1, self.image_channels, -1, -1)
+
+    def to_sample(self, image: Any, cond: Any) -> Any:
+        """Image ``[B, C, H, W]`` in [-1, 1] -> what the diffusion generates."""
+        return (image - self.prior_centre(cond)) / 2.0 if self.residual else image
+
+    def from_sample(self, x: Any, cond: Any) -> Any:
+        """What the diffusion generated -> the image in [-1, 1] (inverse of :meth:`to_sample`)."""
+        return self.prior_centre(cond) + 2.0 * x if self.residual else x
+
+    def prior_start(self, cond: Any) -> Any:
+        """The prior in sample space: where a prior-anchored start begins (:meth:`to_sample` of the prior)."""
+        centre = self.prior_centre(cond)
+        return centre * 0.0 if self.residual else centre
 
     @classmethod
     def from_preset(cls, preset: str = "small", **overrides: Any) -> "ModelConfig":

@@ -55,13 +55,13 @@ def draw_timesteps(cfg: SchedulerConfig, scheduler: Any, x0: torch.Tensor, g: to
 
 
 def diffusion_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g: torch.Generator, cfg: SchedulerConfig,
-                   scheduler: Any, rt: Runtime) -> torch.Tensor:
+                   scheduler: Any, rt: Runtime, model_cfg: ModelConfig | None = None) -> torch.Tensor:
     """MSE between the network output and its target for a batch in [0, 1] (mapped to [-1, 1])."""
-    x0 = to_signed(batch["image"])
+    cond = to_signed(batch["prior"])
+    x0 = (model_cfg or ModelConfig()).to_sample(to_signed(batch["image"]), cond)  # the image, or its residual
     noise = torch.randn(x0.shape, generator=g)
     t = draw_timesteps(cfg, scheduler, x0, g)
-    x0, noise, t = x0.to(rt.device), noise.to(rt.device), t.to(rt.device)
-    cond = to_signed(batch["prior"]).to(rt.device)
+    x0, noise, t, cond = x0.to(rt.device), noise.to(rt.device), t.to(rt.device), cond.to(rt.device)
     noisy = scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
     target = training_target(cfg, scheduler, x0, noise, t)
     with rt.autocast():
@@ -116,7 +116,7 @@ class DiffusionLearner(Learner):
         torch.manual_seed(step_seed(self.cfg.seed, step, self.rt.rank))  # anything using the global RNG
         batch = augment_step(batch, g, self.cfg, self.data, self.method)
         self.model.train()
-        loss = diffusion_loss(self.model, batch, g, self.sched_cfg, self.scheduler, self.rt)
+        loss = diffusion_loss(self.model, batch, g, self.sched_cfg, self.scheduler, self.rt, self.model_cfg)
         optimizer_step(loss, self.opt, list(self.net.parameters()), self.scaler, self.cfg.grad_clip)
         self.scaler.update()
         self.ema.update(self.net, step)
@@ -126,10 +126,11 @@ class DiffusionLearner(Learner):
         ema, cfg = self.ema.module, self.cfg
 
         def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], g: torch.Generator) -> torch.Tensor:
-            return diffusion_loss(model, batch, g, self.sched_cfg, self.scheduler, self.rt)
+            return diffusion_loss(model, batch, g, self.sched_cfg, self.scheduler, self.rt, self.model_cfg)
 
         loss = val_loss(ema, self.val_ds, loss_fn, cfg.batch, cfg.seed)
-        prior, gen, real = val_samples(ema, self.val_ds, self.sched_cfg, self.rt, cfg.val_slices, cfg.val_steps, cfg.seed)
+        prior, gen, real = val_samples(ema, self.val_ds, self.sched_cfg, self.rt, cfg.val_slices, cfg.val_steps, cfg.seed,
+                                       self.model_cfg)
         save_grid(self.out / VAL / f"{step_name(step)}.png", prior, gen, real,
                   f"step {step} — val loss {loss:.4f} (EMA, {cfg.val_steps} steps)")
         return loss
