@@ -163,6 +163,30 @@ def test_class_ablation_turns_the_dropped_classes_into_body(ct_dataset):
             np.testing.assert_array_equal(out["neighbour_labels"][i, c].numpy(), ablate_classes(lab[i, c], d.dropped))
 
 
+def test_contrast_phase_augmentation_simulates_each_slice_in_its_drawn_phase(ct_dataset, mr_dataset):
+    from seg2med.data.dataset import load_dataset_manifest
+    from seg2med.physics import get_sequence
+
+    b = _batch(ct_dataset)
+    src = PriorSource.from_manifest(load_dataset_manifest(ct_dataset), "ds")
+    low, high = src.window(0)
+    lab = b["neighbour_labels"].numpy()
+    out = _resim(ct_dataset, phases=["arterial"])(b, torch.Generator().manual_seed(0))
+    lut = prior_lut(src.scheme, get_sequence("ct", contrast_phase="arterial"))
+    want = np.where(lab != 0, np.clip((lut[lab] - low) / (high - low), 0.0, 1.0), 0.0)
+    np.testing.assert_allclose(out["prior"].numpy(), want, atol=1e-6)  # the phantom's own spacing: exact
+    enhanced = np.abs(want - b["prior"].numpy()) > 0.01  # vessels, kidneys, liver, spleen ... brighter than native
+    assert enhanced.mean() > 0.01 and np.all(out["prior"].numpy()[enhanced] > b["prior"].numpy()[enhanced])
+    draws = _resim(ct_dataset, phases=["native", "arterial", "portal_venous"]).sample(b, torch.Generator().manual_seed(0))
+    assert len({d.phase for d in draws}) > 1
+    with pytest.raises(ConfigError, match="contrast phases apply to CT priors, not to the 'vibe-in' sequence"):
+        _resim(mr_dataset, phases=["arterial"])
+    with pytest.raises(ConfigError, match="unknown contrast phase 'venous'"):
+        TrainConfig(prior_phases=["venous"])
+    assert TrainConfig(prior_phases=["arterial"]).augments_prior and augment_preset("robust", "ct")["prior_phases"]
+    assert "prior_phases" not in augment_preset("robust", "mr")
+
+
 def test_resimulation_is_deterministic_given_the_generator(ct_dataset):
     b = _batch(ct_dataset)
     rs = _resim(ct_dataset, tissue_spread=1.0, bias_field=0.05, noise=20.0, blur=1.5, class_drop=0.3, tissue_drop=0.3)

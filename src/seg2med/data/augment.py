@@ -65,7 +65,8 @@ DEFAULT_NAMES = {"tissue_spread": "PriorResimulation: tissue_spread", "bias_fiel
                  "noise": "PriorResimulation: noise", "blur": "PriorResimulation: blur",
                  "class_drop": "PriorResimulation: class_drop", "tissue_drop": "PriorResimulation: tissue_drop",
                  "zoom_range": "RandomGeometry: zoom_range", "rotate_deg": "RandomGeometry: rotate_deg",
-                 "shift": "RandomGeometry: shift", "p_inside": "RandomGeometry: p_inside"}
+                 "shift": "RandomGeometry: shift", "p_inside": "RandomGeometry: p_inside",
+                 "phases": "PriorResimulation: phases"}
 
 
 def check_fraction(value: Any, option: str, upper: float = 1.0) -> float:
@@ -74,6 +75,24 @@ def check_fraction(value: Any, option: str, upper: float = 1.0) -> float:
     if value > upper:
         raise ConfigError(f"{option} must be in [0, {upper:g}], got {value!r}")
     return value
+
+
+def check_phases(value: Any, sequence: ImagingSequence | None, option: str) -> tuple[str, ...]:
+    """CT contrast phases to draw the re-simulated prior's phase from (uniformly; empty: the dataset's phase).
+
+    Known phases (:data:`~seg2med.physics.contrast.PHASES`), no repeats; refused for a non-CT ``sequence``."""
+    from seg2med.physics.contrast import check_phase
+
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"{option} must be a list of contrast phases, got {value!r}")
+    phases = tuple(check_phase(str(p)) for p in value)
+    if len(set(phases)) != len(phases):
+        raise ConfigError(f"{option} lists a phase twice: {list(phases)}")
+    if phases and sequence is not None and "contrast_phase" not in sequence.parameters():
+        raise ConfigError(f"{option}: contrast phases apply to CT priors, not to the {sequence.name!r} sequence")
+    return phases
 
 
 def check_zoom_range(value: Any, option: str) -> tuple[float, float]:
@@ -166,6 +185,7 @@ class SliceDraw:
 
     prior: PriorParams
     dropped: tuple[int, ...] = ()
+    phase: str | None = None  # the CT contrast phase of the re-simulated prior (None: the dataset's)
 
 
 def _label_stacks(batch: Mapping[str, torch.Tensor]) -> np.ndarray:
@@ -193,13 +213,17 @@ class PriorResimulation:
 
     def __init__(self, source: PriorSource, tissue_spread: float = 0.0, bias_field: float = 0.0, noise: float = 0.0,
                  blur: float = 0.0, class_drop: float = 0.0, tissue_drop: float = 0.0,
-                 names: Mapping[str, str] | None = None) -> None:
+                 names: Mapping[str, str] | None = None, phases: Sequence[str] = ()) -> None:
         n = {**DEFAULT_NAMES, **dict(names or {})}
         amplitudes = check_amplitudes(source.modality, tissue_spread, bias_field, noise, blur, n)
         self.class_drop = check_fraction(class_drop, n["class_drop"])
         self.tissue_drop = check_fraction(tissue_drop, n["tissue_drop"])
         self.source = source
         self.random_prior = RandomPrior(source.sequence, *amplitudes)
+        self.phases = check_phases(phases, source.sequence, n["phases"])
+        seq = source.sequence.to_config()
+        self.phase_priors = {p: RandomPrior(sequence_from_config({**seq, "contrast_phase": p}), *amplitudes)
+                             for p in self.phases}
         self.checked = False  # whether the stored priors were compared with a re-simulation (once)
 
     def sample(self, batch: Mapping[str, torch.Tensor], g: torch.Generator) -> list[SliceDraw]:
@@ -219,7 +243,8 @@ class PriorResimulation:
         organs = [i for i in present if i not in (0, BODY_ID, *TISSUE_IDS)]
         tissues = [i for i in present if i in TISSUE_IDS]
         drop = [*(rng.random(len(organs)) < self.class_drop), *(rng.random(len(tissues)) < self.tissue_drop)]
-        return SliceDraw(params, tuple(i for i, d in zip(organs + tissues, drop) if d))
+        phase = self.phases[int(rng.integers(len(self.phases)))] if self.phases else None  # drawn last: off = as before
+        return SliceDraw(params, tuple(i for i, d in zip(organs + tissues, drop) if d), phase)
 
     def prior_stack(self, draw: SliceDraw, stack: np.ndarray, subject_index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(prior, labels)`` of one slice stack under ``draw``: the normalised prior ``[1 + 2k, H, W]`` in [0, 1]
@@ -232,7 +257,8 @@ class PriorResimulation:
             params = draw.prior
             if params.noise_seed is not None and c:
                 params = dataclasses.replace(params, noise_seed=params.noise_seed + c)
-            raw = self.random_prior.apply(params, labels[c], src.scheme, src.tissues, (src.spacing, src.spacing))
+            physics = self.phase_priors.get(draw.phase, self.random_prior) if draw.phase is not None else self.random_prior
+            raw = physics.apply(params, labels[c], src.scheme, src.tissues, (src.spacing, src.spacing))
             prior[c] = np.where(labels[c] != 0, np.clip((raw - low) / (high - low), 0.0, 1.0), 0.0)
         return prior, labels
 

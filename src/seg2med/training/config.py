@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
-from seg2med.data.augment import check_fraction, check_zoom_range
+from seg2med.data.augment import check_fraction, check_phases, check_zoom_range
 from seg2med.errors import ConfigError
 from seg2med.models.config import ModelConfig, SchedulerConfig
 from seg2med.models.registry import GENERATORS
@@ -20,10 +20,11 @@ DEVICES = ("auto", "cpu", "cuda")
 PRIOR_AUGMENT_FIELDS = ("prior_spread", "prior_bias", "prior_noise", "prior_blur", "class_drop", "tissue_drop")
 #: The joint geometry options (:class:`seg2med.data.augment.RandomGeometry`).
 GEOMETRY_AUGMENT_FIELDS = ("zoom_range", "rotate_deg", "shift", "p_inside")
-AUGMENT_FIELDS = (*PRIOR_AUGMENT_FIELDS, *GEOMETRY_AUGMENT_FIELDS)
+AUGMENT_FIELDS = (*PRIOR_AUGMENT_FIELDS, "prior_phases", *GEOMETRY_AUGMENT_FIELDS)
 #: How messages name the options of the augmentation classes: as the training config's fields.
 AUGMENT_OPTION_NAMES = {"tissue_spread": "training: prior_spread", "bias_field": "training: prior_bias",
                         "noise": "training: prior_noise", "blur": "training: prior_blur",
+                        "phases": "training: prior_phases",
                         **{k: f"training: {k}" for k in ("class_drop", "tissue_drop", *GEOMETRY_AUGMENT_FIELDS)}}
 #: Fields that change the optimisation trajectory: a resumed run must keep them.
 TRAJECTORY_FIELDS = ("batch", "lr", "ema_decay", "grad_clip", "precision", "seed", "augment_flips", "intensity_jitter",
@@ -50,7 +51,9 @@ class TrainConfig:
     and ``prior_blur`` (mm, drawn uniformly up to it) re-simulate each slice's prior from its stored
     labels (:class:`~seg2med.physics.randomize.RandomPrior` amplitudes), after relabelling each organ
     class present to ``body`` with probability ``class_drop`` and each tissue class (201-204) with
-    probability ``tissue_drop``; this needs a dataset prepared with labels. ``zoom_range``
+    probability ``tissue_drop``; this needs a dataset prepared with labels. ``prior_phases`` (CT): the
+    contrast phases each slice's re-simulated prior is drawn in, uniformly (``native``, ``arterial``,
+    ``portal_venous``; None: the dataset's phase). ``zoom_range``
     ``[min, max]`` (factor on the slice spacing, log-uniform), ``rotate_deg`` (+-), ``shift`` (+-
     fraction of the slice size) and ``p_inside`` (probability of a view lying entirely inside the body)
     warp image, prior, mask and labels together. Each step draws them from its own generator, after
@@ -80,6 +83,7 @@ class TrainConfig:
     prior_blur: float = 0.0  # largest partial-volume blur sigma, mm
     class_drop: float = 0.0  # probability that an organ class becomes body
     tissue_drop: float = 0.0  # probability that a tissue class (201-204) becomes body
+    prior_phases: list[str] | None = None  # CT: contrast phases the re-simulated prior is drawn in (uniformly)
     zoom_range: list[float] | None = None  # [min, max] factor on the in-plane spacing; None = no zoom
     rotate_deg: float = 0.0  # in-plane rotation, +- degrees
     shift: float = 0.0  # field-of-view shift, +- fraction of the slice size
@@ -121,11 +125,13 @@ class TrainConfig:
         self.shift = check_fraction(self.shift, names["shift"], 0.5)
         if self.zoom_range is not None:
             self.zoom_range = list(check_zoom_range(self.zoom_range, names["zoom_range"]))
+        if self.prior_phases is not None:
+            self.prior_phases = list(check_phases(self.prior_phases, None, names["phases"])) or None
 
     @property
     def augments_prior(self) -> bool:
-        """Whether steps re-simulate the prior (any of :data:`PRIOR_AUGMENT_FIELDS` > 0)."""
-        return any(getattr(self, name) > 0 for name in PRIOR_AUGMENT_FIELDS)
+        """Whether steps re-simulate the prior (any of :data:`PRIOR_AUGMENT_FIELDS` > 0, or contrast phases)."""
+        return bool(self.prior_phases) or any(getattr(self, name) > 0 for name in PRIOR_AUGMENT_FIELDS)
 
     @property
     def augments_geometry(self) -> bool:
@@ -153,11 +159,12 @@ class TrainConfig:
 #: degrees, +-10 % field-of-view shift, and 30 % of the slices viewed entirely inside the body.
 #: ``none``: every augmentation off (the defaults).
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
-    "none": {"augment_flips": False, "intensity_jitter": 0.0, "zoom_range": None,
-             **{k: 0.0 for k in AUGMENT_FIELDS if k != "zoom_range"}},
+    "none": {"augment_flips": False, "intensity_jitter": 0.0, "zoom_range": None, "prior_phases": None,
+             **{k: 0.0 for k in AUGMENT_FIELDS if k not in ("zoom_range", "prior_phases")}},
     "robust": {"augment_flips": True, "prior_blur": 1.5, "class_drop": 0.3, "tissue_drop": 0.3, "zoom_range": [0.75, 1.5],
                "rotate_deg": 10.0, "shift": 0.1, "p_inside": 0.3,
-               "ct": {"prior_spread": 1.0, "prior_bias": 0.03, "prior_noise": 20.0},
+               "ct": {"prior_spread": 1.0, "prior_bias": 0.03, "prior_noise": 20.0,
+                      "prior_phases": ["native", "arterial", "portal_venous"]},
                "mr": {"prior_spread": 0.5, "prior_bias": 0.3, "prior_noise": 0.02}},
 }
 

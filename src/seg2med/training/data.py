@@ -171,7 +171,8 @@ def _transforms(root: str, stamp: int, settings: tuple[tuple[str, Any], ...], un
     if cfg.augments_prior:
         source = PriorSource.from_manifest(load_dataset_manifest(root), root)
         out.append(PriorResimulation(source, cfg.prior_spread, cfg.prior_bias, cfg.prior_noise, cfg.prior_blur,
-                                     cfg.class_drop, cfg.tissue_drop, names=AUGMENT_OPTION_NAMES))
+                                     cfg.class_drop, cfg.tissue_drop, names=AUGMENT_OPTION_NAMES,
+                                     phases=cfg.prior_phases or ()))
     if cfg.augments_geometry:
         out.append(RandomGeometry(cfg.zoom_range or (1.0, 1.0), cfg.rotate_deg, cfg.shift, cfg.p_inside,
                                   masked=("image",) if unpaired else ("image", "prior"), names=AUGMENT_OPTION_NAMES))
