@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/generalization.py [--data ../shared/data] [--models ct-demo,mr-demo]
+    python benchmarks/generalization.py [--data ../shared/data] [--models ct-demo,mr-demo[,RUN...]]
         [--strengths 1.0,0.7,0.5,0.3] [--steps 50] [--seeds 0,1,2] [--baseline unet=RUN]
         [--cases heldout,spacing,interior,sparse,cta-like,mr-heldout] [--precision bf16]
         [--out benchmarks/results/generalization-cpu.md] [--quick]
@@ -20,9 +20,10 @@ C's MR block z 8-11, then changed the way users' inputs differ from the training
 * ``mr-heldout``   subject C's held-out MR slices (total_mr labels).
 
 Per case and method it reports SSIM, PSNR (on the model's intensity window mapped to [0, 1]) and
-MAE (HU for CT, normalised units for MR) inside the body, mean +- SD over the seeds, for the model
-at each ``--strength`` (prior-anchored start, 1 = pure noise), the prior alone (the floor a model
-must beat) and any ``--baseline`` run. Writes one Markdown report and prints it.
+MAE (HU for CT, normalised units for MR) inside the body, mean +- SD over the seeds, and the margin
+over the prior alone, for each model (several per modality are compared side by side) at each
+``--strength`` (prior-anchored start, 1 = pure noise), the prior alone (the floor a model must beat)
+and any ``--baseline`` run. Writes one Markdown report and prints it.
 ``--quick`` (ct-demo-tiny, 2 cases, 1 seed, 10 steps) is the smoke run of the tests.
 """
 
@@ -34,7 +35,6 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,9 +178,11 @@ def score(pred01: np.ndarray, real01: np.ndarray, mask: np.ndarray, scale: float
             "mae": mae(pred01, real01, mask) * scale}
 
 
-def run_case(case: Case, lm: Any, strengths: list[float], seeds: list[int], steps: int, precision: str,
+def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int], steps: int, precision: str,
              baselines: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows (method, strength, seed, metrics, seconds) of one case."""
+    """Rows (method, strength, seed, metrics, seconds) of one case, for each diffusion model of ``lms`` (the first
+    one's intensity window scores them all) and each one-shot baseline."""
+    lm = lms[0]
     from seg2med.data.spec import DataSpec
 
     contour = {"body": case.body} if case.body is not None else {"image": case.image, "modality": case.modality}
@@ -196,14 +198,15 @@ def run_case(case: Case, lm: Any, strengths: list[float], seeds: list[int], step
         return seg2med.generate(lv, model=model, steps=steps, seed=seed, precision=precision, device="cpu", **kw)
 
     first = None
-    for strength in strengths:
-        for seed in seeds:
-            t0 = time.perf_counter()
-            res = gen(lm, strength, seed)
-            first = first or res
-            gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
-            rows.append({"case": case.name, "method": lm.path.name, "strength": strength, "seed": seed,
-                         **score(gen01, real01, body, scale), "seconds": time.perf_counter() - t0})
+    for model in lms:
+        for strength in strengths:
+            for seed in seeds:
+                t0 = time.perf_counter()
+                res = gen(model, strength, seed)
+                first = first or res
+                gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
+                rows.append({"case": case.name, "method": _label(model), "strength": strength, "seed": seed,
+                             **score(gen01, real01, body, scale), "seconds": time.perf_counter() - t0})
     spec = DataSpec.from_dict(lm.data, lm.path / "config.json", "data")
     prior01 = np.asarray(spec.normalize(first.prior.array, body)[0], dtype=np.float64)
     rows.append({"case": case.name, "method": "prior alone", "strength": None, "seed": None,
@@ -216,10 +219,17 @@ def run_case(case: Case, lm: Any, strengths: list[float], seeds: list[int], step
     return rows
 
 
+def _label(model: Any) -> str:
+    """A model's name in the tables: the shipped name, or the run folder's (marked ``residual``)."""
+    cfg = getattr(model, "model_cfg", None)
+    return model.path.name + (" (residual)" if getattr(cfg, "residual", False) else "")
+
+
 # --------------------------------------------------------------------------- report
-def _agg(vals: list[float]) -> str:
+def _agg(vals: list[float], signed: bool = False) -> str:
     a = np.asarray(vals, float)
-    return f"{a.mean():.3f}" if a.size == 1 else f"{a.mean():.3f} ± {a.std(ddof=1):.3f}"
+    mean = f"{a.mean():+.3f}" if signed else f"{a.mean():.3f}"
+    return mean if a.size == 1 else f"{mean} ± {a.std(ddof=1):.3f}"
 
 
 def table(rows: list[dict[str, Any]], cases: list[Case]) -> str:
@@ -230,8 +240,9 @@ def table(rows: list[dict[str, Any]], cases: list[Case]) -> str:
         c = notes[case]
         unit = "HU" if c.modality == "ct" else "norm."
         lines += [f"### {case} ({c.modality}: {c.note}; {c.labels.shape[0]}x{c.labels.shape[1]}x{c.labels.shape[2]} voxels)", "",
-                  f"| method | strength | seeds | SSIM | PSNR dB | MAE {unit} | beats prior (SSIM and MAE) | s / run |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| method | strength | seeds | SSIM | PSNR dB | MAE {unit} | ΔSSIM vs prior | ΔMAE vs prior | "
+                  "beats prior (SSIM and MAE) | s / run |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         mine = [r for r in rows if r["case"] == case]
         prior = next(r for r in mine if r["method"] == "prior alone")
         groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
@@ -241,8 +252,10 @@ def table(rows: list[dict[str, Any]], cases: list[Case]) -> str:
             s, p, m = ([r[k] for r in rs] for k in ("ssim", "psnr", "mae"))
             beats = "—" if method == "prior alone" else (
                 "yes" if np.mean(s) > prior["ssim"] and np.mean(m) < prior["mae"] else "**no**")
+            ds, dm = ("—", "—") if method == "prior alone" else (
+                _agg([v - prior["ssim"] for v in s], signed=True), _agg([v - prior["mae"] for v in m], signed=True))
             lines.append(f"| {method} | {'—' if strength is None else f'{strength:g}'} | {len(rs)} | {_agg(s)} | {_agg(p)} | "
-                         f"{_agg([v for v in m])} | {beats} | {np.mean([r['seconds'] for r in rs]):.1f} |")
+                         f"{_agg(m)} | {ds} | {dm} | {beats} | {np.mean([r['seconds'] for r in rs]):.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -265,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.cases, args.strengths, args.seeds, args.steps = "ct-demo-tiny", "heldout,cta-like", "1.0,0.5", "0", 10
     from seg2med.inference import load_model
 
-    models = {}
+    models: dict[str, list[Any]] = {}  # modality -> the models compared on its cases
     for name in args.models.split(","):
         lm = load_model(name.strip())
-        models[str(lm.data.get("modality", "ct"))] = lm
+        models.setdefault(str(lm.data.get("modality", "ct")), []).append(lm)
     baselines = {}
     for spec in args.baseline:
         name, _, run = spec.partition("=")
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     head = [f"# Generalisation suite ({_dt.date.today()})", "",
             f"`python benchmarks/generalization.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
             f"{platform.machine()} ({platform.processor() or 'cpu'}), seg2med {seg2med.__version__}; models "
-            f"{', '.join(m.path.name for m in models.values())}; DDIM {args.steps} steps (a strength s runs the last "
+            f"{', '.join(_label(m) for ms in models.values() for m in ms)}; DDIM {args.steps} steps (a strength s runs the last "
             f"ceil(s * {args.steps})), {args.precision}; metrics inside the body on the model's intensity window. "
             "Cases: see the script's docstring.", ""]
     report = "\n".join(head) + table(rows, cases)
