@@ -257,8 +257,7 @@ class PriorResimulation:
             params = draw.prior
             if params.noise_seed is not None and c:
                 params = dataclasses.replace(params, noise_seed=params.noise_seed + c)
-            physics = self.phase_priors.get(draw.phase, self.random_prior) if draw.phase is not None else self.random_prior
-            raw = physics.apply(params, labels[c], src.scheme, src.tissues, (src.spacing, src.spacing))
+            raw = self.phase_priors.get(draw.phase, self.random_prior).apply(params, labels[c], src.scheme, src.tissues, (src.spacing, src.spacing))
             prior[c] = np.where(labels[c] != 0, np.clip((raw - low) / (high - low), 0.0, 1.0), 0.0)
         return prior, labels
 

@@ -55,10 +55,10 @@ def draw_timesteps(cfg: SchedulerConfig, scheduler: Any, x0: torch.Tensor, g: to
 
 
 def diffusion_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], g: torch.Generator, cfg: SchedulerConfig,
-                   scheduler: Any, rt: Runtime, model_cfg: ModelConfig | None = None) -> torch.Tensor:
+                   scheduler: Any, rt: Runtime, model_cfg: ModelConfig) -> torch.Tensor:
     """MSE between the network output and its target for a batch in [0, 1] (mapped to [-1, 1])."""
     cond = to_signed(batch["prior"])
-    x0 = (model_cfg or ModelConfig()).to_sample(to_signed(batch["image"]), cond)  # the image, or its residual
+    x0 = model_cfg.to_sample(to_signed(batch["image"]), cond)  # the image, or its residual
     noise = torch.randn(x0.shape, generator=g)
     t = draw_timesteps(cfg, scheduler, x0, g)
     x0, noise, t, cond = x0.to(rt.device), noise.to(rt.device), t.to(rt.device), cond.to(rt.device)

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from seg2med.data.dataset import load_dataset_manifest
 from seg2med.errors import ConfigError
 from seg2med.models.registry import DEFAULT_METHOD, GENERATORS, Method, get_method
-from seg2med.training.config import check_blocks
+from seg2med.training.config import augment_preset, check_blocks
+from seg2med.training.data import batch_transforms
 from seg2med.training.loop import Recipe, run_training
 
 METHODS = GENERATORS
@@ -89,15 +91,11 @@ def train_method(
     the run folder is made. Returns the run's summary plus ``method``.
     """
     if augment is not None:
-        from seg2med.data.dataset import load_dataset_manifest
-        from seg2med.training.config import augment_preset
-
         options = augment_preset(augment, load_dataset_manifest(data_dir)["config"]["modality"])
-        blocks = {**check_blocks(blocks), "training": {**options, **dict(check_blocks(blocks).get("training") or {})}}
+        blocks = check_blocks(blocks)
+        blocks = {**blocks, "training": {**options, **dict(blocks.get("training") or {})}}
     m = resolve_method(method, blocks, base)
     recipe = build_recipe(get_method(m), preset, blocks, model=model, scheduler=scheduler, training=training, base=base)
-    from seg2med.training.data import batch_transforms
-
     batch_transforms(recipe.cfg, data_dir, m)  # one-line error before any run folder exists
     res = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     return {"method": m, **res}

@@ -43,7 +43,7 @@ def val_loss(model: torch.nn.Module, ds: SliceDataset, loss_fn: LossFn, batch: i
 
 @torch.no_grad()
 def val_samples(model: torch.nn.Module, ds: SliceDataset, sched: SchedulerConfig, rt: Runtime, n: int, steps: int,
-                seed: int, model_cfg: ModelConfig | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                seed: int, model_cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prior, generated, real) arrays ``[n, H, W]`` in [0, 1] for ``n`` fixed validation slices."""
     b = collate([ds[i] for i in spread(len(ds), n)])
     cond = to_signed(b["prior"]).to(rt.device)
@@ -53,7 +53,7 @@ def val_samples(model: torch.nn.Module, ds: SliceDataset, sched: SchedulerConfig
     with rt.autocast():
         x = sample(conditional_denoiser(model, cond), tuple(noise.shape), sched, sampler, min(steps, sched.num_train_timesteps),
                    device=rt.device, noise=noise)
-    x = (model_cfg or ModelConfig()).from_sample(x.float().cpu(), cond.float().cpu())
+    x = model_cfg.from_sample(x.float().cpu(), cond.float().cpu())
     gen = to_unit(x).clamp(0.0, 1.0) * b["mask"]
     k = b["prior"].shape[1] // 2
     return b["prior"][:, k].numpy(), gen[:, 0].numpy(), b["image"][:, 0].numpy()
