@@ -179,9 +179,10 @@ def score(pred01: np.ndarray, real01: np.ndarray, mask: np.ndarray, scale: float
 
 
 def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int], steps: int, precision: str,
-             baselines: dict[str, Any]) -> list[dict[str, Any]]:
+             baselines: dict[str, Any], anchors: list[tuple[float, float]] = ((0.0, 0.0),)) -> list[dict[str, Any]]:
     """Rows (method, strength, seed, metrics, seconds) of one case, for each diffusion model of ``lms`` (the first
-    one's intensity window scores them all) and each one-shot baseline."""
+    one's intensity window scores them all) at each strength and prior anchor ``(scale mm, tolerance)``, and
+    each one-shot baseline."""
     lm = lms[0]
     from seg2med.data.spec import DataSpec
 
@@ -193,20 +194,23 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
     scale = (hi - lo) if case.modality == "ct" else 1.0
     rows: list[dict[str, Any]] = []
 
-    def gen(model: Any, strength: float, seed: int) -> Any:
+    def gen(model: Any, strength: float, seed: int, anchor: tuple[float, float] = (0.0, 0.0)) -> Any:
         kw = {"strength": strength} if strength < 1.0 else {}
+        if anchor[0] > 0:
+            kw.update(anchor_scale=anchor[0], anchor_tolerance=anchor[1])
         return seg2med.generate(lv, model=model, steps=steps, seed=seed, precision=precision, device="cpu", **kw)
 
     first = None
     for model in lms:
-        for strength in strengths:
-            for seed in seeds:
-                t0 = time.perf_counter()
-                res = gen(model, strength, seed)
-                first = first or res
-                gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
-                rows.append({"case": case.name, "method": _label(model), "strength": strength, "seed": seed,
-                             **score(gen01, real01, body, scale), "seconds": time.perf_counter() - t0})
+        for anchor in anchors:
+            for strength in strengths:
+                for seed in seeds:
+                    t0 = time.perf_counter()
+                    res = gen(model, strength, seed, anchor)
+                    first = first or res
+                    gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
+                    rows.append({"case": case.name, "method": _label(model, anchor), "strength": strength, "seed": seed,
+                                 **score(gen01, real01, body, scale), "seconds": time.perf_counter() - t0})
     spec = DataSpec.from_dict(lm.data, lm.path / "config.json", "data")
     prior01 = np.asarray(spec.normalize(first.prior.array, body)[0], dtype=np.float64)
     rows.append({"case": case.name, "method": "prior alone", "strength": None, "seed": None,
@@ -219,10 +223,21 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
     return rows
 
 
-def _label(model: Any) -> str:
-    """A model's name in the tables: the shipped name, or the run folder's (marked ``residual``)."""
+def _label(model: Any, anchor: tuple[float, float] = (0.0, 0.0)) -> str:
+    """A model's name in the tables: the shipped name, or the run folder's (marked ``residual``), with its prior
+    anchor (``anchor sigma mm / tolerance``) when one is used."""
     cfg = getattr(model, "model_cfg", None)
-    return model.path.name + (" (residual)" if getattr(cfg, "residual", False) else "")
+    name = model.path.name + (" (residual)" if getattr(cfg, "residual", False) else "")
+    return name + (f" + anchor {anchor[0]:g} mm / {anchor[1]:g}" if anchor[0] > 0 else "")
+
+
+def parse_anchors(text: str) -> list[tuple[float, float]]:
+    """``"0,12:50"`` -> ``[(0, 0), (12, 50)]``: prior anchors as ``SCALE_MM[:TOLERANCE]``; 0 = none."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        scale, _, tol = item.partition(":")
+        out.append((float(scale), float(tol or 0.0)))
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -269,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--precision", default="bf16", help="bf16 on a CPU with AMX: 2.8x faster, same SSIM (see MODEL_CARD)")
+    ap.add_argument("--anchors", default="0", help="prior anchors SCALE_MM[:TOLERANCE] (0: none), comma-separated")
     ap.add_argument("--baseline", action="append", default=[], help="NAME=RUN: a one-shot run to compare (repeat)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true")
@@ -295,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s: no %s model given, skipped", case.name, case.modality)
             continue
         bl = {k: v for k, v in baselines.items() if str(v.data.get("modality", "ct")) == case.modality}
-        rows += run_case(case, models[case.modality], strengths, seeds, args.steps, args.precision, bl)
+        rows += run_case(case, models[case.modality], strengths, seeds, args.steps, args.precision, bl,
+                         parse_anchors(args.anchors))
         print(f"{case.name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     head = [f"# Generalisation suite ({_dt.date.today()})", "",
             f"`python benchmarks/generalization.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "

@@ -424,6 +424,8 @@ def generate(
     device: str = "auto",
     precision: str = "fp32",
     strength: float = 1.0,
+    anchor_scale: float = 0.0,
+    anchor_tolerance: float = 0.0,
     contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -440,10 +442,12 @@ def generate(
     :class:`seg2med.inference.GenerationResult` (``.samples[0].array`` is the
     volume; ``.std`` the voxel-wise standard deviation when ``samples > 1``). ``strength`` < 1 starts
     the diffusion from the prior noised to that fraction of the schedule (SDEdit; 1 = pure noise).
+    ``anchor_scale`` > 0 (mm) with ``anchor_tolerance`` (HU for CT): prior-consistency guidance, the coarse
+    intensities of every step's estimate kept within the tolerance of the prior's (:mod:`seg2med.sampling.anchor`).
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import LoadedModel, check_sampling, model_sequence, pick_device
+    from seg2med.inference.generate import LoadedModel, check_sampling, model_sequence, pick_device, prior_anchor
     from seg2med.models.precision import autocast_dtype
 
     seed = check_seed(seed)
@@ -452,6 +456,7 @@ def generate(
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
+    prior_anchor(lm, anchor_scale, anchor_tolerance)
     model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
@@ -463,7 +468,7 @@ def generate(
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
-        contrast_phase=contrast_phase, progress=progress,
+        anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, contrast_phase=contrast_phase, progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))

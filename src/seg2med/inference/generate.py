@@ -48,12 +48,14 @@ from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.physics.sequences import ImagingSequence
 from seg2med.sampling import (
+    PriorAnchor,
     autocast_denoiser,
     check_strength,
     conditional_denoiser,
     default_sampler,
     prior_anchored_steps,
     sample,
+    x0_corrected_denoiser,
 )
 
 log = logging.getLogger(__name__)
@@ -163,11 +165,13 @@ class LoadedModel:
         return seq
 
     def slice_generator(self, steps: int = 50, sampler: str | None = None, device: torch.device | str = "cpu",
-                        precision: str = "fp32", strength: float = 1.0) -> SliceGenerator:
+                        precision: str = "fp32", strength: float = 1.0, anchor: PriorAnchor | None = None) -> SliceGenerator:
         """The model as one :class:`SliceGenerator`: ``steps`` of reverse diffusion with ``sampler`` (its
         default when None) for ``ddpm``, one forward pass of the network for the other methods. A
         ``strength`` < 1 starts the diffusion from the prior (the condition's centre slice) noised to the
-        timestep of the last ``ceil(strength * steps)`` steps (SDEdit), which alone run."""
+        timestep of the last ``ceil(strength * steps)`` steps (SDEdit), which alone run. ``anchor``: at every
+        step the network's clean-image estimate is corrected towards the prior (prior-consistency guidance,
+        :mod:`seg2med.sampling.anchor`); one-shot methods ignore it."""
         sampler = check_sampling(self, steps, sampler, strength=strength)
         device = torch.device(device)
         amp_dtype = autocast_dtype(precision, device)
@@ -185,6 +189,11 @@ class LoadedModel:
         def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
             start = torch.randn((cond.shape[0], model_cfg.image_channels, *cond.shape[-2:]), generator=noise)  # on the CPU
             denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
+            if anchor is not None:
+                prior = model_cfg.prior_centre(cond).float()
+                inside = prior > -1.0 + 1e-3  # the body in slice space: the prior above its background value
+                denoiser = x0_corrected_denoiser(denoiser, sched, lambda x0: model_cfg.to_sample(
+                    anchor(model_cfg.from_sample(x0, cond), prior, inside), cond))
             init = model_cfg.prior_start(cond) if strength < 1.0 else None
             x = sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
                        noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
@@ -374,6 +383,22 @@ def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def prior_anchor(model: LoadedModel, scale_mm: float = 0.0, tolerance: float = 0.0) -> PriorAnchor | None:
+    """The prior-consistency guidance of a generation (:mod:`seg2med.sampling.anchor`), or None for ``scale_mm``
+    0: a Gaussian low-pass of sigma ``scale_mm`` (mm, converted to pixels of the model's slice grid) and a
+    ``tolerance`` in image units (HU for CT, normalised units for MR; mapped to the [-1, 1] range through the
+    model's intensity window). Refuses negative values before any work."""
+    if not scale_mm >= 0:
+        raise ConfigError(f"--anchor-scale must be >= 0 mm (0: no prior anchoring), got {scale_mm}")
+    if not tolerance >= 0:
+        raise ConfigError(f"--anchor-tolerance must be >= 0, got {tolerance}")
+    if scale_mm == 0 or not model.is_diffusion:
+        return None
+    window = model.spec.image_window()
+    span = float(window["high"]) - float(window["low"])
+    return PriorAnchor(scale=float(scale_mm) / float(model.spec.spacing), tolerance=2.0 * float(tolerance) / span)
+
+
 def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> ImagingSequence:
     """The sequence ``model`` was trained with; for a CT model ``contrast_phase`` replaces its contrast phase
     (the prior's iodine enhancement, :mod:`seg2med.physics.contrast`)."""
@@ -400,12 +425,15 @@ def generate_volume(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     strength: float = 1.0,
+    anchor_scale: float = 0.0,
+    anchor_tolerance: float = 0.0,
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
-    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``contrast_phase``
+    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale`` > 0 (mm):
+    prior-consistency guidance with that low-pass and ``anchor_tolerance`` (image units, :func:`prior_anchor`). ``contrast_phase``
     (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
@@ -414,7 +442,8 @@ def generate_volume(
     """
     sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
-    generator = model.slice_generator(steps, sampler, device, precision, strength)
+    anchor = prior_anchor(model, anchor_scale, anchor_tolerance)
+    generator = model.slice_generator(steps, sampler, device, precision, strength, anchor)
     t0 = time.perf_counter()
     spec, axis = model.spec, _slicing_axis(model, axis)
     seq = model_sequence(model, contrast_phase)
@@ -434,7 +463,9 @@ def generate_volume(
         outs.append(_to_image(codec.decode(slices, order=1, fill=0.0), window, body))
     outs += [outs[0].copy() for _ in range(samples - runs)]
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
-    meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength, samples=samples, batch=batch, axis=axis,
+    meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
+                     anchor={"scale_mm": anchor_scale, "tolerance": anchor_tolerance} if anchor is not None else None,
+                     samples=samples, batch=batch, axis=axis,
                      slice_size=list(codec.geometry.size), device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)

@@ -10,6 +10,8 @@ from seg2med.sampling.sampler import (
     prior_anchored_steps,
     sample,
     training_target,
+    x0_corrected_denoiser,
 )
+from seg2med.sampling.anchor import PriorAnchor
 
-__all__ = ["SAMPLERS", "Denoiser", "autocast_denoiser", "check_strength", "conditional_denoiser", "default_sampler", "prior_anchored_steps", "sample", "training_target"]
+__all__ = ["SAMPLERS", "Denoiser", "autocast_denoiser", "check_strength", "conditional_denoiser", "default_sampler", "prior_anchored_steps", "sample", "training_target", "x0_corrected_denoiser", "PriorAnchor"]

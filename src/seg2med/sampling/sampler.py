@@ -50,6 +50,43 @@ def conditional_denoiser(model: torch.nn.Module, condition: torch.Tensor) -> Den
     return denoise
 
 
+def x0_corrected_denoiser(denoiser: Denoiser, cfg: SchedulerConfig, correct: Callable[[torch.Tensor], torch.Tensor]) -> Denoiser:
+    """``denoiser`` whose estimate of the clean sample is replaced by ``correct(x0)`` at every step.
+
+    The network's output (epsilon, v, x0 or rectified-flow velocity) is converted to its x0 estimate for
+    ``x_t`` at training timestep ``t``, corrected, and converted back to the same kind of output with ``x_t``
+    fixed, so that any scheduler's update uses the corrected estimate (prior-consistency guidance,
+    :mod:`seg2med.sampling.anchor`). DDPM: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` (``a`` = alphas_cumprod[t]),
+    ``v = sqrt(a) eps - sqrt(1 - a) x0``; rectified flow (MONAI): ``x_t = s x0 + (1 - s) noise`` with
+    ``s = 1 - t / T``, velocity ``x0 - noise``.
+    """
+    if cfg.kind == "rflow":
+        def denoise_flow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v = denoiser(x, t)
+            s = (1.0 - t.float() / cfg.num_train_timesteps).view(-1, 1, 1, 1).to(x.dtype)
+            x0 = correct(x + (1.0 - s) * v)
+            noise = (x - s * x0) / (1.0 - s).clamp(min=1e-6)
+            return x0 - noise
+
+        return denoise_flow
+    kind = cfg.prediction_type
+    if kind == "sample":
+        return lambda x, t: correct(denoiser(x, t))
+    cum = build_scheduler(cfg).alphas_cumprod
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = denoiser(x, t)
+        a = cum.to(x.device)[t.long()].view(-1, 1, 1, 1).to(x.dtype)
+        sa, sb = a.sqrt(), (1.0 - a).sqrt()
+        x0 = (x - sb * out) / sa if kind == "epsilon" else sa * x - sb * out  # v_prediction
+        x0 = correct(x0)
+        if kind == "epsilon":
+            return (x - sa * x0) / sb
+        return (sa * x - x0) / sb  # v = sqrt(a) eps - sqrt(1 - a) x0 with eps = (x - sqrt(a) x0) / sqrt(1 - a)
+
+    return denoise
+
+
 def training_target(cfg: SchedulerConfig, scheduler, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the network must predict for ``images`` noised with ``noise`` at ``timesteps``."""
     if cfg.kind == "rflow":
