@@ -404,7 +404,8 @@ def evaluate_cmd(
     fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 FID weights (or $SEG2MED_FID_WEIGHTS).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
-    """Compare synthetic with real volumes: SSIM, MS-SSIM, PSNR, MAE, HistCC, FSIM (+ Dice, FID) and an HTML report."""
+    """Compare synthetic with real volumes: SSIM (axial, coronal, sagittal), MS-SSIM, PSNR, MAE, HistCC, FSIM, roughness
+    across and within slices (+ Dice, FID) and an HTML report."""
     from seg2med import api
 
     with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:

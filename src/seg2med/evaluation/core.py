@@ -10,6 +10,18 @@ the way the seg2med paper compares them:
 * MR: each volume on its own, its 0.5th-99.5th percentiles inside the mask
   mapped to [0, 1] (MR intensities carry no absolute unit).
 
+Through-plane quality (a slice-wise generator streaks across slices): ``ssim``
+compares axial planes, ``ssim_coronal`` / ``ssim_sagittal`` the planes along
+voxel axes 1 / 0 (named for arrays in closest-RAS voxel order (x, y, z), as
+seg2med writes them; a note says when a reference is stored otherwise);
+``roughness_z`` is :func:`~seg2med.metrics.image.roughness_ratio` along axis 2
+(mean squared difference of neighbouring slices, synthetic / real, inside the
+mask) and ``roughness_xy`` the mean of the ratios along axes 0 and 1. A
+roughness ratio is best at 1.0 (as smooth as the real volume): neither higher
+nor lower is better (:data:`METRIC_GOALS`). Metrics that do not fit a volume
+(planes under the SSIM window, no neighbouring pair in the mask) are NaN with a
+note.
+
 Anatomical fidelity needs a segmenter (``seg2med train-segmenter``) and the
 label map: ``dice_gen`` compares the segmentation of the synthetic image with
 the labels, ``dice_orig`` that of the real image (the upper bound).
@@ -50,20 +62,44 @@ from seg2med.metrics import (
     psnr,
     ssim,
 )
+from seg2med.metrics.image import PLANE_AXES, SSIM_MIN_SIDE, roughness_ratio, ssim_plane_shape
 from seg2med.metrics.stats import MetricAccumulator
 
 log = logging.getLogger(__name__)
 
 CT_RANGE = (-1000.0, 1000.0)
 MR_PERCENTILES = (0.5, 99.5)
-#: Per-subject intensity metrics, in report order, with "higher is better".
-INTENSITY_METRICS = {"ssim": True, "ms_ssim": True, "psnr": True, "mae": False, "histcc": True, "fsim": True}
+HIGHER, LOWER = "higher", "lower"
+#: Per-subject intensity metrics (``--metrics``), in report order, with what is better: :data:`HIGHER`,
+#: :data:`LOWER`, or a target value (a float: the best value, departures either way are worse; the roughness
+#: ratios are best at 1.0, as smooth as the real volume).
+INTENSITY_METRICS: dict[str, str | float] = {
+    "ssim": HIGHER, "ssim_coronal": HIGHER, "ssim_sagittal": HIGHER, "ms_ssim": HIGHER, "psnr": HIGHER, "mae": LOWER,
+    "histcc": HIGHER, "fsim": HIGHER, "roughness_z": 1.0, "roughness_xy": 1.0}
 #: Every per-subject metric column, in report order.
 METRIC_COLUMNS = (*INTENSITY_METRICS, "mae_hu", "dice_mean")
+#: What is better for every number of an evaluation (per-subject columns, pooled Dice, distribution distances):
+#: the one source of the summary's ``better`` entries and the report's column marks. The Mann-Whitney tests
+#: are two-sided and use no direction.
+METRIC_GOALS: dict[str, str | float] = {**INTENSITY_METRICS, "mae_hu": LOWER, "dice_mean": HIGHER,
+                                        "dice_all_classes": HIGHER, "fid": LOWER, "frechet_seg": LOWER}
+#: The SSIM metrics and the voxel axis each slices along.
+SSIM_AXES = {"ssim": PLANE_AXES["axial"], "ssim_coronal": PLANE_AXES["coronal"], "ssim_sagittal": PLANE_AXES["sagittal"]}
+#: The roughness metrics and the voxel axes each averages its ratio over.
+ROUGHNESS_AXES = {"roughness_z": (2,), "roughness_xy": (0, 1)}
 QUALITATIVE_SUBJECTS = 3
 #: MS-SSIM window: 5 scales need slices of 16 x kernel pixels; 5 x 5 (sigma 0.8) fits the 128-pixel slices of
 #: 3 mm abdominal volumes that 11 x 11 (176 pixels) does not.
 MS_SSIM_WINDOW = {"kernel_size": 5, "kernel_sigma": 0.8}
+
+
+def goal_text(metric: str) -> str:
+    """``"higher"``, ``"lower"`` or ``"closer to 1"`` (a target value): what is better for ``metric``
+    (:data:`METRIC_GOALS`); ``""`` for a name it does not know."""
+    goal = METRIC_GOALS.get(metric)
+    if goal is None:
+        return ""
+    return goal if isinstance(goal, str) else f"closer to {goal:g}"
 
 
 @dataclass
@@ -225,17 +261,38 @@ def _best_slice(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(-1, mask.shape[2]).sum(0)))
 
 
+def _centre(mask: np.ndarray) -> tuple[int, int]:
+    """``(x, y)`` of the mask's centre of mass: where the sagittal and coronal panels cut."""
+    cx, cy, _ = ndimage.center_of_mass(mask)
+    return int(round(cx)), int(round(cy))
+
+
+def _roughness(pred01: np.ndarray, ref01: np.ndarray, mask: np.ndarray, axes: Sequence[int]) -> float:
+    return float(np.mean([roughness_ratio(pred01, ref01, mask, axis=a) for a in axes]))
+
+
+def _plane_ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM of one 2D plane inside its mask; NaN when the plane is under the window or holds no mask pixel."""
+    if min(pred.shape) < SSIM_MIN_SIDE or not mask.any():
+        return float("nan")
+    return ssim(pred, ref, 1.0, mask=mask)
+
+
 # --------------------------------------------------------------------------- metrics
 def intensity_metrics(pred01: np.ndarray, ref01: np.ndarray, mask: np.ndarray, metrics: Sequence[str],
                       pred_raw: np.ndarray | None = None, ref_raw: np.ndarray | None = None) -> dict[str, float]:
     """The requested metrics of one prediction (in [0, 1]) inside ``mask``; ``mae_hu`` when raw CT is given."""
     fns: dict[str, Callable[[], float]] = {
-        "ssim": lambda: ssim(pred01, ref01, data_range=1.0, mask=mask),
+        "ssim": lambda: ssim(pred01, ref01, data_range=1.0, mask=mask, axis=SSIM_AXES["ssim"]),
+        "ssim_coronal": lambda: ssim(pred01, ref01, data_range=1.0, mask=mask, axis=SSIM_AXES["ssim_coronal"]),
+        "ssim_sagittal": lambda: ssim(pred01, ref01, data_range=1.0, mask=mask, axis=SSIM_AXES["ssim_sagittal"]),
         "ms_ssim": lambda: ms_ssim(pred01, ref01, data_range=1.0, mask=mask, **MS_SSIM_WINDOW),
         "psnr": lambda: psnr(pred01, ref01, data_range=1.0, mask=mask),
         "mae": lambda: mae(pred01, ref01, mask),
         "histcc": lambda: histcc(pred01, ref01, mask=mask, value_range=(0.0, 1.0)),
         "fsim": lambda: fsim(pred01, ref01, data_range=1.0, mask=mask),
+        "roughness_z": lambda: _roughness(pred01, ref01, mask, ROUGHNESS_AXES["roughness_z"]),
+        "roughness_xy": lambda: _roughness(pred01, ref01, mask, ROUGHNESS_AXES["roughness_xy"]),
     }
     out = {name: float(fns[name]()) for name in metrics}
     if pred_raw is not None and ref_raw is not None:
@@ -274,18 +331,57 @@ def _case_mask(case: Case, ref: Volume, labels: Volume | None, how: str, modalit
     return mask
 
 
-def _metrics_that_fit(metrics: Sequence[str], shape: Sequence[int]) -> tuple[list[str], list[str], list[str]]:
-    """``(computed, skipped, notes)``: MS-SSIM is skipped (NaN, with a note) on slices too small for its scales."""
+def _roughness_unfit(ref01: np.ndarray, mask: np.ndarray, axis: int) -> str | None:
+    """Why the roughness ratio along ``axis`` is undefined for this reference and mask, or None."""
+    try:
+        roughness_ratio(ref01, ref01, mask, axis=axis)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _metrics_that_fit(metrics: Sequence[str], shape: Sequence[int], ref01: np.ndarray | None = None,
+                      mask: np.ndarray | None = None) -> tuple[list[str], list[str], list[str]]:
+    """``(computed, skipped, notes)``: a metric that does not fit the volume is skipped (NaN, with a note):
+    MS-SSIM on slices too small for its scales, an SSIM whose planes are under its window (e.g. coronal /
+    sagittal planes of a volume of few slices), a roughness ratio with no neighbouring pair in the mask or a
+    reference constant along its axis (checked when ``ref01`` and ``mask`` are given)."""
     computed = list(metrics)
+    skipped: list[str] = []
+    notes: list[str] = []
     k_size, scales = MS_SSIM_WINDOW["kernel_size"], len(MS_SSIM_WEIGHTS)
     min_side = ms_ssim_min_size(k_size, scales)
-    if "ms_ssim" not in computed or min(shape[:2]) >= min_side:
-        return computed, [], []
-    computed.remove("ms_ssim")
-    note = (f"MS-SSIM not computed (NaN): slices of {shape[0]} x {shape[1]} px are smaller than the "
-            f"{min_side} px its {scales} scales with a {k_size} x {k_size} window need (each scale halves "
-            f"the slice; MONAI needs side // {max(1, scales - 1) ** 2} >= kernel size).")
-    return computed, ["ms_ssim"], [note]
+    if "ms_ssim" in computed and min(shape[:2]) < min_side:
+        skipped.append("ms_ssim")
+        notes.append(f"MS-SSIM not computed (NaN): slices of {shape[0]} x {shape[1]} px are smaller than the "
+                     f"{min_side} px its {scales} scales with a {k_size} x {k_size} window need (each scale halves "
+                     f"the slice; MONAI needs side // {max(1, scales - 1) ** 2} >= kernel size).")
+    for name, axis in SSIM_AXES.items():
+        plane = ssim_plane_shape(tuple(shape[:3]), axis)
+        if name in computed and min(plane) < SSIM_MIN_SIDE:
+            skipped.append(name)
+            notes.append(f"{name} not computed (NaN): its planes (along voxel axis {axis}) are "
+                         f"{' x '.join(map(str, plane))} px, under the {SSIM_MIN_SIDE} x {SSIM_MIN_SIDE} px "
+                         f"of the SSIM window (the volume is {' x '.join(map(str, shape[:3]))} voxels).")
+    if ref01 is not None and mask is not None:
+        for name, axes in ROUGHNESS_AXES.items():
+            why = [w for w in (_roughness_unfit(ref01, mask, a) for a in axes) if w] if name in computed else []
+            if why:
+                skipped.append(name)
+                notes.append(f"{name} not computed (NaN): {why[0]}.")
+    return [m for m in computed if m not in skipped], skipped, notes
+
+
+def _orientation_note(ref: Volume, path: Path, metrics: Sequence[str]) -> list[str]:
+    """A note when the reference's voxel axes are not in closest-RAS order: the plane names assume (x, y, z)."""
+    import nibabel as nib
+
+    codes = "".join(nib.orientations.aff2axcodes(ref.affine))
+    planes = [m for m in ("ssim", "ssim_coronal", "ssim_sagittal", "roughness_z", "roughness_xy") if m in metrics]
+    if not planes or (codes[0] in "LR" and codes[1] in "AP" and codes[2] in "SI"):
+        return []
+    return [f"{path.name}: voxel axes {codes} (not closest-RAS order): {', '.join(planes)} are measured along "
+            f"voxel axes (axial = along axis 2, coronal = 1, sagittal = 0), which are not the anatomical planes here."]
 
 
 def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *, earlier_modality: str | None = None,
@@ -307,7 +403,8 @@ def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *,
         check_segmenter_fits(opt.segmenter, modality, labels, case.labels)
     mask = _case_mask(case, ref, labels, opt.mask, modality)
     ref01 = to_unit(ref.array, modality, mask)
-    metrics, skipped, notes = _metrics_that_fit(opt.metrics, ref.shape)
+    metrics, skipped, notes = _metrics_that_fit(opt.metrics, ref.shape, ref01, mask)
+    notes += _orientation_note(ref, case.reference, opt.metrics)
     res = CaseResult(case.subject, modality, notes=notes)
     scores_dice = opt.segmenter is not None and labels is not None
     seg_feats = opt.segmenter is not None and hasattr(opt.segmenter, "features")
@@ -322,11 +419,20 @@ def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *,
     pool("reference", ref, ref01)
     k = _best_slice(mask)
     prior = _load_on(case.prior, ref) if case.prior is not None else None
+    cx, cy = _centre(mask)
+
+    def planes(vol01: np.ndarray) -> dict[str, np.ndarray]:  # the three planes of the through-plane figure
+        return {"axial": vol01[:, :, k], "coronal": vol01[:, cy, :], "sagittal": vol01[cx, :, :]}
+
     if qualitative:
         res.panel = {"subject": case.subject, "slice": k, "reference": ref01[:, :, k], "mask": mask[:, :, k],
-                     "labels": None if labels is None else np.asarray(labels.array)[:, :, k], "methods": {}}
+                     "labels": None if labels is None else np.asarray(labels.array)[:, :, k], "methods": {},
+                     "centre": (cx, cy, k), "spacing": tuple(float(s) for s in ref.spacing[:3]),
+                     "planes": {"reference": planes(ref01)}, "plane_masks": planes(mask)}
         if prior is not None:
-            res.panel["prior"] = to_unit(prior.array, modality, mask)[:, :, k]
+            prior01 = to_unit(prior.array, modality, mask)
+            res.panel["prior"] = prior01[:, :, k]
+            res.panel["planes"]["prior"] = planes(prior01)
     if scores_dice:
         res.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing, mask)
     for method, path in case.predictions.items():
@@ -346,8 +452,12 @@ def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *,
         res.rows.append(row)
         pool(method, pred, pred01)
         if res.panel is not None:
-            res.panel["methods"][method] = {"image": pred01[:, :, k],
-                                            "ssim": ssim(pred01[:, :, k], ref01[:, :, k], 1.0, mask=mask[:, :, k])}
+            shown = planes(pred01)
+            res.panel["methods"][method] = {
+                "image": pred01[:, :, k], "ssim": ssim(pred01[:, :, k], ref01[:, :, k], 1.0, mask=mask[:, :, k]),
+                "planes": shown, "roughness_z": row.get("roughness_z", float("nan")),
+                "plane_ssim": {p: _plane_ssim(a, res.panel["planes"]["reference"][p], res.panel["plane_masks"][p])
+                               for p, a in shown.items()}}
     return res
 
 

@@ -3,7 +3,9 @@
 Figures (PNG, matplotlib): box plots per metric per method; intensity
 histograms real vs synthetic with HistCC; a Dice heatmap (class x subject);
 a qualitative grid (label | prior | each method | ground truth) with the
-slice SSIM on each panel.
+slice SSIM on each panel; a through-plane grid (axial | coronal | sagittal
+through the body centre; reference first, then the prior and each method)
+where streaks across slices show, with each plane's SSIM and the roughness_z.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from seg2med.evaluation.core import METRIC_COLUMNS, Evaluation
+from seg2med.evaluation.core import METRIC_COLUMNS, METRIC_GOALS, Evaluation, goal_text
 from seg2med.io.files import write_json, write_text
 from seg2med.io.outputs import replace_folder
 from seg2med.metrics import histcc
 
-LABELS_OF_METRICS = {"ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
+LABELS_OF_METRICS = {"ssim": "SSIM (axial)", "ssim_coronal": "SSIM coronal", "ssim_sagittal": "SSIM sagittal",
+                     "roughness_z": "roughness z", "roughness_xy": "roughness in-plane",
+                     "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)", "mae": "MAE [0,1]", "mae_hu": "MAE (HU)",
                      "histcc": "HistCC", "fsim": "FSIM", "dice_mean": "Dice (mean over classes)",
                      "fid": "FID", "frechet_seg": "Fréchet-Seg (segmenter features, not FID)"}
 
@@ -46,8 +50,10 @@ def summarize(ev: Evaluation) -> dict[str, Any]:
         summary[method] = {**scores.get(method, {}), **{k: {"value": v} for k, v in ev.distribution.get(method, {}).items()}}
     for method, entries in ev.dice.summary().items():
         summary.setdefault(method, {})["dice_all_classes"] = entries["dice"]
+    present = [k for entries in summary.values() for k in entries]
+    better = {k: goal_text(k) for k in dict.fromkeys(present) if k in METRIC_GOALS}
     return {"reference_method": ev.scores.reference, "modality": ev.modality, "subjects": len({r["subject"] for r in ev.rows}),
-            "methods": summary, "notes": ev.notes}
+            "methods": summary, "better": better, "notes": ev.notes}
 
 
 def _csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -157,6 +163,43 @@ def fig_qualitative(ev: Evaluation, path: Path) -> str:
     return _save(fig, path)
 
 
+def _display(plane: str, arr: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, float]:
+    """A plane of an (x, y, z) volume as shown (rows = y or z upwards) and its pixel aspect (height / width)."""
+    sx, sy, sz = spacing
+    aspect = {"axial": sy / sx, "coronal": sz / sx, "sagittal": sz / sy}[plane]
+    return np.flipud(np.asarray(arr).T), aspect
+
+
+def fig_planes(ev: Evaluation, path: Path) -> str:
+    """Axial | coronal | sagittal through the body centre of each qualitative subject: the reference, the prior
+    (when given) and every method, one row each, with the plane's SSIM inside the mask and the method's
+    roughness_z: a slice-wise generator's streaks across slices show in the coronal and sagittal columns."""
+    plt = _plt()
+    planes = ("axial", "coronal", "sagittal")
+    rows = [(p, kind, name) for p in ev.panels
+            for kind, name in [("reference", "ground truth"), *([("prior", "physics prior (input)")] if "prior" in p["planes"] else []),
+                               *(("method", m) for m in p["methods"])]]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(3.2 * 3, 2.4 * len(rows)), squeeze=False)
+    for ax_row, (p, kind, name) in zip(axes, rows):
+        cx, cy, k = p["centre"]
+        method = p["methods"][name] if kind == "method" else None
+        images = method["planes"] if method is not None else p["planes"][kind]
+        for ax, plane in zip(ax_row, planes):
+            img, aspect = _display(plane, images[plane], p["spacing"])
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            cut = {"axial": f"z={k}", "coronal": f"y={cy}", "sagittal": f"x={cx}"}[plane]
+            title = f"{p['subject']} {name}\n{plane} {cut}"
+            if method is not None:
+                value = method["plane_ssim"][plane]
+                title += f", SSIM {value:.3f}" if np.isfinite(value) else ""
+                if plane == "coronal" and np.isfinite(method["roughness_z"]):
+                    title += f"\nroughness z {method['roughness_z']:.2f} (1 = real)"
+            ax.set_title(title, fontsize=7)
+    return _save(fig, path)
+
+
 # --------------------------------------------------------------------------- HTML
 def _fmt(entry: dict[str, Any]) -> str:
     if "value" in entry:
@@ -173,7 +216,15 @@ def summary_table_html(summary: dict[str, Any]) -> str:
     cols: list[str] = []
     for entries in methods.values():
         cols += [k for k in entries if k not in cols]
-    head = "".join(f"<th>{html.escape(LABELS_OF_METRICS.get(c, c))}</th>" for c in cols)
+    marks = {"higher": " ↑", "lower": " ↓"}
+
+    def header(c: str) -> str:
+        goal = goal_text(c)
+        mark = marks.get(goal, f" ({goal})" if goal else "")
+        tip = f' title="{html.escape(goal)} is better"' if goal else ""
+        return f"<th{tip}>{html.escape(LABELS_OF_METRICS.get(c, c) + mark)}</th>"
+
+    head = "".join(header(c) for c in cols)
     body = []
     for meth, entries in methods.items():
         cells = []
@@ -204,7 +255,8 @@ def write_report(ev: Evaluation, out: str | Path, overwrite: bool = False, title
         write_text(tmp / "per_subject.csv", _csv(ev.rows))
         figures = {"boxplots": fig_boxplots(ev, figs / "boxplots.png"),
                    "histograms": fig_histograms(ev, figs / "histograms.png"),
-                   "qualitative": fig_qualitative(ev, figs / "qualitative.png")}
+                   "qualitative": fig_qualitative(ev, figs / "qualitative.png"),
+                   "through_plane": fig_planes(ev, figs / "through_plane.png")}
         if ev.dice_rows:
             write_text(tmp / "dice.csv", _csv(ev.dice_rows))
             figures["dice"] = fig_dice_heatmap(ev, figs / "dice_heatmap.png", class_names)
@@ -219,6 +271,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}img{{max-width:1
 <h1>{html.escape(title)}</h1>
 <p>{summary['subjects']} subject(s), modality {ev.modality.upper()}, methods: {html.escape(', '.join(ev.methods))}.
 Mean ± sd over subjects; p: two-sided Mann-Whitney U against <b>{html.escape(summary['reference_method'])}</b>.
+↑ higher is better, ↓ lower is better; a roughness ratio (mean squared difference of neighbouring voxels, synthetic ÷ real,
+along z across slices or in-plane) is best at 1: above it is rougher (streaks, noise), below it smoother than the real image.
 Metrics inside the mask, intensities in [0, 1] (CT window [-1000, 1000] HU; MR 0.5-99.5th percentiles per volume).</p>
 {summary_table_html(summary)}{extra_html}<ul>{notes}</ul>{fig_html}</body></html>"""
         write_text(tmp / "report.html", doc)
