@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/generalization.py [--data ../shared/data] [--models ct-demo,mr-demo[,RUN...]]
         [--strengths 1.0,0.7,0.5,0.3] [--steps 50] [--seeds 0,1,2] [--baseline unet=RUN]
+        [--guidance default,0,4:0:15]
         [--cases heldout,spacing,interior,sparse,cta-like,mr-heldout] [--precision bf16]
         [--out benchmarks/results/generalization-cpu.md] [--quick]
 
@@ -22,7 +23,9 @@ C's MR block z 8-11, then changed the way users' inputs differ from the training
 Per case and method it reports SSIM, PSNR (on the model's intensity window mapped to [0, 1]) and
 MAE (HU for CT, normalised units for MR) inside the body, mean +- SD over the seeds, and the margin
 over the prior alone, for each model (several per modality are compared side by side) at each
-``--strength`` (prior-anchored start, 1 = pure noise), the prior alone (the floor a model must beat)
+``--strength`` (prior-anchored start, 1 = pure noise) and ``--guidance`` (``default``: the model's
+config.json ``sampling``; ``S:T:M``: prior anchor of sigma S mm and tolerance T, field-of-view margin M mm;
+``0``: none), the prior alone (the floor a model must beat)
 and any ``--baseline`` run. Writes one Markdown report and prints it.
 ``--quick`` (ct-demo-tiny, 2 cases, 1 seed, 10 steps) is the smoke run of the tests.
 """
@@ -179,10 +182,10 @@ def score(pred01: np.ndarray, real01: np.ndarray, mask: np.ndarray, scale: float
 
 
 def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int], steps: int, precision: str,
-             baselines: dict[str, Any], anchors: list[tuple[float, float]] = ((0.0, 0.0),)) -> list[dict[str, Any]]:
+             baselines: dict[str, Any], guidance: list[dict[str, float] | None] = (None,)) -> list[dict[str, Any]]:
     """Rows (method, strength, seed, metrics, seconds) of one case, for each diffusion model of ``lms`` (the first
-    one's intensity window scores them all) at each strength and prior anchor ``(scale mm, tolerance)``, and
-    each one-shot baseline."""
+    one's intensity window scores them all) at each strength and guidance (None: the model's defaults; else
+    ``anchor_scale`` / ``anchor_tolerance`` / ``fov_margin``), and each one-shot baseline."""
     lm = lms[0]
     from seg2med.data.spec import DataSpec
 
@@ -194,22 +197,21 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
     scale = (hi - lo) if case.modality == "ct" else 1.0
     rows: list[dict[str, Any]] = []
 
-    def gen(model: Any, strength: float, seed: int, anchor: tuple[float, float] = (0.0, 0.0)) -> Any:
+    def gen(model: Any, strength: float, seed: int, how: dict[str, float] | None = None) -> Any:
         kw = {"strength": strength} if strength < 1.0 else {}
-        if anchor[0] > 0:
-            kw.update(anchor_scale=anchor[0], anchor_tolerance=anchor[1])
-        return seg2med.generate(lv, model=model, steps=steps, seed=seed, precision=precision, device="cpu", **kw)
+        return seg2med.generate(lv, model=model, steps=steps, seed=seed, precision=precision, device="cpu", **kw,
+                                **(how or {}))
 
     first = None
     for model in lms:
-        for anchor in anchors:
+        for how in guidance:
             for strength in strengths:
                 for seed in seeds:
                     t0 = time.perf_counter()
-                    res = gen(model, strength, seed, anchor)
+                    res = gen(model, strength, seed, how)
                     first = first or res
                     gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
-                    rows.append({"case": case.name, "method": _label(model, anchor), "strength": strength, "seed": seed,
+                    rows.append({"case": case.name, "method": _label(model, res.metadata), "strength": strength, "seed": seed,
                                  **score(gen01, real01, body, scale), "seconds": time.perf_counter() - t0})
     spec = DataSpec.from_dict(lm.data, lm.path / "config.json", "data")
     prior01 = np.asarray(spec.normalize(first.prior.array, body)[0], dtype=np.float64)
@@ -223,20 +225,27 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
     return rows
 
 
-def _label(model: Any, anchor: tuple[float, float] = (0.0, 0.0)) -> str:
-    """A model's name in the tables: the shipped name, or the run folder's (marked ``residual``), with its prior
-    anchor (``anchor sigma mm / tolerance``) when one is used."""
+def _label(model: Any, meta: dict[str, Any] | None = None) -> str:
+    """A model's name in the tables: the shipped name, or the run folder's (marked ``residual``), with the
+    guidance of its generation (``meta``: the sidecar) when it used any."""
     cfg = getattr(model, "model_cfg", None)
     name = model.path.name + (" (residual)" if getattr(cfg, "residual", False) else "")
-    return name + (f" + anchor {anchor[0]:g} mm / {anchor[1]:g}" if anchor[0] > 0 else "")
+    anchor, margin = (meta or {}).get("anchor"), (meta or {}).get("fov_margin_mm") or 0
+    if anchor:
+        name += f" + anchor {anchor['scale_mm']:g} mm / {anchor['tolerance']:g}"
+    return name + (f" + margin {margin:g} mm" if margin else "")
 
 
-def parse_anchors(text: str) -> list[tuple[float, float]]:
-    """``"0,12:50"`` -> ``[(0, 0), (12, 50)]``: prior anchors as ``SCALE_MM[:TOLERANCE]``; 0 = none."""
-    out = []
+def parse_guidance(text: str) -> list[dict[str, float] | None]:
+    """``"default,0,4:0:15"`` -> ``[None, {0, 0, 0}, {4, 0, 15}]``: ``default`` (the model's config.json
+    ``sampling``) or ``ANCHOR_SCALE_MM[:TOLERANCE[:FOV_MARGIN_MM]]`` (0: off)."""
+    out: list[dict[str, float] | None] = []
     for item in (t.strip() for t in text.split(",") if t.strip()):
-        scale, _, tol = item.partition(":")
-        out.append((float(scale), float(tol or 0.0)))
+        if item == "default":
+            out.append(None)
+            continue
+        parts = [float(p) for p in item.split(":")] + [0.0, 0.0]
+        out.append({"anchor_scale": parts[0], "anchor_tolerance": parts[1], "fov_margin": parts[2]})
     return out
 
 
@@ -284,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--precision", default="bf16", help="bf16 on a CPU with AMX: 2.8x faster, same SSIM (see MODEL_CARD)")
-    ap.add_argument("--anchors", default="0", help="prior anchors SCALE_MM[:TOLERANCE] (0: none), comma-separated")
+    ap.add_argument("--guidance", default="default", help="comma-separated: 'default' (the model's) or "
+                    "ANCHOR_SCALE_MM[:TOLERANCE[:FOV_MARGIN_MM]] (0: none)")
     ap.add_argument("--baseline", action="append", default=[], help="NAME=RUN: a one-shot run to compare (repeat)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true")
@@ -312,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         bl = {k: v for k, v in baselines.items() if str(v.data.get("modality", "ct")) == case.modality}
         rows += run_case(case, models[case.modality], strengths, seeds, args.steps, args.precision, bl,
-                         parse_anchors(args.anchors))
+                         parse_guidance(args.guidance))
         print(f"{case.name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     head = [f"# Generalisation suite ({_dt.date.today()})", "",
             f"`python benchmarks/generalization.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "

@@ -127,7 +127,7 @@ def test_generate_with_a_hard_anchor_puts_every_organ_back_on_its_prior_value(tm
     path = _ct_labels_file(tmp_path)
     labels = np.asarray(nib.load(path).dataobj)
     kw = dict(model="ct-demo-tiny", steps=4, seed=0, device="cpu")
-    free = seg2med.generate(path, **kw)
+    free = seg2med.generate(path, anchor_scale=0, fov_margin=0, **kw)  # the shipped default anchors: off here
     held = seg2med.generate(path, anchor_scale=9.0, **kw)
     prior = free.prior.array
 
@@ -147,7 +147,7 @@ def test_cli_refuses_a_negative_anchor_before_any_work(tmp_path, capsys, monkeyp
     out = tmp_path / "ct.nii.gz"
     r = run_cli(["generate", "--labels", path, "--out", out, "--model", "ct-demo-tiny", "--steps", "2",
                  "--anchor-scale", "-3"], capsys, monkeypatch)
-    assert r.code != 0 and "--anchor-scale must be >= 0" in " ".join(r.err.split()) and "Traceback" not in r.err
+    assert r.code != 0 and "--anchor-scale must be a number >= 0" in " ".join(r.err.split()) and "Traceback" not in r.err
     assert not out.exists()
 
 
@@ -159,3 +159,70 @@ def test_cli_writes_the_anchor_into_the_sidecar(tmp_path, capsys, monkeypatch):
     assert r.code == 0, r.err
     meta = json.loads(out.with_name("ct.json").read_text())
     assert meta["anchor"] == {"scale_mm": 12.0, "tolerance": 50.0}
+
+
+# --------------------------------------------------------------------------- field-of-view margin
+def test_extend_edges_continues_a_body_cut_by_the_field_of_view_and_leaves_air_edges_alone():
+    from seg2med.data.geometry import SliceGeometry
+
+    geo = SliceGeometry.plan((20, 16, 3), (3.0, 3.0, 3.0), "axial", spacing=3.0, size=32)
+    (p0, p1), (p2, p3) = geo.pad
+    assert geo.size == (32, 32) and p0 == 6 and p2 == 8
+    plane = np.zeros((3, 20, 16), np.float32)
+    plane[:, :, :10] = 0.6  # tissue reaching the left and right ends of the first plane axis
+    plane[:, 0, 4] = 0.9
+    slices = np.pad(plane, ((0, 0), (p0, p1), (p2, p3)))
+    ext = geo.extend_edges(slices, margin=4)
+    inner = (slice(None), slice(p0, 32 - p1), slice(p2, 32 - p3))
+    np.testing.assert_array_equal(ext[inner], plane)  # the field of view itself is untouched
+    np.testing.assert_array_equal(ext[:, p0 - 4 : p0, p2 + 4], np.full((3, 4), 0.9, np.float32))  # continued 4 px outward
+    assert (ext[:, : p0 - 4] == 0).all() and (ext[:, 32 - p1 + 4 :] == 0).all()  # and no further
+    assert (ext[:, p0:32 - p1, p2 + 10 : 32 - p3 + 4] == 0).all()  # an edge in air stays air
+    for order in (0, 1):  # the padding is dropped on the way back: the same volume either way
+        np.testing.assert_array_equal(geo.undo(ext, order=order), geo.undo(slices, order=order))
+
+
+def test_a_margin_grows_the_canvas_when_the_plane_leaves_too_little_room():
+    from seg2med.data.geometry import SliceGeometry
+
+    tight = SliceGeometry.plan((30, 12, 2), (3.0, 3.0, 3.0), "axial", spacing=3.0, size=32, grow_multiple=8)
+    roomy = SliceGeometry.plan((30, 12, 2), (3.0, 3.0, 3.0), "axial", spacing=3.0, size=32, grow_multiple=8, margin=5)
+    assert tight.size == (32, 32) and roomy.size == (40, 32)  # 30 + 2 * 5 = 40 (a multiple of 8); 12 + 10 fits in 32
+    assert min(roomy.pad[0]) >= 5
+
+
+def _loaded_with_sampling(sampling):
+    from seg2med.inference import load_model
+
+    model = load_model("ct-demo-tiny", device="cpu")
+    model.config = {**model.config, "sampling": sampling}
+    return model
+
+
+def test_guidance_defaults_come_from_the_model_config_and_options_override_them():
+    from seg2med.inference.generate import Guidance
+
+    model = _loaded_with_sampling({"anchor_scale": 4.0, "fov_margin": 15.0})
+    g = Guidance.of_model(model)
+    assert (g.anchor_scale, g.anchor_tolerance, g.fov_margin) == (4.0, 0.0, 15.0)
+    assert g.margin_px(model) == round(15.0 / model.spec.spacing)
+    assert g.anchor(model).scale == pytest.approx(4.0 / model.spec.spacing)
+    off = Guidance.of_model(model, anchor_scale=0.0, fov_margin=None)
+    assert off.anchor(model) is None and off.fov_margin == 15.0
+    assert off.record(model) == {"anchor": None, "fov_margin_mm": 15.0}
+    window = model.spec.image_window()
+    tol = Guidance.of_model(model, anchor_tolerance=50.0).anchor(model).tolerance
+    assert tol == pytest.approx(100.0 / (window["high"] - window["low"]))  # 50 HU on the [-1, 1] scale
+
+
+@pytest.mark.parametrize("sampling, needle", [({"anchor_scal": 4.0}, "unknown keys ['anchor_scal']"),
+                                              ({"fov_margin": -1.0}, "--fov-margin must be a number >= 0"),
+                                              ({"anchor_scale": "4"}, "--anchor-scale must be a number >= 0"),
+                                              ([4.0], "'sampling' must be a JSON object")])
+def test_a_bad_sampling_block_names_the_config_file(sampling, needle):
+    from seg2med.errors import InputError
+    from seg2med.inference.generate import Guidance
+
+    with pytest.raises(InputError) as err:
+        Guidance.of_model(_loaded_with_sampling(sampling))
+    assert needle in str(err.value) and "config.json" in str(err.value)

@@ -14,7 +14,7 @@ from seg2med.data.codec import SliceCodec, neighbour_indices, stack_neighbours
 from seg2med.data.normalize import DEFAULT_CT_WINDOW, DEFAULT_MR_PERCENTILES, denormalize, to_signed, to_unit
 from seg2med.data.spec import DataSpec
 from seg2med.errors import InputError
-from seg2med.inference.generate import generate_volume, list_models, load_model, resolve_model, sample_seed
+from seg2med.inference.generate import Guidance, generate_volume, list_models, load_model, resolve_model, sample_seed
 from seg2med.io.checkpoints import write_checkpoint_config
 from seg2med.physics import sequence_from_config, simulate_prior
 
@@ -138,12 +138,15 @@ def _by_hand(lm, lv, steps, sampler, seed):
     spec = lm.spec
     body = lv.volume.array != 0
     prior = simulate_prior(lv.volume.array, lv.scheme, sequence_from_config(lm.sequence_config))
-    codec = spec.codec(lv.volume.affine, lv.volume.shape, "axial", grow_multiple=lm.size_multiple)
+    guidance = Guidance.of_model(lm)  # the model's config.json sampling defaults (anchor, field-of-view margin)
+    margin = guidance.margin_px(lm)
+    codec = spec.codec(lv.volume.affine, lv.volume.shape, "axial", grow_multiple=lm.size_multiple, margin=margin)
     sliced = codec.encode({"prior": spec.normalize(prior, body)[0]}, body)
+    sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
     cond = torch.from_numpy(to_signed(stack_neighbours(sliced["prior"], lm.neighbours)))
     gen = torch.Generator().manual_seed(sample_seed(seed, 0))
     ticks = []
-    x = lm.slice_generator(steps, sampler)(cond, gen, gen, ticks.append)
+    x = lm.slice_generator(steps, sampler, anchor=guidance.anchor(lm))(cond, gen, gen, ticks.append)
     slices = to_unit(x[:, 0].numpy()).clip(0.0, 1.0)
     slices[sliced["mask"] == 0] = 0.0
     img = np.asarray(denormalize(codec.decode(slices), spec.image_window()), dtype=np.float32)

@@ -113,8 +113,9 @@ def test_bf16_generation_stays_within_a_few_hu_of_fp32(ts_dir):
 
 def test_a_field_of_view_wider_than_the_model_slices_is_sampled_whole_not_cropped(ts_dir, caplog):
     """Subject A's label map stretched to 4.5 mm voxels (549 x 455 mm) is wider than ct-demo's 128 px x 3 mm
-    (384 mm): generation grows the canvas to 184 x 152 px instead of cropping, so the body outside the central
-    384 mm is synthetic tissue, not air (a crop filled it with the window's -1000 HU)."""
+    (384 mm): generation grows the canvas to hold the plane (183 x 152 px at 3 mm) plus the model's 15 mm (5 px)
+    field-of-view margin each side, rounded up to a multiple of 8 (200 x 168 px) instead of cropping, so the body
+    outside the central 384 mm is synthetic tissue, not air (a crop filled it with the window's -1000 HU)."""
     seg = load_volume(ts_dir / "example_seg.nii.gz", kind="labels")
     affine = seg.affine.copy()
     affine[:3, :3] *= 1.5
@@ -123,8 +124,9 @@ def test_a_field_of_view_wider_than_the_model_slices_is_sampled_whole_not_croppe
     lm = load_model("ct-demo-tiny")
     with caplog.at_level("INFO", logger="seg2med.inference.generate"):
         res = generate_volume(labels, get_scheme("total"), lm, steps=2, seed=0, batch=2)
-    assert res.metadata["slice_size"] == [184, 152]
-    assert "sampled on 184 x 152 px" in caplog.text
+    assert res.metadata["fov_margin_mm"] == 15.0
+    assert res.metadata["slice_size"] == [200, 168]
+    assert "sampled on 200 x 168 px" in caplog.text
     vol = res.samples[0].array
     assert vol.shape == labels.shape
     body = labels.array != 0

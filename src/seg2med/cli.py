@@ -273,8 +273,9 @@ def generate_cmd(
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="ddim | ddpm | rflow (default: rflow for an rflow-trained model, else ddim).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     strength: Annotated[float, typer.Option("--strength", help="Prior-anchored start (SDEdit): start from the prior noised to this fraction of the schedule and run only that fraction of --steps; 1 = pure noise (curves: benchmarks/results/).")] = 1.0,
-    anchor_scale: Annotated[float, typer.Option("--anchor-scale", help="Prior-consistency guidance: at every step keep the image's coarse intensities (Gaussian low-pass of this sigma, mm) on the prior's; 0 = off.")] = 0.0,
-    anchor_tolerance: Annotated[float, typer.Option("--anchor-tolerance", help="With --anchor-scale: coarse departures from the prior up to this much (HU for CT, normalised units for MR) are left to the model.")] = 0.0,
+    anchor_scale: Annotated[Optional[float], typer.Option("--anchor-scale", help="Prior-consistency guidance: at every step keep the image's coarse intensities (Gaussian low-pass of this sigma, mm) on the prior's; 0 = off (default: the model's, config.json sampling).")] = None,
+    anchor_tolerance: Annotated[Optional[float], typer.Option("--anchor-tolerance", help="With --anchor-scale: coarse departures from the prior up to this much (HU for CT, normalised units for MR) are left to the model (default: the model's).")] = None,
+    fov_margin: Annotated[Optional[float], typer.Option("--fov-margin", help="Where the body reaches the edge of the field of view, continue the prior this far (mm) so that no body outline is drawn there; 0 = off (default: the model's).")] = None,
     contrast_phase: Annotated[Optional[str], typer.Option("--contrast-phase", help="CT models: simulate the prior in this phase (native | arterial | portal-venous) instead of the model's.")] = None,
     samples: Annotated[int, typer.Option("--samples", help="K samples; K > 1 also writes a std map.")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
@@ -298,7 +299,7 @@ def generate_cmd(
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
             axis=axis, device=device, precision=precision, strength=strength, anchor_scale=anchor_scale,
-            anchor_tolerance=anchor_tolerance, contrast_phase=contrast_phase, scheme=scheme, tissue_masks=tissue_masks, body=body,
+            anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, contrast_phase=contrast_phase, scheme=scheme, tissue_masks=tissue_masks, body=body,
             tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),
         )

@@ -45,18 +45,19 @@ class SliceCodec:
         spacing: float = 1.0,
         size: int | tuple[int, int] = 256,
         grow_multiple: int | None = None,
+        margin: int = 0,
     ) -> "SliceCodec":
         """Slices along ``axis`` at ``spacing`` mm, ``size`` px, of a volume on ``affine`` / ``shape``.
 
         With ``grow_multiple`` a plane wider than ``size`` gets a larger canvas (the next multiple of it),
-        never a crop (see :meth:`SliceGeometry.plan`).
+        never a crop, and room for ``margin`` px around the plane (see :meth:`SliceGeometry.plan`).
         """
         reo = Reorientation.from_affine(affine, shape)
         geo = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, spacing, size)
         if grow_multiple is None:
             return cls(reo, geo)
         grown = SliceGeometry.plan(reo.canonical_shape, reo.canonical_spacing, axis, geo.spacing, geo.size,
-                                   grow_multiple=grow_multiple)
+                                   grow_multiple=grow_multiple, margin=margin)
         return cls(reo, grown, geo.size)
 
     @property

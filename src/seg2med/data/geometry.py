@@ -148,12 +148,14 @@ class SliceGeometry:
         spacing: float = 1.0,
         size: int | tuple[int, int] = 256,
         grow_multiple: int | None = None,
+        margin: int = 0,
     ) -> "SliceGeometry":
         """Work out the geometry of ``axis`` slices for a canonical grid.
 
-        With ``grow_multiple`` the slice size is never smaller than the resampled plane: a side that
-        would be cropped grows to the next multiple of ``grow_multiple`` (the network's down-sampling
-        factor) instead, so nothing of the plane is cut away (generation of a wide field of view).
+        With ``grow_multiple`` the slice size is never smaller than the resampled plane plus ``margin`` px on
+        each side: a side that would be cropped (or leave less than the margin) grows to the next multiple of
+        ``grow_multiple`` (the network's down-sampling factor) instead, so nothing of the plane is cut away
+        (generation of a wide field of view; :meth:`extend_edges`).
         """
         axis = check_axis(axis)
         if not spacing > 0:
@@ -171,7 +173,9 @@ class SliceGeometry:
             g = int(grow_multiple)
             if g < 1:
                 raise ConfigError(f"grow_multiple must be >= 1, got {grow_multiple}")
-            size2 = tuple(max(m, -(-r // g) * g) for m, r in zip(size2, res))
+            if int(margin) < 0:
+                raise ConfigError(f"margin must be >= 0 px, got {margin}")
+            size2 = tuple(max(m, -(-(r + 2 * int(margin)) // g) * g) for m, r in zip(size2, res))
         pads, crops = zip(*(_pad_crop(n, m) for n, m in zip(res, size2)))
         return cls(axis, shape, in_sp, float(spacing), res, size2, tuple(pads), tuple(crops))
 
@@ -230,6 +234,27 @@ class SliceGeometry:
         (c0, c1), (c2, c3) = self.crop
         out = out[:, c0 : out.shape[1] - c1, c2 : out.shape[2] - c3]
         return np.pad(out, ((0, 0), *self.pad), constant_values=0)
+
+    def extend_edges(self, slices: np.ndarray, margin: int) -> np.ndarray:
+        """``[N, H, W]`` slices with the edges of the field of view continued ``margin`` px into the padding
+        (edge values replicated; beyond that the padding stays 0).
+
+        Where the body reaches the edge of the field of view (a scan cropped inside the body), a network
+        shown zero padding right there sees a body outline that is not in the image and draws skin and
+        subcutaneous fat over the edge; with the body continued a little, the outline it draws falls in the
+        padding, which :meth:`undo` drops. Where the edge is air, the continuation is air. Continued much
+        further, the body becomes larger than any the network saw: keep ``margin`` small (measured in
+        ``benchmarks/results/generalization-*.md``)."""
+        slices = np.asarray(slices)
+        if slices.ndim != 3 or tuple(slices.shape[1:]) != tuple(self.size):
+            raise InputError(f"expected slices of shape (N, {self.size[0]}, {self.size[1]}), got {slices.shape}")
+        if int(margin) < 0:
+            raise ConfigError(f"margin must be >= 0 px, got {margin}")
+        (p0, p1), (p2, p3) = self.pad
+        inner = slices[:, p0 : slices.shape[1] - p1, p2 : slices.shape[2] - p3]
+        q = [min(int(margin), p) for p in (p0, p1, p2, p3)]
+        out = np.pad(inner, ((0, 0), (q[0], q[1]), (q[2], q[3])), mode="edge")
+        return np.pad(out, ((0, 0), (p0 - q[0], p1 - q[1]), (p2 - q[2], p3 - q[3])), constant_values=0).astype(slices.dtype)
 
     def undo(self, slices: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
         """``[N, H, W]`` slices -> canonical volume; regions cropped away become ``fill``."""

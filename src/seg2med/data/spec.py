@@ -129,9 +129,10 @@ class DataSpec:
         raise InputError(f"{self.source or 'the checkpoint'}: MR checkpoint lacks data.image_normalization (intensity window of its "
                          f"training images)")
 
-    def codec(self, affine: np.ndarray, shape: tuple[int, ...], axis: str, grow_multiple: int | None = None) -> SliceCodec:
+    def codec(self, affine: np.ndarray, shape: tuple[int, ...], axis: str, grow_multiple: int | None = None,
+              margin: int = 0) -> SliceCodec:
         """The :class:`SliceCodec` of ``axis`` slices at this spacing and size for a volume on ``affine`` / ``shape``."""
-        return SliceCodec.plan(affine, shape, axis, self.spacing, self.size, grow_multiple=grow_multiple)
+        return SliceCodec.plan(affine, shape, axis, self.spacing, self.size, grow_multiple=grow_multiple, margin=margin)
 
 
 __all__ = ["DataSpec"]

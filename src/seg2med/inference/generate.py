@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -325,10 +325,11 @@ def _slicing_axis(model: LoadedModel, axis: str | None) -> str:
     return axis
 
 
-def _plan_codec(model: LoadedModel, labels: Volume, axis: str) -> SliceCodec:
-    """The model's slices of ``labels``' grid. A field of view wider than the training slices is sampled on a
-    larger canvas (the network is convolutional), not cropped: a crop would turn the body outside it into air."""
-    codec = model.spec.codec(labels.affine, labels.shape, axis, grow_multiple=model.size_multiple)
+def _plan_codec(model: LoadedModel, labels: Volume, axis: str, margin: int = 0) -> SliceCodec:
+    """The model's slices of ``labels``' grid. A field of view wider than the training slices (with ``margin`` px
+    around it) is sampled on a larger canvas (the network is convolutional), not cropped: a crop would turn the
+    body outside it into air."""
+    codec = model.spec.codec(labels.affine, labels.shape, axis, grow_multiple=model.size_multiple, margin=margin)
     geo = codec.geometry
     if codec.grown:
         log.info("%s slices of %s mm exceed the model's %s px at %g mm: sampled on %s px",
@@ -383,20 +384,64 @@ def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def prior_anchor(model: LoadedModel, scale_mm: float = 0.0, tolerance: float = 0.0) -> PriorAnchor | None:
-    """The prior-consistency guidance of a generation (:mod:`seg2med.sampling.anchor`), or None for ``scale_mm``
-    0: a Gaussian low-pass of sigma ``scale_mm`` (mm, converted to pixels of the model's slice grid) and a
-    ``tolerance`` in image units (HU for CT, normalised units for MR; mapped to the [-1, 1] range through the
-    model's intensity window). Refuses negative values before any work."""
-    if not scale_mm >= 0:
-        raise ConfigError(f"--anchor-scale must be >= 0 mm (0: no prior anchoring), got {scale_mm}")
-    if not tolerance >= 0:
-        raise ConfigError(f"--anchor-tolerance must be >= 0, got {tolerance}")
-    if scale_mm == 0 or not model.is_diffusion:
-        return None
-    window = model.spec.image_window()
-    span = float(window["high"]) - float(window["low"])
-    return PriorAnchor(scale=float(scale_mm) / float(model.spec.spacing), tolerance=2.0 * float(tolerance) / span)
+@dataclass(frozen=True)
+class Guidance:
+    """How a generation keeps the output on the prior (the ``sampling`` block of a model's config.json holds
+    the model's defaults, chosen from its measured generalisation curves; options given to generate override
+    them). A model without the block: no guidance (every value 0).
+
+    ``anchor_scale`` (mm) > 0: prior-consistency guidance (:mod:`seg2med.sampling.anchor`) with a Gaussian
+    low-pass of that sigma and ``anchor_tolerance`` (image units: HU for CT, normalised units for MR).
+    ``fov_margin`` (mm): where the body reaches the edge of the field of view, the prior is continued that far
+    into the canvas (:meth:`seg2med.data.geometry.SliceGeometry.extend_edges`), so that the network does not
+    draw a body outline at the edge of a scan cropped inside the body.
+    """
+
+    anchor_scale: float = 0.0
+    anchor_tolerance: float = 0.0
+    fov_margin: float = 0.0
+
+    OPTIONS = {"anchor_scale": "--anchor-scale", "anchor_tolerance": "--anchor-tolerance", "fov_margin": "--fov-margin"}
+
+    def __post_init__(self) -> None:
+        for name, flag in self.OPTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"{flag} must be a number >= 0 (0: off), got {value!r}")
+
+    @classmethod
+    def of_model(cls, model: "LoadedModel", **given: float | None) -> "Guidance":
+        """The model's defaults (config.json ``sampling``), each replaced by a value given (not None)."""
+        block = model.config.get("sampling", {})
+        where = model.path / "config.json"
+        if not isinstance(block, dict):
+            raise InputError(f"{where}: 'sampling' must be a JSON object")
+        unknown = sorted(set(block) - set(cls.OPTIONS))
+        if unknown:
+            raise InputError(f"{where}: sampling: unknown keys {unknown} (known: {', '.join(cls.OPTIONS)})")
+        try:
+            defaults = cls(**block)
+        except ConfigError as exc:
+            raise InputError(f"{where}: sampling: {exc}") from None
+        return replace(defaults, **{k: float(v) for k, v in given.items() if v is not None})
+
+    def anchor(self, model: "LoadedModel") -> PriorAnchor | None:
+        """The anchor on ``model``'s slice grid (sigma in pixels, tolerance mapped to [-1, 1] through its
+        intensity window), or None (off, or a one-shot model)."""
+        if self.anchor_scale == 0 or not model.is_diffusion:
+            return None
+        window = model.spec.image_window()
+        span = float(window["high"]) - float(window["low"])
+        return PriorAnchor(scale=self.anchor_scale / float(model.spec.spacing), tolerance=2.0 * self.anchor_tolerance / span)
+
+    def margin_px(self, model: "LoadedModel") -> int:
+        """``fov_margin`` in pixels of the model's slice grid."""
+        return int(round(self.fov_margin / float(model.spec.spacing)))
+
+    def record(self, model: "LoadedModel") -> dict[str, Any]:
+        """The sidecar's record: the values used, and whether the anchor was applied."""
+        return {"anchor": {"scale_mm": self.anchor_scale, "tolerance": self.anchor_tolerance}
+                if self.anchor(model) is not None else None, "fov_margin_mm": self.fov_margin}
 
 
 def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> ImagingSequence:
@@ -425,15 +470,16 @@ def generate_volume(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     strength: float = 1.0,
-    anchor_scale: float = 0.0,
-    anchor_tolerance: float = 0.0,
+    anchor_scale: float | None = None,
+    anchor_tolerance: float | None = None,
+    fov_margin: float | None = None,
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
-    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale`` > 0 (mm):
-    prior-consistency guidance with that low-pass and ``anchor_tolerance`` (image units, :func:`prior_anchor`). ``contrast_phase``
+    ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale``,
+    ``anchor_tolerance``, ``fov_margin``: see :class:`Guidance` (None: the model's default). ``contrast_phase``
     (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
@@ -442,16 +488,17 @@ def generate_volume(
     """
     sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
-    anchor = prior_anchor(model, anchor_scale, anchor_tolerance)
-    generator = model.slice_generator(steps, sampler, device, precision, strength, anchor)
+    guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin)
+    generator = model.slice_generator(steps, sampler, device, precision, strength, guidance.anchor(model))
     t0 = time.perf_counter()
     spec, axis = model.spec, _slicing_axis(model, axis)
     seq = model_sequence(model, contrast_phase)
     prior = simulate_prior(labels.array, scheme, seq, tissues)
     body = labels.array != 0
     norm, prior_params = spec.normalize(prior, body)
-    codec = _plan_codec(model, labels, axis)
+    codec = _plan_codec(model, labels, axis, guidance.margin_px(model))
     sliced = codec.encode({"prior": norm}, body)
+    sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], guidance.margin_px(model))
     cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
     window = spec.image_window()
     runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
@@ -464,7 +511,7 @@ def generate_volume(
     outs += [outs[0].copy() for _ in range(samples - runs)]
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
-                     anchor={"scale_mm": anchor_scale, "tolerance": anchor_tolerance} if anchor is not None else None,
+                     **guidance.record(model),
                      samples=samples, batch=batch, axis=axis,
                      slice_size=list(codec.geometry.size), device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
