@@ -202,9 +202,16 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
         return seg2med.generate(lv, model=model, steps=steps, seed=seed, precision=precision, device="cpu", **kw,
                                 **(how or {}))
 
+    from seg2med.inference.generate import Guidance
+
     first = None
     for model in lms:
+        seen = set()
         for how in guidance:
+            resolved = Guidance.of_model(model, **(how or {}))
+            if resolved in seen:  # e.g. 'default' and '0' for a model without a sampling block: run once
+                continue
+            seen.add(resolved)
             for strength in strengths:
                 for seed in seeds:
                     t0 = time.perf_counter()

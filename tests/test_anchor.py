@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seg2med
-from cli_helpers import run_cli
+from cli_helpers import run_cli, small_ct_labels
 from seg2med.errors import ConfigError
 from seg2med.models.config import SchedulerConfig, build_scheduler, spaced_scheduler
 from seg2med.sampling import PriorAnchor, training_target, x0_corrected_denoiser
@@ -111,14 +111,7 @@ def test_corrected_denoiser_makes_monai_rflow_step_use_the_corrected_clean_image
 
 
 def _ct_labels_file(tmp_path):
-    lab = np.zeros((40, 36, 3), np.uint8)
-    lab[4:36, 4:32] = 80  # gluteus_maximus_left: muscle filling the body
-    lab[8:20, 8:28] = 5  # liver
-    lab[22:32, 8:16] = 1  # spleen
-    lab[22:32, 18:28] = 2  # kidney_right
-    path = tmp_path / "labels.nii.gz"
-    nib.save(nib.Nifti1Image(lab, np.diag([3.0, 3.0, 3.0, 1.0])), path)
-    return path
+    return small_ct_labels(tmp_path)[0]
 
 
 def test_generate_with_a_hard_anchor_puts_every_organ_back_on_its_prior_value(tmp_path):

@@ -99,3 +99,44 @@ def test_strength_outside_0_1_is_refused():
     for bad in (0.0, -0.1, 1.01, float("nan")):
         with pytest.raises(ConfigError, match="strength must be in"):
             check_strength(bad)
+
+
+def test_dpm_solver_plus_plus_reaches_the_data_distribution_closer_than_ddim_at_few_steps(gaussian_denoiser):
+    """DPM-Solver++ 2M (diffusers' scheduler on the training betas) driven by the same exact Gaussian score: at
+    4-10 steps its samples' spread is nearer s0 than DDIM's (e.g. 0.41 vs 0.36 at 10 steps), and at 20 steps
+    within 0.03 of it; the network is asked about training timesteps, from T - 1 down."""
+    for steps in (4, 8, 10):
+        dpm, ddim = _sample_std(gaussian_denoiser, "dpm++", steps), _sample_std(gaussian_denoiser, "ddim", steps)
+        assert abs(dpm - S0) < abs(ddim - S0) - 0.02, (steps, dpm, ddim)
+    assert _sample_std(gaussian_denoiser, "dpm++", 20) == pytest.approx(S0, abs=0.03)
+    gaussian_denoiser.seen.clear()
+    _sample_std(gaussian_denoiser, "dpm++", 4)
+    assert gaussian_denoiser.seen == [999, 749, 500, 250]
+
+
+def test_dpm_solver_prior_anchored_start_runs_only_the_last_steps(gaussian_denoiser):
+    from seg2med.sampling import prior_anchored_steps
+
+    y = torch.full(SHAPE, 0.3, dtype=torch.float64)
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gaussian_denoiser.seen.clear()
+    x = sample(gaussian_denoiser, SHAPE, CFG, sampler="dpm++", steps=10, noise=noise, init=y, strength=0.5)
+    assert len(gaussian_denoiser.seen) == prior_anchored_steps(10, 0.5) == 5
+    assert gaussian_denoiser.seen == [500, 400, 300, 200, 100]  # the last 5 of linspace(999, 0, 11)[:-1]
+    cum = build_scheduler(CFG).alphas_cumprod
+
+    def exact_mean(t0: int) -> float:  # the exact ODE maps x_t0 = sqrt(a) y + sqrt(1 - a) n to x_t0 * k (see above)
+        a = float(cum[t0])
+        return S0 / np.sqrt(a * S0**2 + 1 - a) * (np.sqrt(a) * 0.3 + np.sqrt(1 - a) * float(noise.mean()))
+
+    assert float(x.mean()) == pytest.approx(exact_mean(500), abs=0.015)  # the init's mean carried through (5 steps)
+    gaussian_denoiser.seen.clear()
+    x = sample(gaussian_denoiser, SHAPE, CFG, sampler="dpm++", steps=100, noise=noise, init=y, strength=0.5)
+    assert float(x.mean()) == pytest.approx(exact_mean(gaussian_denoiser.seen[0]), abs=0.003)
+
+
+def test_dpm_solver_is_refused_for_a_rectified_flow_model():
+    from seg2med.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a DDPM-trained model"):
+        build_scheduler(SchedulerConfig(kind="rflow"), "dpm++")

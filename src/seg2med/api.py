@@ -6,7 +6,7 @@ Typical use::
     lv = seg2med.build_anatomy("seg.nii.gz", tissue_masks="tissue_types/", body="body/")  # TotalSegmentator outputs
     prior = seg2med.simulate_prior(lv, sequence="vibe-in", field=1.5)
     seg2med.save_prior(prior, "prior.nii.gz")
-    result = seg2med.generate(lv, model="ct-demo", steps=50, seed=0)  # .samples[0]: the synthetic CT (HU)
+    result = seg2med.generate(lv, model="ct-demo", seed=0)  # .samples[0]: the synthetic CT (HU)
     seg2med.save_generated(result, "synthetic_ct.nii.gz")
 """
 
@@ -39,7 +39,7 @@ from seg2med.io.sidecars import (
     prior_sidecar,
 )
 from seg2med.labels import LabelScheme, canonical_scheme
-from seg2med.models.registry import GENERATORS
+from seg2med.models.registry import DEFAULT_STEPS, GENERATORS
 
 if TYPE_CHECKING:
     from seg2med.inference.generate import LoadedModel
@@ -345,7 +345,7 @@ def run_demo(
     steps: int = 10,
     synthesize: bool = True,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
@@ -359,7 +359,7 @@ def run_demo(
     from seg2med.inference import list_models
     from seg2med.inference.generate import pick_device
     from seg2med.io.preview import Panel, save_preview
-    from seg2med.models.precision import autocast_dtype
+    from seg2med.models.precision import resolve_precision
 
     if labels is None and (tissue_masks is not None or body is not None):
         raise ConfigError("--tissue-masks and --body go with --labels (the phantom has its own body and tissues)")
@@ -381,7 +381,7 @@ def run_demo(
         from seg2med.inference.generate import check_sampling
 
         dev = pick_device(device)
-        autocast_dtype(precision, dev)
+        precision = resolve_precision(precision, dev, inference=True)
         models = {model: load_model(model, device=dev) for _, _, model in plan if model in shipped}
         for lm in models.values():
             check_sampling(lm, steps, None)
@@ -415,14 +415,14 @@ def generate(
     sequence: str | None = None,
     *,
     model: str | Path | LoadedModel = "ct-demo",
-    steps: int = 50,
+    steps: int = DEFAULT_STEPS,
     sampler: str | None = None,
     seed: int = 0,
     samples: int = 1,
     batch: int = 8,
     axis: str | None = None,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     strength: float = 1.0,
     anchor_scale: float | None = None,
     anchor_tolerance: float | None = None,
@@ -451,11 +451,11 @@ def generate(
     """
     from seg2med.inference import generate_volume, load_model
     from seg2med.inference.generate import LoadedModel, check_sampling, model_sequence, pick_device, Guidance
-    from seg2med.models.precision import autocast_dtype
+    from seg2med.models.precision import resolve_precision
 
     seed = check_seed(seed)
     dev = pick_device(device)
-    autocast_dtype(precision, dev)  # a precision this device cannot run fails before any work
+    precision = resolve_precision(precision, dev, inference=True)  # one this device cannot run fails here
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels

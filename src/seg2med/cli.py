@@ -21,7 +21,7 @@ from rich.table import Table
 
 from seg2med._version import __version__
 from seg2med.errors import Seg2MedError
-from seg2med.models.registry import DEFAULT_METHOD, GENERATORS, methods_help
+from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_STEPS, GENERATORS, methods_help
 
 try:  # typer >= 0.2x ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -246,7 +246,7 @@ def demo_cmd(
     steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the synthesis (quality vs steps: benchmarks/results/sampling-cpu.md).")] = 10,
     no_synthesis: Annotated[bool, typer.Option("--priors-only", help="Only simulate the priors.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 (CUDA only), as for generate.")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (CUDA only), as for generate.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Run the embedded demo: one anatomy -> CT and MR priors -> synthetic CT and MR -> NIfTI + PNG previews in OUT."""
@@ -269,8 +269,8 @@ def generate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Synthetic volume (.nii.gz); a .json sidecar is written beside it.")],
     sequence: Annotated[Optional[str], typer.Option("--sequence", help="Must match the model's sequence (checked).")] = None,
     model: Annotated[str, typer.Option("--model", help="Run folder or shipped model name (e.g. ct-demo, mr-demo).")] = "ct-demo",
-    steps: Annotated[int, typer.Option("--steps", help="Sampling steps.")] = 50,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", help="ddim | ddpm | rflow (default: rflow for an rflow-trained model, else ddim).")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps (quality vs steps and solvers: benchmarks/results/sampling-cpu.md).")] = DEFAULT_STEPS,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="ddim | ddpm | dpm++ | rflow (default: rflow for an rflow-trained model, else ddim).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     strength: Annotated[float, typer.Option("--strength", help="Prior-anchored start (SDEdit): start from the prior noised to this fraction of the schedule and run only that fraction of --steps; 1 = pure noise (curves: benchmarks/results/).")] = 1.0,
     anchor_scale: Annotated[Optional[float], typer.Option("--anchor-scale", help="Prior-consistency guidance: at every step keep the image's coarse intensities (Gaussian low-pass of this sigma, mm) on the prior's; 0 = off (default: the model's, config.json sampling).")] = None,
@@ -281,7 +281,7 @@ def generate_cmd(
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
     axis: Annotated[Optional[str], typer.Option("--axis", help="Slicing axis: axial, coronal or sagittal (default: the model's training axis).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 | fp16 (CUDA only): the network under autocast (speed and agreement: benchmarks/results/).")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (CUDA only): the network under autocast; auto = bf16 on a GPU or a CPU that accelerates it (AMX / AVX512-BF16), else fp32 (speed and agreement: benchmarks/results/).")] = "auto",
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (default: the one its class names belong to, else the model's).")] = None,
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
     body: Annotated[Optional[Path], typer.Option("--body", help="Body contour: a mask, or TotalSegmentator --task body / body_mr output (file or folder).")] = None,

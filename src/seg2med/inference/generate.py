@@ -43,7 +43,7 @@ from seg2med.io.sidecars import GENERATED_KIND
 from seg2med.labels import LabelScheme, TissueTable
 from seg2med.models import ModelConfig, SchedulerConfig, build_model, build_scheduler, for_inference
 from seg2med.models.baselines import BaselineConfig, OneShotGenerator, PriorMap, downsampling
-from seg2med.models.registry import DEFAULT_METHOD, KIND_DIFFUSION, REGISTRY, get_method
+from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_STEPS, KIND_DIFFUSION, REGISTRY, get_method
 from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.physics.sequences import ImagingSequence
@@ -164,7 +164,7 @@ class LoadedModel:
             raise InputError(f"{self.path}: checkpoint config does not say which sequence it was trained with")
         return seq
 
-    def slice_generator(self, steps: int = 50, sampler: str | None = None, device: torch.device | str = "cpu",
+    def slice_generator(self, steps: int = DEFAULT_STEPS, sampler: str | None = None, device: torch.device | str = "cpu",
                         precision: str = "fp32", strength: float = 1.0, anchor: PriorAnchor | None = None) -> SliceGenerator:
         """The model as one :class:`SliceGenerator`: ``steps`` of reverse diffusion with ``sampler`` (its
         default when None) for ``ddpm``, one forward pass of the network for the other methods. A
@@ -461,7 +461,7 @@ def generate_volume(
     model: LoadedModel,
     *,
     tissues: TissueTable | None = None,
-    steps: int = 50,
+    steps: int = DEFAULT_STEPS,
     sampler: str | None = None,
     seed: int = 0,
     samples: int = 1,

@@ -17,7 +17,7 @@ from seg2med.errors import ConfigError
 from seg2med.models.config import SchedulerConfig, build_scheduler, spaced_scheduler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SAMPLERS = ("ddim", "ddpm", "rflow")
+SAMPLERS = ("ddim", "ddpm", "dpm++", "rflow")
 
 
 def default_sampler(cfg: SchedulerConfig) -> str:
@@ -129,7 +129,8 @@ def sample(
     """Draw samples of ``shape`` (B, C, H, W) by reverse diffusion in ``steps`` steps.
 
     ``sampler``: ``ddim`` (deterministic for ``eta=0``), ``ddpm`` (ancestral;
-    ``steps`` strided over the training timesteps) or ``rflow`` (Euler steps of
+    ``steps`` strided over the training timesteps), ``dpm++`` (DPM-Solver++ 2M, deterministic,
+    diffusers' scheduler on the training betas) or ``rflow`` (Euler steps of
     a rectified-flow model). DDPM and DDIM run on a respaced MONAI scheduler
     (:func:`seg2med.models.config.spaced_scheduler`), so a strided run takes
     exact steps between the timesteps the network sees. The start noise is drawn from ``generator`` (or
@@ -151,13 +152,20 @@ def sample(
         sched = build_scheduler(scheduler, sampler)
         sched.set_timesteps(steps, device=device, input_img_size_numel=int(torch.tensor(shape[2:]).prod()))
         train_t = None
+    elif sampler == "dpm++":  # diffusers' DPM-Solver++: its timesteps are the training timesteps
+        sched = build_scheduler(scheduler, sampler)
+        sched.set_timesteps(steps, device=device)
+        train_t = torch.arange(scheduler.num_train_timesteps)
     else:  # respaced so that MONAI's step matches the timesteps the network is asked about
         sched, train_t = spaced_scheduler(scheduler, sampler, steps)
     x = noise.to(device) if noise is not None else torch.randn(shape, generator=generator, device=generator.device if generator else None).to(device)
     timesteps = list(sched.timesteps)
     batch = shape[0]
     if init is not None and strength < 1.0:
-        timesteps = timesteps[len(timesteps) - prior_anchored_steps(steps, strength):]
+        skip = len(timesteps) - prior_anchored_steps(steps, strength)
+        timesteps = timesteps[skip:]
+        if sampler == "dpm++":
+            sched.set_begin_index(skip)  # its multistep history starts at the first step run
         t0 = torch.full((batch,), float(timesteps[0]) if train_t is None else int(timesteps[0]), device=device,
                         dtype=torch.float32 if train_t is None else torch.long)
         x = sched.add_noise(original_samples=init.to(device=device, dtype=x.dtype), noise=x, timesteps=t0)
@@ -171,6 +179,8 @@ def sample(
             x, _ = sched.step(out, int(t), x, eta=eta, generator=generator)
         elif sampler == "ddpm":
             x, _ = sched.step(out, int(t), x, generator=generator)
+        elif sampler == "dpm++":
+            x = sched.step(out, t, x, return_dict=False)[0]
         else:
             nxt = timesteps[i + 1] if i + 1 < len(timesteps) else torch.tensor(0.0, device=device)
             x, _ = sched.step(out, t, x, next_timestep=nxt)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from seg2med.errors import ConfigError
-from seg2med.models.precision import AUTOCAST_DTYPES, autocast_dtype, parse_device
+from seg2med.models.precision import AUTOCAST_DTYPES, parse_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 autocast on CUDA when supported, else fp32; fp16 needs CUDA (loss scaling)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    autocast_dtype(precision, device)  # refuses what this device cannot run
-    return precision
 
 
 @contextlib.contextmanager
