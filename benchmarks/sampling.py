@@ -5,6 +5,8 @@ Usage::
     python benchmarks/sampling.py [--out FILE.md] [--device auto|cpu|cuda]
                                   [--presets small,paper] [--sizes 128,256]
                                   [--model RUN_DIR_OR_NAME[,...]] [--quick]
+                                  [--sections all|volume | --volume-only] [--volume-slices 64[,...]]
+                                  [--volume-size 128] [--data ../shared/data]
 
 Writes one Markdown report (default ``benchmarks/results/sampling-<device>.md``)
 and prints it. Sections:
@@ -19,10 +21,21 @@ and prints it. Sections:
    and say so;
 5. quality vs steps: SSIM of DDIM-N to DDPM-1000 (same seed, prior and start noise)
    for *trained* checkpoints only (``--model`` or the shipped ``ct-demo`` and ``ct-demo-tiny``);
+5b. whole volume at the generate defaults: per model, ``seg2med.generate`` end to end (seconds per
+   volume) on a label volume of ``--volume-slices`` axial slices x ``--volume-size`` px (default 64 x 128
+   px: subject A's labels and CT from ``--data``, 3 mm, padded / cropped in-plane; a synthetic phantom
+   when the data is absent) for DDIM-50 fp32 (the old default, the reference), the defaults (DDIM-8,
+   precision auto, and what it resolved to), DDIM 4/6/10 and DPM-Solver++ 2M 4/6/8/10 at precision auto:
+   speed-up, SSIM and MAE (HU) to DDIM-50 inside the body, and ``roughness_z`` / ``roughness_xy``
+   against the real CT when there is one;
 6. a summary line per target, reported honestly (yes / no / skipped), including the
-   combined one: some DDIM-N both <= 1/50 of the cost and >= 0.99 SSIM, per model.
+   combined one: some DDIM-N both <= 1/50 of the cost and >= 0.99 SSIM, per model, and the
+   whole-volume one: the defaults take <= 60 s for a 64-slice 128-px volume on this CPU (a smaller
+   volume is scaled by its slice count, and the line says so) with SSIM >= 0.99 to DDIM-50.
 
-``--quick`` is the CI smoke run (tiny sizes, few repeats, < 60 s on 2 CPU cores).
+``--volume-only`` (``--sections volume``) runs only section 5b and its summary lines.
+``--quick`` is the CI smoke run (tiny sizes, few repeats; section 5b: ct-demo-tiny on 4 slices of 64 px,
+DDIM-8 fp32 as the reference and the defaults row).
 Timings use ``time.perf_counter`` (with ``torch.cuda.synchronize()`` on CUDA),
 warm-up first, median of the repeats. Not part of the test suite's timing checks.
 """
@@ -54,6 +67,7 @@ from seg2med.errors import ConfigError
 from seg2med.io.files import write_text
 from seg2med.models.config import ModelConfig, SchedulerConfig, build_model, count_parameters, for_inference
 from seg2med.models.precision import parse_device
+from seg2med.models.registry import DEFAULT_STEPS
 from seg2med.sampling.sampler import Denoiser, conditional_denoiser, sample
 
 HERE = Path(__file__).resolve().parent
@@ -93,6 +107,12 @@ class Settings:
     seed: int
     note: str = ""
     argv: list[str] = field(default_factory=list)
+    sections: str = "all"  # all | volume (section 5b and its targets only)
+    data: Path = Path()  # the shared data folder (subject A for section 5b)
+    volume_models: list[Path] = field(default_factory=list)  # CT diffusion models for section 5b
+    volume_slices: list[int] = field(default_factory=list)  # axial slices of the 5b volume, per model (last repeats)
+    volume_size: int = 128
+    volume_rows: tuple[tuple[str, int, str], ...] = ()
 
 
 def _int_list(text: str) -> list[int]:
@@ -127,7 +147,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                    "ct-demo-tiny, if present; none with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default="", help="a line of free text for the report header (e.g. why a run was reduced)")
-    p.add_argument("--quick", action="store_true", help="smoke run: preset small at 64 px, batch 1 and 2, DDIM 5")
+    p.add_argument("--quick", action="store_true", help="smoke run: preset small at 64 px, batch 1 and 2, DDIM 5; "
+                                                          "section 5b: ct-demo-tiny, 8 slices of 64 px, 2 rows")
+    p.add_argument("--sections", default="all", choices=("all", "volume"),
+                   help="volume: only section 5b (whole volume at the generate defaults) and its summary lines")
+    p.add_argument("--volume-only", dest="sections", action="store_const", const="volume", help="= --sections volume")
+    p.add_argument("--volume-slices", type=_int_list,
+                   help="axial slices of the section-5b volume, one per --model (the last repeats; default 64, --quick 8)")
+    p.add_argument("--volume-size", type=int, help="in-plane pixels of the section-5b volume (default 128, --quick 64)")
+    p.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data",
+                   help="shared data folder with totalsegmentator/ (subject A; absent: a synthetic phantom)")
     return p.parse_args(argv)
 
 
@@ -173,9 +202,18 @@ def resolve_settings(args: argparse.Namespace, argv: Sequence[str]) -> Settings:
         model_dirs = [resolve_model(m) for m in args.model]  # run folders or shipped model names (ct-demo)
     else:
         model_dirs = [] if args.quick else shipped_model_dirs()
+    if args.model is not None:
+        volume_models = model_dirs
+    else:
+        shipped = shipped_model_dirs()
+        volume_models = [f for f in shipped if f.name == "ct-demo-tiny"] if args.quick else shipped
     out = args.out or RESULTS / f"sampling-{device.type}.md"
     return Settings(device=device, out=out, quick=args.quick, warmup=3 if cuda else 1, bf16=args.bf16,
-                    tf32=args.tf32, model_dirs=model_dirs, seed=args.seed, note=args.note, argv=list(argv), **d)
+                    tf32=args.tf32, model_dirs=model_dirs, seed=args.seed, note=args.note, argv=list(argv),
+                    sections=args.sections, data=args.data, volume_models=volume_models,
+                    volume_slices=args.volume_slices or [4 if args.quick else VOLUME_TARGET_SLICES],
+                    volume_size=args.volume_size or (64 if args.quick else 128),
+                    volume_rows=QUICK_VOLUME_ROWS if args.quick else VOLUME_ROWS, **d)
 
 
 def configure_backends(s: Settings, threads: int | None) -> None:
@@ -720,6 +758,263 @@ def measure_model_quality(s: Settings, folder: Path) -> Quality:
     return q
 
 
+# --------------------------------------------------------------------------- 5b. whole volume at the defaults
+#: (sampler, steps, precision) of the whole-volume rows; the first is the reference the others are scored against
+VOLUME_ROWS: tuple[tuple[str, int, str], ...] = (
+    ("ddim", 50, "fp32"), ("ddim", DEFAULT_STEPS, "auto"), ("ddim", 4, "auto"), ("ddim", 6, "auto"), ("ddim", 10, "auto"),
+    ("dpm++", 4, "auto"), ("dpm++", 6, "auto"), ("dpm++", 8, "auto"), ("dpm++", 10, "auto"))
+QUICK_VOLUME_ROWS: tuple[tuple[str, int, str], ...] = (("ddim", DEFAULT_STEPS, "fp32"), ("ddim", DEFAULT_STEPS, "auto"))
+VOLUME_SECONDS_TARGET = 60.0  # a 64-slice 128-px volume at the generate defaults, on this CPU
+VOLUME_TARGET_SLICES = 64
+SUBJECT_A_Z0 = 24  # first axial slice of subject A's CT used for the volume (of 112; 64 slices: 24..87)
+
+
+@dataclass
+class VolumeRow:
+    """One whole-volume ``seg2med.generate`` call, scored against the reference row of the same model."""
+
+    sampler: str
+    steps: int
+    asked: str  # the precision asked for (``auto`` or a name)
+    precision: str  # what it resolved to
+    seconds: float
+    default: bool = False  # the generate defaults (steps DEFAULT_STEPS, DDIM, precision auto)
+    speedup: float = math.nan
+    ssim: float = math.nan  # to the reference, inside the body, axial planes
+    mae_hu: float = math.nan
+    roughness_z: float = math.nan  # vs the real CT, when there is one
+    roughness_xy: float = math.nan
+
+
+@dataclass
+class VolumeResult:
+    """The rows of one model (first row: the reference), or why it was skipped."""
+
+    name: str
+    source: str = ""
+    shape: tuple[int, ...] = ()
+    rows: list[VolumeRow] = field(default_factory=list)
+    skipped: str = ""
+    real: bool = False  # roughness against a real CT
+
+
+def subject_a_volume(data: Path, slices: int, size: int) -> tuple[Any, Any, str] | None:
+    """Subject A's TotalSegmentator labels (``example_seg_fast_force_split``, 3 mm) and CT on a ``size`` x ``size``
+    x ``slices`` grid: ``slices`` axial slices from :data:`SUBJECT_A_Z0` (centred when fewer remain), the
+    122 x 101 px planes padded (labels 0, CT -1024 HU) or centre-cropped to ``size`` px, the affine shifted with
+    them (same 3 mm voxels). Returns (labels, CT, description), or None when the files are absent."""
+    import numpy as np
+
+    from seg2med.io import Volume, load_volume
+
+    ts = data / "totalsegmentator"
+    paths = ts / "example_seg_fast_force_split.nii.gz", ts / "example_ct.nii.gz"
+    if not all(p.is_file() for p in paths):
+        return None
+    lab, ct = load_volume(paths[0], kind="labels"), load_volume(paths[1])
+    nz = ct.shape[2]
+    z0 = SUBJECT_A_Z0 if SUBJECT_A_Z0 + slices <= nz else max(0, (nz - slices) // 2)
+
+    def grid(v: Any, fill: float) -> Any:
+        a = v.array[:, :, z0:z0 + slices]
+        offset = [0, 0, z0]
+        pads = []
+        for axis in (0, 1):
+            n = a.shape[axis]
+            if n >= size:  # centre crop
+                lo = (n - size) // 2
+                a = np.take(a, range(lo, lo + size), axis=axis)
+                offset[axis] = lo
+                pads.append((0, 0))
+            else:
+                lo = (size - n) // 2
+                pads.append((lo, size - n - lo))
+                offset[axis] = -lo
+        a = np.pad(a, pads + [(0, 0)], constant_values=fill)
+        shift = np.eye(4)
+        shift[:3, 3] = offset
+        return Volume(np.ascontiguousarray(a), v.affine @ shift, None, v.path)
+
+    labels, image = grid(lab, 0), grid(ct, -1024.0)
+    how = (f"subject A (`example_seg_fast_force_split.nii.gz` labels, body contour from `example_ct.nii.gz`), 3 mm voxels, "
+           f"axial slices {z0}..{z0 + image.shape[2] - 1} of {nz}, planes 122 x 101 px padded / cropped to "
+           f"{size} x {size} px (CT padding -1024 HU)")
+    return labels, image, how
+
+
+def volume_inputs(s: Settings, slices: int) -> tuple[Any, Any, str]:
+    """(label volume as ``build_anatomy`` gives it, real CT or None, description): subject A when its files are
+    under ``--data``, else the synthetic phantom (no real CT)."""
+    import seg2med
+
+    found = subject_a_volume(s.data, slices, s.volume_size)
+    if found is not None:
+        labels, image, how = found
+        return seg2med.build_anatomy(labels, scheme="total", image=image, modality="ct"), image, how
+    lv = seg2med.make_phantom(seed=0, spacing=3.0, slices=slices, size=s.volume_size)
+    return lv, None, (f"synthetic phantom (seed 0, 3 mm, {s.volume_size} px, {slices} slices; subject A not found under "
+                      f"{s.data}: no real CT, no roughness columns)")
+
+
+def _z_crop(lv: Any, n: int) -> Any:
+    """The first ``n`` axial slices of a label volume (for warm-up calls)."""
+    import dataclasses
+
+    import numpy as np
+
+    from seg2med.io import Volume
+
+    v = lv.volume
+    return dataclasses.replace(lv, volume=Volume(np.ascontiguousarray(v.array[:, :, :n]), v.affine, None, v.path))
+
+
+def measure_volume(s: Settings, folder: Path, slices: int) -> VolumeResult:
+    """Every :data:`VOLUME_ROWS` setting of one model on the same label volume and seed, timed end to end
+    (``seg2med.generate`` with the run folder: loading, prior, slicing, sampling, reassembly), one call each
+    in turn after an untimed warm-up per precision; scored against the first row."""
+    import numpy as np
+
+    import seg2med
+    from seg2med.inference import load_model
+    from seg2med.metrics.image import mae, ssim
+    from seg2med.evaluation.core import intensity_metrics
+    from seg2med.models.precision import resolve_precision
+
+    lm = load_model(folder, device="cpu")
+    if not lm.is_diffusion or lm.spec.modality != "ct":
+        return VolumeResult(folder.name, skipped=f"{folder}: a {lm.method} {lm.spec.modality} model; this section needs a CT diffusion model")
+    lv, real, how = volume_inputs(s, slices)
+    body = lv.volume.array != 0
+    norm = lm.data.get("image_normalization") or {}
+    if "low" in norm and "high" in norm:
+        lo, hi = float(norm["low"]), float(norm["high"])
+    else:
+        level, width = lm.data.get("ct_window", (0.0, 2000.0))
+        lo, hi = level - width / 2, level + width / 2
+
+    def unit(a: Any) -> Any:
+        return np.clip((np.asarray(a, np.float64) - lo) / (hi - lo), 0, 1)
+
+    real01 = unit(real.array) if real is not None else None
+    dev = str(s.device)
+    warm = _z_crop(lv, min(4, slices))
+    for p in dict.fromkeys(resolve_precision(p, s.device, inference=True) for _, _, p in s.volume_rows):
+        log(f"volume {folder.name}: warm-up {p}")
+        seg2med.generate(warm, model=folder, steps=1, precision=p, seed=s.seed, device=dev)
+    res = VolumeResult(folder.name, source=how, shape=tuple(lv.volume.shape), real=real01 is not None)
+    ref01 = ref_hu = None
+    for sampler, steps, asked in s.volume_rows:
+        precision = resolve_precision(asked, s.device, inference=True)
+        log(f"volume {folder.name}: {sampler} {steps} steps, precision {asked} -> {precision}, {slices} slices")
+        t0 = time.perf_counter()
+        out = seg2med.generate(lv, model=folder, steps=steps, sampler=sampler, precision=asked, seed=s.seed, device=dev)
+        seconds = time.perf_counter() - t0
+        hu = out.samples[0].array
+        row = VolumeRow(sampler, steps, asked, str(out.metadata.get("precision", precision)), seconds,
+                        default=(sampler == "ddim" and steps == DEFAULT_STEPS and asked == "auto"))
+        gen01 = unit(hu)
+        if ref01 is None:
+            ref01, ref_hu = gen01, hu
+        row.speedup = res.rows[0].seconds / seconds if res.rows else 1.0
+        row.ssim = ssim(gen01, ref01, data_range=1.0, mask=body, axis=2)
+        row.mae_hu = mae(hu, ref_hu, body)
+        if real01 is not None:
+            m = intensity_metrics(gen01, real01, body, ("roughness_z", "roughness_xy"))
+            row.roughness_z, row.roughness_xy = m["roughness_z"], m["roughness_xy"]
+        log(f"volume {folder.name}: {seconds:.1f} s, SSIM {row.ssim:.4f}, MAE {row.mae_hu:.1f} HU, "
+            f"roughness z {row.roughness_z:.3f} xy {row.roughness_xy:.3f}")
+        res.rows.append(row)
+    return res
+
+
+def measure_volumes(s: Settings, done: Callable[[list[VolumeResult]], None] | None = None) -> list[VolumeResult]:
+    """One :class:`VolumeResult` per volume model (``--model``, else the shipped ones; ``--quick``: ct-demo-tiny);
+    ``done`` gets the results so far after each model (a long run leaves a partial report)."""
+    if not s.volume_models:
+        return [VolumeResult("-", skipped="no CT diffusion model (pass --model)")]
+    out: list[VolumeResult] = []
+    for i, folder in enumerate(s.volume_models):
+        slices = s.volume_slices[min(i, len(s.volume_slices) - 1)]
+        out.append(measure_volume(s, folder, slices))
+        if done is not None and i + 1 < len(s.volume_models):
+            done(out)
+    return out
+
+
+def _volume_label(r: VolumeRow) -> str:
+    return "DDIM" if r.sampler == "ddim" else "DPM-Solver++ 2M" if r.sampler == "dpm++" else r.sampler.upper()
+
+
+def volume_section(vs: list[VolumeResult], s: Settings) -> list[str]:
+    lines = ["## 5b. Whole volume at the generate defaults", ""]
+    done = [v for v in vs if not v.skipped]
+    ref = done[0].rows[0] if done else None
+    ref_name = f"{_volume_label(ref)}-{ref.steps} {ref.precision}" if ref else "the reference"
+    lines += [(f"`seg2med.generate(labels, model=..., steps=N, sampler=..., precision=..., seed={s.seed}, device=\"{s.device.type}\")` "
+               "end to end (model loading, prior simulation, slicing, sampling in batches of 8, reassembly; "
+               "everything else at the generate defaults, including the model's config.json `sampling` guidance), "
+               "one call per row in turn after an untimed warm-up call per precision (4 slices, 1 step); a single "
+               "call per row, so with other processes on the CPU (load average in the header) the seconds carry "
+               "their noise (tens of percent on a shared machine) and the speed-ups are indicative. "
+               f"Quality against the model's own {ref_name} volume of the same seed (DDIM-50 fp32 was the generate "
+               "default before DDIM-8 at precision auto): SSIM "
+               "on the model's intensity window mapped to [0, 1], axial planes, mean of the SSIM map over the body "
+               "(`seg2med.metrics.image.ssim`, axis 2), MAE in HU inside the body. "
+               f"Precision `auto` -> bf16 on a CPU with AMX / AVX512-BF16, else fp32 "
+               "(`resolve_precision(..., inference=True)`). `defaults` = the row `seg2med.generate` runs when "
+               f"nothing is asked (DDIM-{DEFAULT_STEPS}, precision auto)."), ""]
+    for v in vs:
+        if v.skipped:
+            lines += [f"- `{v.name}`: skipped ({v.skipped})", ""]
+            continue
+        shape = " x ".join(map(str, v.shape))
+        lines += [f"### {v.name} ({shape} voxels)", "", f"Volume: {v.source}."
+                  + (" Roughness: `roughness_z` / `roughness_xy` of `seg2med evaluate` against the real CT "
+                     "(synthetic / real mean squared neighbour difference inside the body; 1 = as smooth as the real CT)."
+                     if v.real else ""), ""]
+        head = ["row", "sampler", "steps", "precision", "s / volume", f"speed-up vs {ref_name}", f"SSIM to {ref_name}",
+                f"MAE HU to {ref_name}"] + (["roughness_z", "roughness_xy"] if v.real else [])
+        body = []
+        for i, r in enumerate(v.rows):
+            old = (r.sampler, r.steps, r.precision) == ("ddim", 50, "fp32")
+            what = ("reference" + (" (old default)" if old else "")) if i == 0 else "defaults" if r.default else ""
+            prec = r.precision if r.asked == r.precision else f"{r.asked} -> {r.precision}"
+            cells = [what, _volume_label(r), str(r.steps), prec, f"{r.seconds:.1f}", f"{r.speedup:.2f}x",
+                     f"{r.ssim:.4f}", f"{r.mae_hu:.2f}"]
+            if v.real:
+                cells += [f"{r.roughness_z:.3f}", f"{r.roughness_xy:.3f}"]
+            body.append(cells)
+        lines += _table(head, body, "llrlrrrr" + ("rr" if v.real else "")) + [""]
+    return lines
+
+
+def volume_target_lines(vs: list[VolumeResult]) -> list[str]:
+    """Per model: the defaults row within 60 s for a 64-slice 128-px volume and SSIM >= 0.99 to the reference."""
+    lines = []
+    for v in vs:
+        head = (f"- {VOLUME_TARGET_SLICES}-slice 128-px volume at the defaults ≤ {VOLUME_SECONDS_TARGET:.0f} s on this CPU "
+                f"and SSIM ≥ {SSIM_TARGET} to DDIM-50 ({v.name})")
+        if v.skipped:
+            lines.append(head + f": skipped ({v.skipped})")
+            continue
+        ref = v.rows[0]
+        d = next((r for r in v.rows if r.default), None)
+        if d is None:
+            lines.append(head + ": undecided (no defaults row)")
+            continue
+        slices, px = v.shape[2], v.shape[0]
+        seconds = d.seconds * VOLUME_TARGET_SLICES / slices  # sampling dominates and scales with the slices
+        measured = (f"{d.seconds:.1f} s for {slices} slices" +
+                    (f" = {seconds:.1f} s scaled to {VOLUME_TARGET_SLICES}" if slices != VOLUME_TARGET_SLICES else ""))
+        ref_name = f"{_volume_label(ref)}-{ref.steps} {ref.precision}"
+        not_same = "" if (ref.sampler, ref.steps, ref.precision, px) == ("ddim", 50, "fp32", 128) else \
+            f"; reference here {ref_name} at {px} px, so not the target's setting"
+        ok = seconds <= VOLUME_SECONDS_TARGET and d.ssim >= SSIM_TARGET
+        lines.append(head + f": {'yes' if ok else 'no'} ({measured}, {d.precision}; SSIM {d.ssim:.4f}, "
+                     f"MAE {d.mae_hu:.1f} HU to {ref_name}, {d.speedup:.1f}x faster{not_same})")
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 def _table(header: Sequence[str], rows: Iterator[Sequence[str]] | list[Sequence[str]], align: str) -> list[str]:
     """Markdown table; ``align`` has one ``l``/``r`` per column."""
@@ -828,7 +1123,8 @@ def quality_section(qs: list[Quality]) -> list[str]:
     return head + intro + _table(cols, rows, "llrl") + [""]
 
 
-def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Quality], s: Settings) -> list[str]:
+def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Quality], vs: list[VolumeResult],
+                    s: Settings) -> list[str]:
     lines = ["## 6. Summary", ""]
     for n in s.ddim_steps:
         ratios = [r.ratio for r in samp if r.sampler == "ddim" and r.steps == n]
@@ -851,6 +1147,7 @@ def summary_section(fwd: list[ForwardRow], samp: list[SamplingRow], qs: list[Qua
         best = max(valid, key=lambda r: r.fraction)
         lines.append(f"- ≥ {CEILING_TARGET:.0%} of the measured ceiling: {'yes' if best.fraction >= CEILING_TARGET else 'no'} "
                      f"(best {best.fraction:.1%}: {best.preset} {best.size} px {best.dtype} {best.layout} batch {best.batch})")
+    lines += volume_target_lines(vs)
     return lines + [""]
 
 
@@ -872,22 +1169,29 @@ def combined_target_line(samp: list[SamplingRow], q: Quality) -> str:
 
 def render(s: Settings, ceilings: dict[str, Ceiling], bf16_note: str, flops: list[FlopsRow],
            fwd: list[ForwardRow], brk: list[Breakdown], samp: list[SamplingRow], qs: list[Quality],
-           seconds: float, load: str) -> str:
+           vs: list[VolumeResult], seconds: float, load: str) -> str:
     """The whole Markdown report."""
     command = " ".join(["python benchmarks/sampling.py", shlex.join(s.argv)]).strip()
     when = f"{_dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
-    head = [f"# seg2med sampling benchmark ({s.device.type}{', quick' if s.quick else ''})", "",
+    volume_only = s.sections == "volume"
+    head = [f"# seg2med sampling benchmark ({s.device.type}{', quick' if s.quick else ''}"
+            f"{', whole volume only' if volume_only else ''})", "",
             f"- Machine: {machine_description(s)}",
             (f"- Run: {when}, `{command}`, {seconds:.0f} s in all; 1-min load average {load} at the start, "
             f"{load_average()} at the end (other processes on the machine slow the timings)"),
-            (f"- Presets {', '.join(s.presets)}; sizes {', '.join(map(str, s.sizes))} px; forward batches "
+            *([] if volume_only else [(
+            f"- Presets {', '.join(s.presets)}; sizes {', '.join(map(str, s.sizes))} px; forward batches "
             f"{', '.join(map(str, s.batches))}; sampling batch {s.sample_batch}. Scheduler: DDPM, 1000 training "
             "timesteps, linear betas, epsilon prediction (seg2med paper). Timings use randomly initialised "
-            "weights (the cost does not depend on them)."),
+            "weights (the cost does not depend on them).")]),
             *([f"- Note: {s.note}"] if s.note else []),
             ""]
-    parts = [head, ceiling_section(ceilings, bf16_note), flops_section(flops), forward_section(fwd, s),
-             breakdown_section(brk, s), sampling_section(samp, s), quality_section(qs), summary_section(fwd, samp, qs, s)]
+    if volume_only:
+        parts = [head, volume_section(vs, s), summary_section(fwd, samp, qs, vs, s)]
+    else:
+        parts = [head, ceiling_section(ceilings, bf16_note), flops_section(flops), forward_section(fwd, s),
+                 breakdown_section(brk, s), sampling_section(samp, s), quality_section(qs), volume_section(vs, s),
+                 summary_section(fwd, samp, qs, vs, s)]
     return "\n".join(line for part in parts for line in part)
 
 
@@ -940,14 +1244,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_benchmark(s: Settings) -> int:
     """Measure everything, write and print the report."""
     start, load = time.perf_counter(), load_average()
-    ceilings = measure_ceilings(s)
-    bf16, bf16_note = bf16_decision(s, ceilings)
-    flops, fwd, brk, samp = benchmark_models(s, ceilings, bf16)
-    for name in ("fp32", "bf16") if bf16 else ("fp32",):
-        log(f"matmul ceiling {name} again")
-        remeasure_ceiling(ceilings[name], s.device, s.repeats)
-    quality = measure_quality(s)
-    report = render(s, ceilings, bf16_note, flops, fwd, brk, samp, quality, time.perf_counter() - start, load)
+    if s.sections == "volume":
+        ceilings, bf16_note, flops, fwd, brk, samp, quality = {}, "", [], [], [], [], []
+    else:
+        ceilings = measure_ceilings(s)
+        bf16, bf16_note = bf16_decision(s, ceilings)
+        flops, fwd, brk, samp = benchmark_models(s, ceilings, bf16)
+        for name in ("fp32", "bf16") if bf16 else ("fp32",):
+            log(f"matmul ceiling {name} again")
+            remeasure_ceiling(ceilings[name], s.device, s.repeats)
+        quality = measure_quality(s)
+
+    def partial(vs: list[VolumeResult]) -> None:
+        write_text(s.out, render(s, ceilings, bf16_note, flops, fwd, brk, samp, quality, vs, time.perf_counter() - start,
+                                 load) + "\n_Partial: the run is still going._\n", overwrite=True)
+        log(f"wrote partial {s.out}")
+
+    volumes = measure_volumes(s, partial)
+    report = render(s, ceilings, bf16_note, flops, fwd, brk, samp, quality, volumes, time.perf_counter() - start, load)
     write_text(s.out, report, overwrite=True)  # atomic: a temporary file beside it, then os.replace
     sys.stdout.write(report)
     log(f"wrote {s.out}")
