@@ -21,7 +21,9 @@ C's MR block z 8-11, then changed the way users' inputs differ from the training
 * ``mr-heldout``   subject C's held-out MR slices (total_mr labels).
 
 Per case and method it reports SSIM, PSNR (on the model's intensity window mapped to [0, 1]) and
-MAE (HU for CT, normalised units for MR) inside the body, mean +- SD over the seeds, and the margin
+MAE (HU for CT, normalised units for MR) inside the body, the through-plane metrics of ``seg2med
+evaluate`` (SSIM of coronal and sagittal planes, roughness across slices: synthetic / real, 1 = as
+smooth as the real volume; "—" for a volume under 7 slices), mean +- SD over the seeds, and the margin
 over the prior alone, for each model (several per modality are compared side by side) at each
 ``--strength`` (prior-anchored start, 1 = pure noise) and ``--guidance`` (``default``: the model's
 config.json ``sampling``; ``S:T:M``: prior anchor of sigma S mm and tolerance T, field-of-view margin M mm;
@@ -175,10 +177,20 @@ def _window(lm: Any, modality: str) -> tuple[float, float]:
     return level - width / 2, level + width / 2
 
 
+#: the through-plane metrics of ``seg2med evaluate`` (coronal / sagittal SSIM, roughness across slices)
+THROUGH_PLANE = ("ssim_coronal", "ssim_sagittal", "roughness_z")
+
+
 def score(pred01: np.ndarray, real01: np.ndarray, mask: np.ndarray, scale: float) -> dict[str, float]:
-    """SSIM, PSNR on [0, 1] and MAE in ``scale`` units (HU for CT) inside ``mask``."""
+    """SSIM, PSNR on [0, 1] and MAE in ``scale`` units (HU for CT) inside ``mask``, and the through-plane metrics
+    (:data:`THROUGH_PLANE`, as ``seg2med evaluate`` computes them; NaN for a volume thinner than SSIM's 7-voxel
+    window)."""
+    from seg2med.evaluation.core import intensity_metrics
+
+    thick = min(pred01.shape) >= 7
+    through = intensity_metrics(pred01, real01, mask, THROUGH_PLANE) if thick else dict.fromkeys(THROUGH_PLANE, float("nan"))
     return {"ssim": ssim(pred01, real01, data_range=1.0, mask=mask), "psnr": psnr(pred01, real01, data_range=1.0, mask=mask),
-            "mae": mae(pred01, real01, mask) * scale}
+            "mae": mae(pred01, real01, mask) * scale, **through}
 
 
 def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int], steps: int, precision: str,
@@ -272,8 +284,8 @@ def table(rows: list[dict[str, Any]], cases: list[Case]) -> str:
         unit = "HU" if c.modality == "ct" else "norm."
         lines += [f"### {case} ({c.modality}: {c.note}; {c.labels.shape[0]}x{c.labels.shape[1]}x{c.labels.shape[2]} voxels)", "",
                   f"| method | strength | seeds | SSIM | PSNR dB | MAE {unit} | ΔSSIM vs prior | ΔMAE vs prior | "
-                  "beats prior (SSIM and MAE) | s / run |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "beats prior (SSIM and MAE) | s / run | SSIM coronal | SSIM sagittal | roughness z |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         mine = [r for r in rows if r["case"] == case]
         prior = next(r for r in mine if r["method"] == "prior alone")
         groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
@@ -286,7 +298,8 @@ def table(rows: list[dict[str, Any]], cases: list[Case]) -> str:
             ds, dm = ("—", "—") if method == "prior alone" else (
                 _agg([v - prior["ssim"] for v in s], signed=True), _agg([v - prior["mae"] for v in m], signed=True))
             lines.append(f"| {method} | {'—' if strength is None else f'{strength:g}'} | {len(rs)} | {_agg(s)} | {_agg(p)} | "
-                         f"{_agg(m)} | {ds} | {dm} | {beats} | {np.mean([r['seconds'] for r in rs]):.1f} |")
+                         f"{_agg(m)} | {ds} | {dm} | {beats} | {np.mean([r['seconds'] for r in rs]):.1f} | "
+                         + " | ".join("—" if np.isnan(rs[0][k]) else _agg([r[k] for r in rs]) for k in THROUGH_PLANE) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -86,8 +86,10 @@ def test_quick_run_reports_every_method_against_the_prior(data_dir, tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| ct-demo-tiny")]
     assert len(rows) == 4  # 2 cases x strengths 1 and 0.5
     for line in rows:
-        ssim = float(line.split("|")[4])
-        assert 0.3 < ssim <= 1.0
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert 0.3 < float(cells[3].split()[0]) <= 1.0  # axial SSIM
+        coronal, sagittal, rough = (float(c.split()[0]) for c in cells[-3:])  # through-plane, as evaluate's
+        assert 0.3 < coronal <= 1.0 and 0.3 < sagittal <= 1.0 and 0.05 < rough < 5.0
     assert text.count("| prior alone |") == 2
 
 
