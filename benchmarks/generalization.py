@@ -169,12 +169,10 @@ def build_cases(data: Path, names: list[str]) -> list[Case]:
 
 
 # --------------------------------------------------------------------------- scoring
-def _window(lm: Any, modality: str) -> tuple[float, float]:
-    norm = lm.data.get("image_normalization") or {}
-    if "low" in norm and "high" in norm:
-        return float(norm["low"]), float(norm["high"])
-    level, width = lm.data.get("ct_window", (0.0, 2000.0))
-    return level - width / 2, level + width / 2
+def _window(lm: Any) -> tuple[float, float]:
+    """The model's intensity window (image units), as ``generate`` maps its [0, 1] output back."""
+    window = lm.spec.image_window()
+    return float(window["low"]), float(window["high"])
 
 
 #: the through-plane metrics of ``seg2med evaluate`` (coronal / sagittal SSIM, roughness across slices)
@@ -204,7 +202,7 @@ def run_case(case: Case, lms: list[Any], strengths: list[float], seeds: list[int
     contour = {"body": case.body} if case.body is not None else {"image": case.image, "modality": case.modality}
     lv = seg2med.build_anatomy(case.labels, scheme=case.scheme, tissue_masks=case.tissue_masks, **contour)
     body = lv.volume.array != 0
-    lo, hi = _window(lm, case.modality)
+    lo, hi = _window(lm)
     real01 = np.clip((case.image.array.astype(np.float64) - lo) / (hi - lo), 0, 1)
     scale = (hi - lo) if case.modality == "ct" else 1.0
     rows: list[dict[str, Any]] = []

@@ -148,12 +148,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--note", default="", help="a line of free text for the report header (e.g. why a run was reduced)")
     p.add_argument("--quick", action="store_true", help="smoke run: preset small at 64 px, batch 1 and 2, DDIM 5; "
-                                                          "section 5b: ct-demo-tiny, 8 slices of 64 px, 2 rows")
+                                                          "section 5b: ct-demo-tiny, 4 slices of 64 px, 2 rows")
     p.add_argument("--sections", default="all", choices=("all", "volume"),
                    help="volume: only section 5b (whole volume at the generate defaults) and its summary lines")
     p.add_argument("--volume-only", dest="sections", action="store_const", const="volume", help="= --sections volume")
     p.add_argument("--volume-slices", type=_int_list,
-                   help="axial slices of the section-5b volume, one per --model (the last repeats; default 64, --quick 8)")
+                   help="axial slices of the section-5b volume, one per --model (the last repeats; default 64, --quick 4)")
     p.add_argument("--volume-size", type=int, help="in-plane pixels of the section-5b volume (default 128, --quick 64)")
     p.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data",
                    help="shared data folder with totalsegmentator/ (subject A; absent: a synthetic phantom)")
@@ -885,12 +885,8 @@ def measure_volume(s: Settings, folder: Path, slices: int) -> VolumeResult:
         return VolumeResult(folder.name, skipped=f"{folder}: a {lm.method} {lm.spec.modality} model; this section needs a CT diffusion model")
     lv, real, how = volume_inputs(s, slices)
     body = lv.volume.array != 0
-    norm = lm.data.get("image_normalization") or {}
-    if "low" in norm and "high" in norm:
-        lo, hi = float(norm["low"]), float(norm["high"])
-    else:
-        level, width = lm.data.get("ct_window", (0.0, 2000.0))
-        lo, hi = level - width / 2, level + width / 2
+    window = lm.spec.image_window()  # the model's intensity window (HU), as generate maps its output
+    lo, hi = float(window["low"]), float(window["high"])
 
     def unit(a: Any) -> Any:
         return np.clip((np.asarray(a, np.float64) - lo) / (hi - lo), 0, 1)

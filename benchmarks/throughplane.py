@@ -52,7 +52,7 @@ def run_case(case: Case, lms: list[Any], steps: list[int], seeds: list[int], pre
     contour = {"body": case.body} if case.body is not None else {"image": case.image, "modality": case.modality}
     lv = seg2med.build_anatomy(case.labels, scheme=case.scheme, tissue_masks=case.tissue_masks, **contour)
     body = lv.volume.array != 0
-    lo, hi = _window(lms[0], case.modality)
+    lo, hi = _window(lms[0])
     real01 = np.clip((case.image.array.astype(np.float64) - lo) / (hi - lo), 0, 1)
     rows: list[dict[str, Any]] = []
     first = None

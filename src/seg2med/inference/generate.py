@@ -496,9 +496,10 @@ def generate_volume(
     prior = simulate_prior(labels.array, scheme, seq, tissues)
     body = labels.array != 0
     norm, prior_params = spec.normalize(prior, body)
-    codec = _plan_codec(model, labels, axis, guidance.margin_px(model))
+    margin = guidance.margin_px(model)
+    codec = _plan_codec(model, labels, axis, margin)
     sliced = codec.encode({"prior": norm}, body)
-    sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], guidance.margin_px(model))
+    sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
     cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
     window = spec.image_window()
     runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
