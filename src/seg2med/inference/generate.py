@@ -332,8 +332,9 @@ def _plan_codec(model: LoadedModel, labels: Volume, axis: str, margin: int = 0) 
     codec = model.spec.codec(labels.affine, labels.shape, axis, grow_multiple=model.size_multiple, margin=margin)
     geo = codec.geometry
     if codec.grown:
-        log.info("%s slices of %s mm exceed the model's %s px at %g mm: sampled on %s px",
+        log.info("%s slices of %s mm%s exceed the model's %s px at %g mm: sampled on %s px",
                  axis, " x ".join(f"{r * geo.spacing:.0f}" for r in geo.resampled_shape),
+                 f" with a {margin} px field-of-view margin" if margin else "",
                  " x ".join(map(str, codec.nominal_size)), geo.spacing, " x ".join(map(str, geo.size)))
     return codec
 
