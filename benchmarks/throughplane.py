@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/throughplane.py [--data ../shared/data] [--models ct-demo-tiny[,RUN...]] [--steps 8,20]
-        [--seeds 0,1] [--cases heldout,spacing] [--precision bf16] [--out benchmarks/results/throughplane-cpu.md]
+        [--seeds 0,1] [--cases heldout,spacing] [--precision bf16] [--variants defaults,tri-planar]
+        [--out benchmarks/results/throughplane-cpu.md]
 
 On the generalisation suite's cases (``benchmarks/generalization.py``: subject A's held-out CT z-block
 as it is, and resampled to 1.5 mm) each model generates the volume from the labels (DDIM, each
@@ -12,7 +13,9 @@ as it is, and resampled to 1.5 mm) each model generates the volume from the labe
 mapped to [0, 1]): ``roughness_z`` (mean squared difference of neighbouring slices, synthetic / real;
 1 = as smooth across slices as the real CT), ``roughness_xy`` (the same in-plane, mean over x and y),
 SSIM of axial, coronal and sagittal planes. The prior alone (normalised as the suite does) is a row
-too. Mean +- SD over the seeds. Writes one Markdown table and prints it.
+too. Mean +- SD over the seeds. ``--variants``: generate settings beside the model's defaults (``tri-planar``
+sampling, ``no-guidance``: prior anchor and field-of-view margin off, or both). Writes one Markdown table and
+prints it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from generalization import Case, _label, _window, build_cases  # noqa: E402
 import seg2med  # noqa: E402
 from seg2med.evaluation.core import intensity_metrics  # noqa: E402
 
+#: generate settings measured side by side (the model's defaults, overridden by these)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "tri-planar": {"tri_planar": True},
+    "single-plane": {"tri_planar": False},
+    "no-guidance": {"anchor_scale": 0.0, "fov_margin": 0.0},
+    "tri-planar-no-guidance": {"tri_planar": True, "anchor_scale": 0.0, "fov_margin": 0.0},
+}
+
 METRICS = ("roughness_z", "roughness_xy", "ssim", "ssim_coronal", "ssim_sagittal")
 HEADS = ("roughness z", "roughness xy", "SSIM axial", "SSIM coronal", "SSIM sagittal")
 
@@ -45,7 +57,8 @@ def _neighbour_rms(arr: np.ndarray, mask: np.ndarray, axis: int) -> float:
     return float(np.sqrt(np.mean(np.diff(arr.astype(np.float64), axis=axis)[pairs] ** 2)))
 
 
-def run_case(case: Case, lms: list[Any], steps: list[int], seeds: list[int], precision: str) -> tuple[list[dict[str, Any]], str]:
+def run_case(case: Case, lms: list[Any], steps: list[int], seeds: list[int], precision: str,
+             variants: tuple[str, ...] = ("defaults",)) -> tuple[list[dict[str, Any]], str]:
     """Rows (method, steps, seed, metrics, seconds) of one case and a line on the real volume's own roughness."""
     from seg2med.data.spec import DataSpec
 
@@ -57,17 +70,20 @@ def run_case(case: Case, lms: list[Any], steps: list[int], seeds: list[int], pre
     rows: list[dict[str, Any]] = []
     first = None
     for lm in lms:
-        for n in steps:
-            for seed in seeds:
-                t0 = time.perf_counter()
-                res = seg2med.generate(lv, model=lm, steps=n, seed=seed, precision=precision, device="cpu")
-                seconds = time.perf_counter() - t0
-                first = first or res
-                gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
-                t1 = time.perf_counter()
-                m = intensity_metrics(gen01, real01, body, METRICS)
-                rows.append({"case": case.name, "method": _label(lm), "steps": n, "seed": seed, **m, "seconds": seconds,
-                             "metric_seconds": time.perf_counter() - t1})
+        for variant in variants:
+            label = _label(lm) if variant == "defaults" else f"{_label(lm)} ({variant})"
+            for n in steps:
+                for seed in seeds:
+                    t0 = time.perf_counter()
+                    res = seg2med.generate(lv, model=lm, steps=n, seed=seed, precision=precision, device="cpu",
+                                           **VARIANTS[variant])
+                    seconds = time.perf_counter() - t0
+                    first = first or res
+                    gen01 = np.clip((res.samples[0].array.astype(np.float64) - lo) / (hi - lo), 0, 1)
+                    t1 = time.perf_counter()
+                    m = intensity_metrics(gen01, real01, body, METRICS)
+                    rows.append({"case": case.name, "method": label, "steps": n, "seed": seed, **m,
+                                 "seconds": seconds, "metric_seconds": time.perf_counter() - t1})
     spec = DataSpec.from_dict(lms[0].data, lms[0].path / "config.json", "data")
     prior01 = np.asarray(spec.normalize(first.prior.array, body)[0], dtype=np.float64)
     rows.append({"case": case.name, "method": "prior alone", "steps": None, "seed": None,
@@ -113,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--cases", default="heldout,spacing", help="CT cases of benchmarks/generalization.py")
     ap.add_argument("--precision", default="bf16", help="as the generalisation suite (bf16: same SSIM, 2.8x faster on AMX)")
+    ap.add_argument("--variants", default="defaults", help=f"comma-separated: {', '.join(VARIANTS)}")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
     from seg2med.inference import load_model
 
     lms = [load_model(name.strip()) for name in args.models.split(",") if name.strip()]
@@ -124,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     real: dict[str, str] = {}
     t0 = time.perf_counter()
     for case in cases:
-        case_rows, real[case.name] = run_case(case, lms, steps, seeds, args.precision)
+        case_rows, real[case.name] = run_case(case, lms, steps, seeds, args.precision, variants)
         rows += case_rows
         print(f"{case.name}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     head = [f"# Through-plane quality ({_dt.date.today()})", "",

@@ -11,6 +11,7 @@ slices the model never trains on:
   z 0-7 and 13-19 train, z 12 val, z 8-11 test.
 
 Usage: python scripts/build_demo_datasets.py [--data ../shared/data] [--out runs/datasets] [--overwrite]
+       [--axes axial,coronal,sagittal --only ct --name ct-demo-3ax]   (the tri-planar model's dataset)
 """
 
 from __future__ import annotations
@@ -55,22 +56,36 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("runs/datasets"))
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--axes", default="axial", help="slicing axes, comma-separated (prepare --axes)")
+    ap.add_argument("--only", choices=("ct", "mr"), help="build only this modality's dataset")
+    ap.add_argument("--name", help="dataset folder name (default ct-demo / mr-demo)")
     args = ap.parse_args()
+    axes = tuple(a.strip() for a in args.axes.split(",") if a.strip())
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ts = args.data / "totalsegmentator"
 
+    if args.only != "mr":
+        build_ct(ts, args.out / (args.name or "ct-demo"), axes, args.overwrite)
+    if args.only != "ct":
+        build_mr(ts, args.out / (args.name or "mr-demo"), axes, args.overwrite)
+
+
+def build_ct(ts: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> None:
     ct = subject_blocks("A", ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz", "total", "ct", "ct",
                         [(0, 50, "train"), (50, 58, "val"), (58, 72, "test"), (72, 112, "train")])
     ct += subject_blocks("A-sm", ts / "example_ct_sm.nii.gz", ts / "example_seg.nii.gz", "total", "ct", "ct",
                          [(0, 30, "train")], tissue_masks=ts / "example_seg_tissue_types")
-    cfg = PrepareConfig(modality="ct", spacing=SPACING, size=SIZE, sequence=seg2med.get_sequence("ct").to_config(), scheme="total")
-    prepare_dataset(ct, args.out / "ct-demo", cfg, overwrite=args.overwrite)
+    cfg = PrepareConfig(modality="ct", spacing=SPACING, size=SIZE, sequence=seg2med.get_sequence("ct").to_config(), scheme="total",
+                        axes=axes)
+    prepare_dataset(ct, out, cfg, overwrite=overwrite)
 
+
+def build_mr(ts: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> None:
     mr = subject_blocks("C", ts / "example_mr_sm.nii.gz", ts / "example_seg_mr.nii.gz", "total_mr", "vibe-in", "mr",
                         [(0, 8, "train"), (8, 12, "test"), (12, 13, "val"), (13, 20, "train")])
     cfg = PrepareConfig(modality="mr", spacing=SPACING, size=SIZE, sequence=seg2med.get_sequence("vibe-in").to_config(),
-                        scheme="total_mr")
-    prepare_dataset(mr, args.out / "mr-demo", cfg, overwrite=args.overwrite)
+                        scheme="total_mr", axes=axes)
+    prepare_dataset(mr, out, cfg, overwrite=overwrite)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def test_guidance_defaults_come_from_the_model_config_and_options_override_them(
     assert g.anchor(model).scale == pytest.approx(4.0 / model.spec.spacing)
     off = Guidance.of_model(model, anchor_scale=0.0, fov_margin=None)
     assert off.anchor(model) is None and off.fov_margin == 15.0
-    assert off.record(model) == {"anchor": None, "fov_margin_mm": 15.0}
+    assert off.record(model) == {"anchor": None, "fov_margin_mm": 15.0, "tri_planar": False}
+    assert Guidance.of_model(_loaded_with_sampling({"tri_planar": True}), tri_planar=False).tri_planar is False
     window = model.spec.image_window()
     tol = Guidance.of_model(model, anchor_tolerance=50.0).anchor(model).tolerance
     assert tol == pytest.approx(100.0 / (window["high"] - window["low"]))  # 50 HU on the [-1, 1] scale
@@ -211,6 +212,7 @@ def test_guidance_defaults_come_from_the_model_config_and_options_override_them(
 @pytest.mark.parametrize("sampling, needle", [({"anchor_scal": 4.0}, "unknown keys ['anchor_scal']"),
                                               ({"fov_margin": -1.0}, "--fov-margin must be a number >= 0"),
                                               ({"anchor_scale": "4"}, "--anchor-scale must be a number >= 0"),
+                                              ({"tri_planar": 1}, "--tri-planar must be true or false"),
                                               ([4.0], "'sampling' must be a JSON object")])
 def test_a_bad_sampling_block_names_the_config_file(sampling, needle):
     from seg2med.errors import InputError

@@ -158,6 +158,10 @@ def test_prior_method_is_the_documented_affine_map(dataset: Path, labels_file: P
         assert out[v] == pytest.approx(expected, abs=1e-2), v
     res = run_cli(["train", "--method", "prior", "--data", dataset, "--out", run], capsys, monkeypatch)
     assert res.code != 0 and "--overwrite" in " ".join(res.err.split())
+    res = run_cli(["generate", "--labels", labels_file, "--out", tmp_path / "tri.nii.gz", "--model", run, "--tri-planar"],
+                  capsys, monkeypatch)  # tri-planar sampling is a diffusion sampler
+    assert res.code != 0 and "--tri-planar needs a diffusion model" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "tri.nii.gz").exists()
 
 
 def test_cli_train_method_unet_and_mixing_refused(dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:

@@ -427,6 +427,7 @@ def generate(
     anchor_scale: float | None = None,
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
+    tri_planar: bool | None = None,
     contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -445,8 +446,9 @@ def generate(
     the diffusion from the prior noised to that fraction of the schedule (SDEdit; 1 = pure noise).
     ``anchor_scale`` > 0 (mm) with ``anchor_tolerance`` (HU for CT): prior-consistency guidance, the coarse
     intensities of every step's estimate kept within the tolerance of the prior's (:mod:`seg2med.sampling.anchor`);
-    ``fov_margin`` (mm): the body continued past the edge of a field of view that cuts it. None: the model's
-    default (:class:`seg2med.inference.generate.Guidance`).
+    ``fov_margin`` (mm): the body continued past the edge of a field of view that cuts it; ``tri_planar``: the
+    whole volume denoised along another axis at each step (3D-consistent; :mod:`seg2med.sampling.planes`). None:
+    the model's default (:class:`seg2med.inference.generate.Guidance`).
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
@@ -459,7 +461,10 @@ def generate(
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=dev)
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
-    Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin)
+    guidance = Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin,
+                                 tri_planar=tri_planar)
+    if guidance.tri_planar and not lm.is_diffusion:
+        raise ConfigError(f"--tri-planar needs a diffusion model; {model_name} is a {lm.method} model")
     model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
@@ -471,7 +476,8 @@ def generate(
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
-        anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, contrast_phase=contrast_phase, progress=progress,
+        anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar,
+        contrast_phase=contrast_phase, progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))

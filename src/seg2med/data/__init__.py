@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from seg2med.data.codec import SliceCodec, stack_neighbours
-from seg2med.data.geometry import AXES, Reorientation, SliceGeometry, from_slices, mask_outside, to_slices
+from seg2med.data.codec import SliceCodec, VolumeCodec, stack_neighbours
+from seg2med.data.geometry import AXES, Reorientation, SliceGeometry, VolumeGeometry, from_slices, mask_outside, to_slices
 from seg2med.data.normalize import (
     CTWindow,
     CTWindowd,
@@ -59,6 +59,8 @@ __all__ = [
     "SliceDataset",
     "SliceGeometry",
     "SubjectInput",
+    "VolumeCodec",
+    "VolumeGeometry",
     "check_subjects",
     "denormalize",
     "fit_percentile_window",

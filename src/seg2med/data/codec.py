@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg2med.data.geometry import Reorientation, SliceGeometry, from_slices
+from seg2med.data.geometry import Reorientation, SliceGeometry, VolumeGeometry, from_slices
 
 
 def neighbour_indices(index: int | np.ndarray, n: int, k: int) -> np.ndarray:
@@ -26,6 +26,20 @@ def stack_neighbours(slices: np.ndarray, k: int) -> np.ndarray:
     """``[N, H, W]`` slices -> ``[N, 1 + 2k, H, W]`` with the +-k neighbours (edge slices repeated), centre at channel k."""
     n = slices.shape[0]
     return slices[neighbour_indices(np.arange(n), n, k)]
+
+
+def _encode(reorientation: Reorientation, forward, volumes: Mapping[str, np.ndarray], body: np.ndarray) -> dict[str, np.ndarray]:
+    """Reorient ``volumes`` and the body mask, then ``forward(canonical, order)`` each (the encode rule of both
+    codecs: integer volumes and the mask by nearest neighbour, floats linearly, clipped to [0, 1], 0 outside the
+    resampled mask)."""
+    canon = {k: reorientation.apply(np.asarray(a)) for k, a in volumes.items()}
+    canon["mask"] = reorientation.apply(np.asarray(body, dtype=np.uint8))
+    floats = [k for k, a in canon.items() if np.issubdtype(a.dtype, np.floating)]
+    out = {k: forward(a, order=0) for k, a in canon.items() if k not in floats}
+    for k in floats:
+        resampled = np.clip(forward(canon[k], order=1), 0.0, 1.0)
+        out[k] = np.where(out["mask"] > 0, resampled, 0.0).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)
@@ -80,18 +94,37 @@ class SliceCodec:
         (normalised intensities in [0, 1]) linearly, clipped to [0, 1] and exactly 0 where the resampled
         mask is 0. Integer slices come first, then the float ones, each in the order given.
         """
-        canon = {k: self.reorientation.apply(np.asarray(a)) for k, a in volumes.items()}
-        canon["mask"] = self.reorientation.apply(np.asarray(body, dtype=np.uint8))
-        floats = [k for k, a in canon.items() if np.issubdtype(a.dtype, np.floating)]
-        sliced = {k: self.geometry.forward(a, order=0) for k, a in canon.items() if k not in floats}
-        for k in floats:
-            resampled = np.clip(self.geometry.forward(canon[k], order=1), 0.0, 1.0)
-            sliced[k] = np.where(sliced["mask"] > 0, resampled, 0.0).astype(np.float32)
-        return sliced
+        return _encode(self.reorientation, self.geometry.forward, volumes, body)
 
     def decode(self, slices: np.ndarray, order: int = 1, fill: float = 0.0) -> np.ndarray:
         """``[N, H, W]`` slices -> a volume on the original grid (``order`` 0 for labels; cropped regions ``fill``)."""
         return from_slices(slices, self.reorientation, self.geometry, order=order, fill=fill)
 
 
-__all__ = ["SliceCodec", "neighbour_indices", "stack_neighbours"]
+@dataclass(frozen=True)
+class VolumeCodec:
+    """Closest-RAS reorientation + the isotropic canvas of :class:`~seg2med.data.geometry.VolumeGeometry`: the
+    volume a tri-planar sampler slices along every axis (the 3D counterpart of :class:`SliceCodec`)."""
+
+    reorientation: Reorientation
+    geometry: VolumeGeometry
+
+    @classmethod
+    def plan(cls, affine: np.ndarray, shape: tuple[int, ...], spacing: float, min_size: int, grow_multiple: int = 1,
+             margin: int = 0) -> "VolumeCodec":
+        """The canvas at ``spacing`` mm of a volume on ``affine`` / ``shape``: every side at least ``min_size`` px
+        (the model's slice size), a multiple of ``grow_multiple``, ``margin`` px around the R-L and A-P extent."""
+        reo = Reorientation.from_affine(affine, shape)
+        return cls(reo, VolumeGeometry.plan(reo.canonical_shape, reo.canonical_spacing, spacing, min_size,
+                                            grow_multiple, margin))
+
+    def encode(self, volumes: Mapping[str, np.ndarray], body: np.ndarray) -> dict[str, np.ndarray]:
+        """Original-grid volumes -> canvases (the same rule as :meth:`SliceCodec.encode`), plus ``mask``."""
+        return _encode(self.reorientation, self.geometry.forward, volumes, body)
+
+    def decode(self, canvas: np.ndarray, order: int = 1) -> np.ndarray:
+        """A canvas -> a volume on the original grid."""
+        return self.reorientation.undo(self.geometry.undo(canvas, order=order))
+
+
+__all__ = ["SliceCodec", "VolumeCodec", "neighbour_indices", "stack_neighbours"]

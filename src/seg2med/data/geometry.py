@@ -9,6 +9,8 @@ Forward (volume on its original grid -> stack of fixed-size 2D slices):
    (voxel centres aligned on the plane's centre; through-plane untouched) and
    centre-pads/crops it to ``size``. ``undo`` maps a stack back to the
    canonical grid (crop regions come back as ``fill``).
+3. :class:`VolumeGeometry` - the 3D counterpart for tri-planar sampling: the
+   canonical volume resampled to ``spacing`` mm along every axis and padded.
 
 Both records serialise to JSON-ready dicts (``to_dict``/``from_dict``).
 """
@@ -301,6 +303,102 @@ class SliceGeometry:
             tuple(pair(p) for p in d["pad"]),
             tuple(pair(c) for c in d["crop"]),
         )
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """A canonical volume resampled to ``spacing`` mm along all three axes and centre-padded to ``size``: the
+    isotropic canvas on which every slice along any axis is a slice of the model's grid (tri-planar sampling,
+    :mod:`seg2med.sampling.planes`). Nothing is cropped: each side is at least ``min_size`` and grows to the next
+    multiple of ``grow_multiple`` that holds the resampled volume plus ``margin`` px (on the ``margin_axes``)."""
+
+    canonical_shape: tuple[int, int, int]
+    canonical_spacing: tuple[float, float, float]
+    spacing: float
+    resampled_shape: tuple[int, int, int]
+    size: tuple[int, int, int]
+    pad: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+    @classmethod
+    def plan(cls, canonical_shape: tuple[int, ...], canonical_spacing: tuple[float, ...], spacing: float = 1.0,
+             min_size: int = 256, grow_multiple: int = 1, margin: int = 0,
+             margin_axes: tuple[int, ...] = (0, 1)) -> "VolumeGeometry":
+        """The canvas of a canonical grid (voxel sizes rounded as in :meth:`SliceGeometry.plan`)."""
+        if not spacing > 0:
+            raise ConfigError(f"target spacing must be > 0 mm, got {spacing}")
+        if int(min_size) < 1 or int(grow_multiple) < 1 or int(margin) < 0:
+            raise ConfigError(f"min_size and grow_multiple must be >= 1 and margin >= 0, got {min_size}, {grow_multiple}, {margin}")
+        shape = tuple(int(s) for s in canonical_shape[:3])
+        sp = tuple(round(float(s), SPACING_DECIMALS) for s in canonical_spacing[:3])
+        res = tuple(max(1, int(round(n * s / spacing))) for n, s in zip(shape, sp))
+        g = int(grow_multiple)
+        size = tuple(max(int(min_size), -(-(r + (2 * int(margin) if a in margin_axes else 0)) // g) * g)
+                     for a, r in enumerate(res))
+        pad = tuple(_pad_crop(r, m)[0] for r, m in zip(res, size))
+        return cls(shape, sp, float(spacing), res, size, pad)
+
+    def _zoom(self) -> tuple[np.ndarray, np.ndarray]:
+        """Resampled index j -> canonical index x = scale*j + offset (centres aligned), per axis."""
+        n = np.asarray(self.canonical_shape, dtype=np.float64)
+        m = np.asarray(self.resampled_shape, dtype=np.float64)
+        scale = self.spacing / np.asarray(self.canonical_spacing)
+        return scale, (n - 1) / 2 - scale * (m - 1) / 2
+
+    def forward(self, vol: np.ndarray, order: int = 1) -> np.ndarray:
+        """Canonical volume -> the canvas (resampled, padded with 0)."""
+        if tuple(vol.shape) != self.canonical_shape:
+            raise InputError(f"volume shape {vol.shape} does not match canonical grid {self.canonical_shape}")
+        if vol.dtype == bool:
+            return self.forward(vol.astype(np.uint8), order=order).astype(bool)
+        out = self._resample(vol, forward=True, order=order)
+        return np.pad(out, self.pad, constant_values=0)
+
+    def _resample(self, vol: np.ndarray, forward: bool, order: int) -> np.ndarray:
+        """Canonical grid -> resampled grid (``forward``) or back; a copy when the grid is already at ``spacing``
+        (exact: no interpolation)."""
+        scale, offset = self._zoom()
+        if np.all(scale == 1.0) and np.all(offset == 0.0):
+            return np.array(vol, copy=True)
+        if forward:
+            return ndimage.affine_transform(vol, scale, offset=offset, output_shape=self.resampled_shape, order=order,
+                                            mode="nearest")
+        return ndimage.affine_transform(vol, 1.0 / scale, offset=-offset / scale, output_shape=self.canonical_shape,
+                                        order=order, mode="nearest")
+
+    def extend_edges(self, canvas: np.ndarray, margin: int, axes: tuple[int, ...] = (0, 1)) -> np.ndarray:
+        """The canvas with the edges of the field of view continued ``margin`` px into the padding of ``axes``
+        (the 3D form of :meth:`SliceGeometry.extend_edges`, same reasons)."""
+        canvas = np.asarray(canvas)
+        if tuple(canvas.shape) != self.size:
+            raise InputError(f"expected a canvas of shape {self.size}, got {canvas.shape}")
+        if int(margin) < 0:
+            raise ConfigError(f"margin must be >= 0 px, got {margin}")
+        inner = canvas[tuple(slice(p0, n - p1) for (p0, p1), n in zip(self.pad, self.size))]
+        q = [(min(int(margin), p0), min(int(margin), p1)) if a in axes else (0, 0) for a, (p0, p1) in enumerate(self.pad)]
+        out = np.pad(inner, q, mode="edge")
+        rest = [(p0 - q0, p1 - q1) for (p0, p1), (q0, q1) in zip(self.pad, q)]
+        return np.pad(out, rest, constant_values=0).astype(canvas.dtype)
+
+    def undo(self, canvas: np.ndarray, order: int = 1) -> np.ndarray:
+        """The canvas -> the canonical volume."""
+        canvas = np.asarray(canvas)
+        if tuple(canvas.shape) != self.size:
+            raise InputError(f"expected a canvas of shape {self.size}, got {canvas.shape}")
+        if canvas.dtype == bool:
+            return self.undo(canvas.astype(np.uint8), order=order).astype(bool)
+        inner = canvas[tuple(slice(p0, n - p1) for (p0, p1), n in zip(self.pad, self.size))]
+        return self._resample(inner, forward=False, order=order)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"canonical_shape": list(self.canonical_shape), "canonical_spacing": list(self.canonical_spacing),
+                "spacing": self.spacing, "resampled_shape": list(self.resampled_shape), "size": list(self.size),
+                "pad": [list(p) for p in self.pad]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VolumeGeometry":
+        three = lambda v: tuple(int(x) for x in v)  # noqa: E731
+        return cls(three(d["canonical_shape"]), tuple(float(s) for s in d["canonical_spacing"]), float(d["spacing"]),
+                   three(d["resampled_shape"]), three(d["size"]), tuple(three(p) for p in d["pad"]))
 
 
 def to_slices(arr: np.ndarray, reorientation: Reorientation, geometry: SliceGeometry, order: int = 1) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from seg2med.data.codec import SliceCodec
+from seg2med.data.codec import SliceCodec, VolumeCodec
 from seg2med.data.geometry import AXES, mask_outside
 from seg2med.data.normalize import DEFAULT_CT_WINDOW, DEFAULT_MR_PERCENTILES, MODALITIES, normalize_volume
 from seg2med.errors import InputError
@@ -133,6 +133,12 @@ class DataSpec:
               margin: int = 0) -> SliceCodec:
         """The :class:`SliceCodec` of ``axis`` slices at this spacing and size for a volume on ``affine`` / ``shape``."""
         return SliceCodec.plan(affine, shape, axis, self.spacing, self.size, grow_multiple=grow_multiple, margin=margin)
+
+    def volume_codec(self, affine: np.ndarray, shape: tuple[int, ...], grow_multiple: int = 1, margin: int = 0) -> VolumeCodec:
+        """The :class:`VolumeCodec` (isotropic canvas at this spacing, every side at least the slice size) of a volume
+        on ``affine`` / ``shape``: what tri-planar sampling slices along every axis."""
+        side = max(self.size) if isinstance(self.size, (list, tuple)) else int(self.size)
+        return VolumeCodec.plan(affine, shape, self.spacing, side, grow_multiple, margin)
 
 
 __all__ = ["DataSpec"]

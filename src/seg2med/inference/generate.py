@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from seg2med.data.codec import SliceCodec, stack_neighbours
-from seg2med.data.geometry import check_axis
+from seg2med.data.codec import SliceCodec, VolumeCodec, stack_neighbours
+from seg2med.data.geometry import AXES, check_axis
 from seg2med.data.normalize import denormalize, to_signed, to_unit
 from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
@@ -49,14 +49,17 @@ from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.physics.sequences import ImagingSequence
 from seg2med.sampling import (
     PriorAnchor,
+    X0Parametrisation,
     autocast_denoiser,
     check_strength,
     conditional_denoiser,
     default_sampler,
+    plane_cycling_denoiser,
     prior_anchored_steps,
     sample,
     x0_corrected_denoiser,
 )
+from seg2med.sampling.planes import neighbour_slices, slices_of
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,25 @@ class SliceGenerator:
     def __call__(self, cond: torch.Tensor, noise: torch.Generator, step: torch.Generator,
                  tick: Tick | None = None) -> torch.Tensor:
         return self.run(cond, noise, step, tick or (lambda i: None))
+
+
+@dataclass(frozen=True)
+class VolumeGenerator:
+    """A loaded diffusion model as one function of a whole volume (tri-planar sampling).
+
+    ``generator(prior, noise, step, tick)``: the condition canvas ``[D0, D1, D2]`` in [-1, 1] (canonical RAS axes, on
+    the model's device) -> the image canvas ``[C, D0, D1, D2]`` in [-1, 1]; ``tick(i)`` after step ``i`` of ``units``.
+    ``slices_run`` (a list) collects how many slices each step ran through the network (the cost of a volume).
+    """
+
+    run: Callable[[torch.Tensor, torch.Generator, torch.Generator, Tick], torch.Tensor]
+    units: int
+    axes: tuple[str, ...]
+    slices_run: list[int] = field(default_factory=list)
+
+    def __call__(self, prior: torch.Tensor, noise: torch.Generator, step: torch.Generator,
+                 tick: Tick | None = None) -> torch.Tensor:
+        return self.run(prior, noise, step, tick or (lambda i: None))
 
 
 @dataclass
@@ -185,21 +207,71 @@ class LoadedModel:
 
             return SliceGenerator(forward, 1, stochastic=False)
         model_cfg, sched = self.model_cfg, self.scheduler_cfg
+        make_denoiser = self._denoiser_factory(device, precision, anchor)
 
         def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
             start = torch.randn((cond.shape[0], model_cfg.image_channels, *cond.shape[-2:]), generator=noise)  # on the CPU
-            denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
-            if anchor is not None:
-                prior = model_cfg.prior_centre(cond).float()
-                inside = prior > -1.0 + 1e-3  # the body in slice space: the prior above its background value
-                denoiser = x0_corrected_denoiser(denoiser, sched, lambda x0: model_cfg.to_sample(
-                    anchor(model_cfg.from_sample(x0, cond), prior, inside), cond))
             init = model_cfg.prior_start(cond) if strength < 1.0 else None
-            x = sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device,
+            x = sample(make_denoiser(cond), tuple(start.shape), sched, sampler, steps, generator=step, device=device,
                        noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
             return model_cfg.from_sample(x.float(), cond.to(x.device).float())
 
         return SliceGenerator(diffuse, prior_anchored_steps(steps, strength), stochastic=True)
+
+    def _denoiser_factory(self, device: torch.device, precision: str, anchor: PriorAnchor | None):
+        """``make(cond)``: the diffusion network with the condition slices ``cond`` ``[n, 1 + 2k, H, W]`` bound, under
+        autocast, its clean-image estimate corrected by ``anchor`` (when given): a denoiser of those n slices."""
+        net, model_cfg, sched = self.network, self.model_cfg, self.scheduler_cfg
+        amp_dtype = autocast_dtype(precision, device)
+
+        def make(cond: torch.Tensor):
+            denoiser = autocast_denoiser(conditional_denoiser(net, cond), device.type, amp_dtype)
+            if anchor is None:
+                return denoiser
+            prior = model_cfg.prior_centre(cond).float()
+            inside = prior > -1.0 + 1e-3  # the body in slice space: the prior above its background value
+            return x0_corrected_denoiser(denoiser, sched, lambda x0: model_cfg.to_sample(
+                anchor(model_cfg.from_sample(x0, cond), prior, inside), cond))
+
+        return make
+
+    def volume_generator(self, steps: int = DEFAULT_STEPS, sampler: str | None = None, device: torch.device | str = "cpu",
+                         precision: str = "fp32", strength: float = 1.0, anchor: PriorAnchor | None = None,
+                         axes: tuple[str, ...] = ("axial", "coronal", "sagittal"), batch: int = 8) -> VolumeGenerator:
+        """The diffusion model as one :class:`VolumeGenerator`: tri-planar sampling (:mod:`seg2med.sampling.planes`),
+        each step denoising the whole canvas along the next of ``axes`` (the last step along ``axes[0]``), ``batch``
+        slices per network call. ``steps``, ``sampler``, ``strength`` and ``anchor`` as in :meth:`slice_generator`
+        (the anchor acts on the slices of each step's axis)."""
+        if not self.is_diffusion:
+            raise ConfigError(f"tri-planar sampling needs a diffusion model; {self.path.name} is a {self.method} model")
+        sampler = check_sampling(self, steps, sampler, batch=batch, strength=strength)
+        device = torch.device(device)
+        model_cfg, sched, k = self.model_cfg, self.scheduler_cfg, self.neighbours
+        make_denoiser = self._denoiser_factory(device, precision, anchor)
+        axis_ids = tuple(AXES[check_axis(a)] for a in axes)
+        units = prior_anchored_steps(steps, strength)
+        slices_run: list[int] = []
+
+        def slicewise(fn, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            """``fn(image slices, condition slices)`` along the axial axis of ``[C, D0, D1, D2]``, as a volume."""
+            return fn(slices_of(image, 2), cond).movedim(0, 3)
+
+        def planes(prior: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
+            c = model_cfg.image_channels
+            start = torch.randn((1, c, *prior.shape), generator=noise)  # on the CPU
+            prior = prior.to(device).float()
+            axial = neighbour_slices(prior, 2, k)
+            air = -torch.ones((c, *prior.shape), device=device)
+            background = slicewise(model_cfg.to_sample, air, axial)[None]
+            denoiser = plane_cycling_denoiser(make_denoiser, prior, X0Parametrisation(sched), background, axis_ids,
+                                              units, neighbours=k, batch=batch, on_slices=slices_run.append)
+            init = slicewise(lambda x, cond: model_cfg.prior_start(cond), air, axial)[None] if strength < 1.0 else None
+            x = sample(denoiser, tuple(start.shape), sched, sampler, steps, generator=step, device=device, noise=start,
+                       callback=lambda i, n: tick(i), init=init, strength=strength,
+                       image_numel=int(prior.shape[0] * prior.shape[1]))
+            return slicewise(model_cfg.from_sample, x[0].float(), axial)
+
+        return VolumeGenerator(planes, units, tuple(check_axis(a) for a in axes), slices_run)
 
 
 def _check_timesteps(path: Path, cfg: dict[str, Any]) -> None:
@@ -387,31 +459,39 @@ def _metadata(model: LoadedModel, t0: float, *, sampler: str | None, steps: int,
 
 @dataclass(frozen=True)
 class Guidance:
-    """How a generation keeps the output on the prior (the ``sampling`` block of a model's config.json holds
-    the model's defaults, chosen from its measured generalisation curves; options given to generate override
-    them). A model without the block: no guidance (every value 0).
+    """How a generation keeps the output on the prior and consistent in 3D (the ``sampling`` block of a model's
+    config.json holds the model's defaults, chosen from its measured generalisation and through-plane curves;
+    options given to generate override them). A model without the block: no guidance (every value 0, off).
 
     ``anchor_scale`` (mm) > 0: prior-consistency guidance (:mod:`seg2med.sampling.anchor`) with a Gaussian
     low-pass of that sigma and ``anchor_tolerance`` (image units: HU for CT, normalised units for MR).
     ``fov_margin`` (mm): where the body reaches the edge of the field of view, the prior is continued that far
     into the canvas (:meth:`seg2med.data.geometry.SliceGeometry.extend_edges`), so that the network does not
     draw a body outline at the edge of a scan cropped inside the body.
+    ``tri_planar``: sample the whole volume on an isotropic canvas, each step along another axis
+    (:mod:`seg2med.sampling.planes`; a model trained on axial, coronal and sagittal slices) instead of slice by
+    slice along one axis.
     """
 
     anchor_scale: float = 0.0
     anchor_tolerance: float = 0.0
     fov_margin: float = 0.0
+    tri_planar: bool = False
 
-    OPTIONS = {"anchor_scale": "--anchor-scale", "anchor_tolerance": "--anchor-tolerance", "fov_margin": "--fov-margin"}
+    OPTIONS = {"anchor_scale": "--anchor-scale", "anchor_tolerance": "--anchor-tolerance", "fov_margin": "--fov-margin",
+               "tri_planar": "--tri-planar"}
 
     def __post_init__(self) -> None:
         for name, flag in self.OPTIONS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            if name == "tri_planar":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{flag} must be true or false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(f"{flag} must be a number >= 0 (0: off), got {value!r}")
 
     @classmethod
-    def of_model(cls, model: "LoadedModel", **given: float | None) -> "Guidance":
+    def of_model(cls, model: "LoadedModel", **given: float | bool | None) -> "Guidance":
         """The model's defaults (config.json ``sampling``), each replaced by a value given (not None)."""
         block = model.config.get("sampling", {})
         where = model.path / "config.json"
@@ -424,7 +504,7 @@ class Guidance:
             defaults = cls(**block)
         except ConfigError as exc:
             raise InputError(f"{where}: sampling: {exc}") from None
-        return replace(defaults, **{k: float(v) for k, v in given.items() if v is not None})
+        return replace(defaults, **{k: (v if isinstance(v, bool) else float(v)) for k, v in given.items() if v is not None})
 
     def anchor(self, model: "LoadedModel") -> PriorAnchor | None:
         """The anchor on ``model``'s slice grid (sigma in pixels, tolerance mapped to [-1, 1] through its
@@ -442,7 +522,8 @@ class Guidance:
     def record(self, model: "LoadedModel") -> dict[str, Any]:
         """The sidecar's record: the values used, and whether the anchor was applied."""
         return {"anchor": {"scale_mm": self.anchor_scale, "tolerance": self.anchor_tolerance}
-                if self.anchor(model) is not None else None, "fov_margin_mm": self.fov_margin}
+                if self.anchor(model) is not None else None, "fov_margin_mm": self.fov_margin,
+                "tri_planar": self.tri_planar}
 
 
 def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> ImagingSequence:
@@ -454,6 +535,38 @@ def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> Ima
             raise ConfigError(f"--contrast-phase applies to CT models; {model.path.name} is a {config.get('name')} model")
         config["contrast_phase"] = contrast_phase
     return sequence_from_config(config)
+
+
+def _tri_planar_samples(model: LoadedModel, labels: Volume, norm: np.ndarray, body: np.ndarray, margin: int,
+                        guidance: Guidance, *, steps: int, sampler: str | None, seed: int, samples: int, batch: int,
+                        device: torch.device, precision: str, strength: float,
+                        progress: Callable[[int, int], None] | None) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """``samples`` volumes in [0, 1] on the input grid by tri-planar sampling of the normalised prior ``norm``, the
+    number of runs, and the canvas record of the sidecar."""
+    trained = tuple(model.spec.axes)
+    axes = trained + tuple(a for a in ("axial", "coronal", "sagittal") if a not in trained)
+    if len(trained) < 3:
+        log.warning("%s was trained on %s slices only: tri-planar sampling also runs it on %s slices, outside its "
+                    "training data", model.path.name, " and ".join(trained), " and ".join(axes[len(trained):]))
+    generator = model.volume_generator(steps, sampler, device, precision, strength, guidance.anchor(model), axes, batch)
+    codec: VolumeCodec = model.spec.volume_codec(labels.affine, labels.shape, model.size_multiple, margin)
+    canvas = codec.encode({"prior": norm}, body)
+    prior = torch.from_numpy(to_signed(codec.geometry.extend_edges(canvas["prior"], margin))).float()
+    log.info("tri-planar sampling on a %s px canvas at %g mm (%s)", " x ".join(map(str, codec.geometry.size)),
+             codec.geometry.spacing, ", ".join(axes))
+    ticks = _Progress(progress, samples * generator.units)
+    outs = []
+    for k in range(samples):
+        gen = torch.Generator(device="cpu").manual_seed(sample_seed(seed, k))
+        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(sample_seed(seed, k))
+        x = generator(prior.to(device), gen, step_gen, ticks.batch(generator.units))
+        vol = to_unit(x[0].float().cpu().numpy()).clip(0.0, 1.0)
+        vol[canvas["mask"] == 0] = 0.0
+        outs.append(codec.decode(vol, order=1))
+    slices = generator.slices_run
+    return outs, samples, {"axes": list(axes), "canvas": codec.geometry.to_dict(),
+                           "slice_size": list(codec.geometry.size),
+                           "network_slices_per_step": round(float(np.mean(slices)), 1) if slices else 0.0}
 
 
 def generate_volume(
@@ -474,13 +587,15 @@ def generate_volume(
     anchor_scale: float | None = None,
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
+    tri_planar: bool | None = None,
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
     ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale``,
-    ``anchor_tolerance``, ``fov_margin``: see :class:`Guidance` (None: the model's default). ``contrast_phase``
+    ``anchor_tolerance``, ``fov_margin``, ``tri_planar``: see :class:`Guidance` (None: the model's default); tri-planar
+    sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``contrast_phase``
     (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
@@ -489,33 +604,42 @@ def generate_volume(
     """
     sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
-    guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin)
-    generator = model.slice_generator(steps, sampler, device, precision, strength, guidance.anchor(model))
+    guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance,
+                                 fov_margin=fov_margin, tri_planar=tri_planar)
     t0 = time.perf_counter()
-    spec, axis = model.spec, _slicing_axis(model, axis)
+    spec = model.spec
     seq = model_sequence(model, contrast_phase)
     prior = simulate_prior(labels.array, scheme, seq, tissues)
     body = labels.array != 0
     norm, prior_params = spec.normalize(prior, body)
     margin = guidance.margin_px(model)
-    codec = _plan_codec(model, labels, axis, margin)
-    sliced = codec.encode({"prior": norm}, body)
-    sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
-    cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
     window = spec.image_window()
-    runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
-    ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
-    outs: list[np.ndarray] = []
-    for k in range(runs):
-        slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks)
-        slices[sliced["mask"] == 0] = 0.0
-        outs.append(_to_image(codec.decode(slices, order=1, fill=0.0), window, body))
+    if guidance.tri_planar:
+        outs, runs, grid = _tri_planar_samples(model, labels, norm, body, margin, guidance, steps=steps, sampler=sampler,
+                                               seed=seed, samples=samples, batch=batch, device=device,
+                                               precision=precision, strength=strength, progress=progress)
+        axis = "tri-planar"
+    else:
+        axis = _slicing_axis(model, axis)
+        generator = model.slice_generator(steps, sampler, device, precision, strength, guidance.anchor(model))
+        codec = _plan_codec(model, labels, axis, margin)
+        sliced = codec.encode({"prior": norm}, body)
+        sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
+        cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
+        runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
+        ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
+        outs = []
+        for k in range(runs):
+            slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks)
+            slices[sliced["mask"] == 0] = 0.0
+            outs.append(codec.decode(slices, order=1, fill=0.0))
+        grid = {"slice_size": list(codec.geometry.size)}
+    outs = [_to_image(o, window, body) for o in outs]
     outs += [outs[0].copy() for _ in range(samples - runs)]
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
                      **guidance.record(model),
-                     samples=samples, batch=batch, axis=axis,
-                     slice_size=list(codec.geometry.size), device=str(device), precision=precision,
+                     samples=samples, batch=batch, axis=axis, **grid, device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)
     meta["qc"] = organ_qc(outs[0], labels.array, scheme, spec.modality, seq, tissues, prior=prior)  # sample 0

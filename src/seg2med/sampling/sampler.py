@@ -50,41 +50,58 @@ def conditional_denoiser(model: torch.nn.Module, condition: torch.Tensor) -> Den
     return denoise
 
 
+class X0Parametrisation:
+    """The network output of a scheduler config <-> its estimate of the clean sample, for ``x_t`` at training
+    timestep ``t`` (``[B]``; any sample shape ``[B, ...]``). DDPM: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps``
+    (``a`` = alphas_cumprod[t]), ``v = sqrt(a) eps - sqrt(1 - a) x0``; rectified flow (MONAI):
+    ``x_t = s x0 + (1 - s) noise`` with ``s = 1 - t / T``, velocity ``x0 - noise``."""
+
+    def __init__(self, cfg: SchedulerConfig) -> None:
+        self.cfg = cfg
+        self.kind = "rflow" if cfg.kind == "rflow" else cfg.prediction_type
+        self.cum = None if self.kind in ("rflow", "sample") else build_scheduler(cfg).alphas_cumprod
+
+    def _coef(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        view = (-1,) + (1,) * (x.ndim - 1)
+        if self.kind == "rflow":
+            s = (1.0 - t.float() / self.cfg.num_train_timesteps).view(view).to(x.dtype)
+            return s, 1.0 - s
+        a = self.cum.to(x.device)[t.long()].view(view).to(x.dtype)
+        return a.sqrt(), (1.0 - a).sqrt()
+
+    def x0(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean-sample estimate of network output ``out``."""
+        if self.kind == "sample":
+            return out
+        sa, sb = self._coef(x, t)
+        if self.kind == "rflow":
+            return x + sb * out
+        return (x - sb * out) / sa if self.kind == "epsilon" else sa * x - sb * out  # v_prediction
+
+    def output(self, x0: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network output that has clean-sample estimate ``x0`` at ``x_t`` (inverse of :meth:`x0`)."""
+        if self.kind == "sample":
+            return x0
+        sa, sb = self._coef(x, t)
+        if self.kind == "rflow":
+            return x0 - (x - sa * x0) / sb.clamp(min=1e-6)
+        if self.kind == "epsilon":
+            return (x - sa * x0) / sb
+        return (sa * x - x0) / sb  # v = sqrt(a) eps - sqrt(1 - a) x0 with eps = (x - sqrt(a) x0) / sqrt(1 - a)
+
+
 def x0_corrected_denoiser(denoiser: Denoiser, cfg: SchedulerConfig, correct: Callable[[torch.Tensor], torch.Tensor]) -> Denoiser:
     """``denoiser`` whose estimate of the clean sample is replaced by ``correct(x0)`` at every step.
 
     The network's output (epsilon, v, x0 or rectified-flow velocity) is converted to its x0 estimate for
-    ``x_t`` at training timestep ``t``, corrected, and converted back to the same kind of output with ``x_t``
-    fixed, so that any scheduler's update uses the corrected estimate (prior-consistency guidance,
-    :mod:`seg2med.sampling.anchor`). DDPM: ``x_t = sqrt(a) x0 + sqrt(1 - a) eps`` (``a`` = alphas_cumprod[t]),
-    ``v = sqrt(a) eps - sqrt(1 - a) x0``; rectified flow (MONAI): ``x_t = s x0 + (1 - s) noise`` with
-    ``s = 1 - t / T``, velocity ``x0 - noise``.
+    ``x_t`` at training timestep ``t`` (:class:`X0Parametrisation`), corrected, and converted back to the same
+    kind of output with ``x_t`` fixed, so that any scheduler's update uses the corrected estimate
+    (prior-consistency guidance, :mod:`seg2med.sampling.anchor`).
     """
-    if cfg.kind == "rflow":
-        def denoise_flow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = denoiser(x, t)
-            s = (1.0 - t.float() / cfg.num_train_timesteps).view(-1, 1, 1, 1).to(x.dtype)
-            x0 = correct(x + (1.0 - s) * v)
-            noise = (x - s * x0) / (1.0 - s).clamp(min=1e-6)
-            return x0 - noise
-
-        return denoise_flow
-    kind = cfg.prediction_type
-    if kind == "sample":
+    par = X0Parametrisation(cfg)
+    if par.kind == "sample":
         return lambda x, t: correct(denoiser(x, t))
-    cum = build_scheduler(cfg).alphas_cumprod
-
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = denoiser(x, t)
-        a = cum.to(x.device)[t.long()].view(-1, 1, 1, 1).to(x.dtype)
-        sa, sb = a.sqrt(), (1.0 - a).sqrt()
-        x0 = (x - sb * out) / sa if kind == "epsilon" else sa * x - sb * out  # v_prediction
-        x0 = correct(x0)
-        if kind == "epsilon":
-            return (x - sa * x0) / sb
-        return (sa * x - x0) / sb  # v = sqrt(a) eps - sqrt(1 - a) x0 with eps = (x - sqrt(a) x0) / sqrt(1 - a)
-
-    return denoise
+    return lambda x, t: par.output(correct(par.x0(denoiser(x, t), x, t)), x, t)
 
 
 def training_target(cfg: SchedulerConfig, scheduler, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -125,6 +142,7 @@ def sample(
     callback: Callable[[int, int], None] | None = None,
     init: torch.Tensor | None = None,
     strength: float = 1.0,
+    image_numel: int | None = None,
 ) -> torch.Tensor:
     """Draw samples of ``shape`` (B, C, H, W) by reverse diffusion in ``steps`` steps.
 
@@ -142,6 +160,10 @@ def sample(
     ``init`` is noised with the start noise to the timestep where the last ``ceil(s * steps)`` of the
     ``steps``-step schedule begin, and only those steps run. ``strength`` 1 (or no ``init``) starts
     from pure noise: every step runs.
+
+    ``shape`` may be any ``(B, C, ...)`` the denoiser takes (a whole volume for the plane-cycling denoiser of
+    :mod:`seg2med.sampling.planes`); ``image_numel`` is then the pixel count of one slice the network sees, which
+    the rectified-flow timestep shift depends on (default: ``prod(shape[2:])``).
     """
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
@@ -150,7 +172,7 @@ def sample(
     device = torch.device(device)
     if sampler == "rflow":
         sched = build_scheduler(scheduler, sampler)
-        sched.set_timesteps(steps, device=device, input_img_size_numel=int(torch.tensor(shape[2:]).prod()))
+        sched.set_timesteps(steps, device=device, input_img_size_numel=int(image_numel or math.prod(shape[2:])))
         train_t = None
     elif sampler == "dpm++":  # diffusers' DPM-Solver++: its timesteps are the training timesteps
         sched = build_scheduler(scheduler, sampler)
