@@ -22,7 +22,7 @@ def _crop(vol: Volume, z0: int, z1: int) -> Volume:
     return Volume(vol.array[:, :, z0:z1], vol.affine @ shift)
 
 
-@pytest.mark.parametrize("name", ["ct-demo", "mr-demo", "ct-demo-tiny", "mr-demo-tiny"])
+@pytest.mark.parametrize("name", ["ct-demo", "mr-demo", "ct-demo-tiny", "mr-demo-tiny", "ct-demo-25d-tiny"])
 def test_shipped_model_is_packaged_small_and_self_describing(name):
     assert name in list_models()
     folder = resolve_model(name)
