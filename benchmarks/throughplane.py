@@ -14,7 +14,8 @@ mapped to [0, 1]): ``roughness_z`` (mean squared difference of neighbouring slic
 1 = as smooth across slices as the real CT), ``roughness_xy`` (the same in-plane, mean over x and y),
 SSIM of axial, coronal and sagittal planes. The prior alone (normalised as the suite does) is a row
 too. Mean +- SD over the seeds. ``--variants``: generate settings beside the model's defaults (``tri-planar``
-sampling, ``no-guidance``: prior anchor and field-of-view margin off, or both). Writes one Markdown table and
+sampling, ``shared-noise``: every slice from the same start noise, ``no-guidance``: prior anchor and field-of-view
+margin off, or combinations). Writes one Markdown table and
 prints it.
 """
 
@@ -43,6 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single-plane": {"tri_planar": False},
     "no-guidance": {"anchor_scale": 0.0, "fov_margin": 0.0},
     "tri-planar-no-guidance": {"tri_planar": True, "anchor_scale": 0.0, "fov_margin": 0.0},
+    "shared-noise": {"slice_noise": "shared"},
+    "shared-noise-no-guidance": {"slice_noise": "shared", "anchor_scale": 0.0, "fov_margin": 0.0},
 }
 
 METRICS = ("roughness_z", "roughness_xy", "ssim", "ssim_coronal", "ssim_sagittal")

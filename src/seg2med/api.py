@@ -428,6 +428,7 @@ def generate(
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
+    slice_noise: str = "independent",
     contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -448,11 +449,12 @@ def generate(
     intensities of every step's estimate kept within the tolerance of the prior's (:mod:`seg2med.sampling.anchor`);
     ``fov_margin`` (mm): the body continued past the edge of a field of view that cuts it; ``tri_planar``: the
     whole volume denoised along another axis at each step (3D-consistent; :mod:`seg2med.sampling.planes`). None:
-    the model's default (:class:`seg2med.inference.generate.Guidance`).
+    the model's default (:class:`seg2med.inference.generate.Guidance`). ``slice_noise`` ``shared``: every slice starts
+    from the same noise (slice-by-slice sampling).
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import LoadedModel, check_sampling, model_sequence, pick_device, Guidance
+    from seg2med.inference.generate import LoadedModel, check_sampling, check_slice_noise, model_sequence, pick_device, Guidance
     from seg2med.models.precision import resolve_precision
 
     seed = check_seed(seed)
@@ -465,6 +467,7 @@ def generate(
                                  tri_planar=tri_planar)
     if guidance.tri_planar and not lm.is_diffusion:
         raise ConfigError(f"--tri-planar needs a diffusion model; {model_name} is a {lm.method} model")
+    check_slice_noise(slice_noise, guidance.tri_planar)
     model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
@@ -477,7 +480,7 @@ def generate(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
         anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar,
-        contrast_phase=contrast_phase, progress=progress,
+        slice_noise=slice_noise, contrast_phase=contrast_phase, progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))

@@ -277,6 +277,7 @@ def generate_cmd(
     anchor_tolerance: Annotated[Optional[float], typer.Option("--anchor-tolerance", help="With --anchor-scale: coarse departures from the prior up to this much (HU for CT, normalised units for MR) are left to the model (default: the model's).")] = None,
     fov_margin: Annotated[Optional[float], typer.Option("--fov-margin", help="Where the body reaches the edge of the field of view, continue the prior this far (mm) so that no body outline is drawn there; 0 = off (default: the model's).")] = None,
     tri_planar: Annotated[Optional[bool], typer.Option("--tri-planar/--single-plane", help="Tri-planar sampling: denoise the whole volume along another axis (axial, coronal, sagittal) at each step, so the output is consistent in 3D; --single-plane: slice by slice along --axis (default: the model's).")] = None,
+    slice_noise: Annotated[str, typer.Option("--slice-noise", help="independent | shared: every slice starts from the same noise, so neighbouring slices follow nearby trajectories (less streaking without guidance; slice-by-slice sampling only).")] = "independent",
     contrast_phase: Annotated[Optional[str], typer.Option("--contrast-phase", help="CT models: simulate the prior in this phase (native | arterial | portal-venous) instead of the model's.")] = None,
     samples: Annotated[int, typer.Option("--samples", help="K samples; K > 1 also writes a std map.")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
@@ -300,7 +301,8 @@ def generate_cmd(
         result = api.generate(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
             axis=axis, device=device, precision=precision, strength=strength, anchor_scale=anchor_scale,
-            anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar, contrast_phase=contrast_phase,
+            anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar, slice_noise=slice_noise,
+            contrast_phase=contrast_phase,
             scheme=scheme, tissue_masks=tissue_masks, body=body,
             tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),

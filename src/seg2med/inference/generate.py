@@ -98,16 +98,18 @@ class SliceGenerator:
     """A loaded model as one function, whatever its method.
 
     ``generator(cond, noise, step, tick)``: conditions ``[b, 1 + 2k, h, w]`` in [-1, 1] on the model's
-    device -> image slices ``[b, c, h, w]`` in [-1, 1]. ``noise`` (a CPU generator) draws the start noise,
-    ``step`` (one on the device) the noise of each step; ``tick(i)`` follows unit ``i`` of ``units`` (a
-    diffusion step, or the one forward pass). Not ``stochastic``: the same output for every seed.
+    device -> image slices ``[b, c, h, w]`` in [-1, 1]. ``noise`` (a CPU generator) draws the start noise, or is
+    the start noise itself (a ``[b, c, h, w]`` tensor); ``step`` (a generator on the device) draws the noise of
+    each step; ``tick(i)`` follows unit ``i`` of ``units`` (a diffusion step, or the one forward pass). Not
+    ``stochastic``: the same output for every seed. ``channels``: the image channels ``c``.
     """
 
-    run: Callable[[torch.Tensor, torch.Generator, torch.Generator, Tick], torch.Tensor]
+    run: Callable[[torch.Tensor, torch.Generator | torch.Tensor, torch.Generator, Tick], torch.Tensor]
     units: int
     stochastic: bool
+    channels: int = 1
 
-    def __call__(self, cond: torch.Tensor, noise: torch.Generator, step: torch.Generator,
+    def __call__(self, cond: torch.Tensor, noise: torch.Generator | torch.Tensor, step: torch.Generator,
                  tick: Tick | None = None) -> torch.Tensor:
         return self.run(cond, noise, step, tick or (lambda i: None))
 
@@ -209,14 +211,17 @@ class LoadedModel:
         model_cfg, sched = self.model_cfg, self.scheduler_cfg
         make_denoiser = self._denoiser_factory(device, precision, anchor)
 
-        def diffuse(cond: torch.Tensor, noise: torch.Generator, step: torch.Generator, tick: Tick) -> torch.Tensor:
-            start = torch.randn((cond.shape[0], model_cfg.image_channels, *cond.shape[-2:]), generator=noise)  # on the CPU
+        def diffuse(cond: torch.Tensor, noise: torch.Generator | torch.Tensor, step: torch.Generator,
+                    tick: Tick) -> torch.Tensor:
+            start = noise if isinstance(noise, torch.Tensor) else torch.randn(
+                (cond.shape[0], model_cfg.image_channels, *cond.shape[-2:]), generator=noise)  # on the CPU
             init = model_cfg.prior_start(cond) if strength < 1.0 else None
             x = sample(make_denoiser(cond), tuple(start.shape), sched, sampler, steps, generator=step, device=device,
                        noise=start, callback=lambda i, n: tick(i), init=init, strength=strength)
             return model_cfg.from_sample(x.float(), cond.to(x.device).float())
 
-        return SliceGenerator(diffuse, prior_anchored_steps(steps, strength), stochastic=True)
+        return SliceGenerator(diffuse, prior_anchored_steps(steps, strength), stochastic=True,
+                              channels=model_cfg.image_channels)
 
     def _denoiser_factory(self, device: torch.device, precision: str, anchor: PriorAnchor | None):
         """``make(cond)``: the diffusion network with the condition slices ``cond`` ``[n, 1 + 2k, H, W]`` bound, under
@@ -423,20 +428,38 @@ class _Progress:
         return lambda i: self.report(base + i, self.total) if self.report is not None else None
 
 
+#: How the start noise of the slices of one volume is drawn (``--slice-noise``).
+SLICE_NOISE = ("independent", "shared")
+
+
 def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed: int, device: torch.device,
-                   progress: _Progress) -> np.ndarray:
-    """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time."""
+                   progress: _Progress, slice_noise: str = "independent") -> np.ndarray:
+    """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time.
+    ``slice_noise`` ``shared``: every slice starts from the same noise slice (neighbouring slices then follow
+    nearby trajectories; measured in ``benchmarks/results/throughplane-defaults-cpu.md``)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)  # start noise: same on every device
     # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
     step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     n, _, h, w = cond.shape
+    shared = torch.randn((1, generator.channels, h, w), generator=gen) if slice_noise == "shared" else None
     slices = np.empty((n, h, w), dtype=np.float32)
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         c = torch.from_numpy(np.ascontiguousarray(cond[start:stop])).to(device)
-        x = generator(c, gen, step_gen, progress.batch(generator.units))
+        noise = gen if shared is None else shared.expand(stop - start, -1, -1, -1).clone()
+        x = generator(c, noise, step_gen, progress.batch(generator.units))
         slices[start:stop] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
     return slices
+
+
+def check_slice_noise(slice_noise: str, tri_planar: bool = False) -> str:
+    """``--slice-noise`` is one of :data:`SLICE_NOISE`; ``shared`` is for slice-by-slice sampling only."""
+    if slice_noise not in SLICE_NOISE:
+        raise ConfigError(f"--slice-noise must be one of {', '.join(SLICE_NOISE)}, got {slice_noise!r}")
+    if slice_noise == "shared" and tri_planar:
+        raise ConfigError("--slice-noise shared applies to slice-by-slice sampling; tri-planar sampling draws the "
+                          "start noise of the whole volume")
+    return slice_noise
 
 
 def _to_image(grid01: np.ndarray, window: dict[str, Any], body: np.ndarray) -> np.ndarray:
@@ -588,6 +611,7 @@ def generate_volume(
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
+    slice_noise: str = "independent",
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
@@ -595,7 +619,8 @@ def generate_volume(
 
     ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale``,
     ``anchor_tolerance``, ``fov_margin``, ``tri_planar``: see :class:`Guidance` (None: the model's default); tri-planar
-    sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``contrast_phase``
+    sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``slice_noise``: ``shared``
+    starts every slice from the same noise (slice-by-slice sampling only; see :func:`_sample_slices`). ``contrast_phase``
     (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
@@ -606,6 +631,7 @@ def generate_volume(
     device = torch.device(device)
     guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance,
                                  fov_margin=fov_margin, tri_planar=tri_planar)
+    check_slice_noise(slice_noise, guidance.tri_planar)
     t0 = time.perf_counter()
     spec = model.spec
     seq = model_sequence(model, contrast_phase)
@@ -630,7 +656,7 @@ def generate_volume(
         ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
         outs = []
         for k in range(runs):
-            slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks)
+            slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks, slice_noise)
             slices[sliced["mask"] == 0] = 0.0
             outs.append(codec.decode(slices, order=1, fill=0.0))
         grid = {"slice_size": list(codec.geometry.size)}
@@ -639,6 +665,7 @@ def generate_volume(
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
                      **guidance.record(model),
+                     slice_noise=None if guidance.tri_planar or not model.is_diffusion else slice_noise,
                      samples=samples, batch=batch, axis=axis, **grid, device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)
