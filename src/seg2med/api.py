@@ -454,7 +454,7 @@ def generate(
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import LoadedModel, check_sampling, check_slice_noise, model_sequence, pick_device, Guidance
+    from seg2med.inference.generate import LoadedModel, check_planes, check_sampling, model_sequence, pick_device, Guidance
     from seg2med.models.precision import resolve_precision
 
     seed = check_seed(seed)
@@ -465,9 +465,7 @@ def generate(
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
     guidance = Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin,
                                  tri_planar=tri_planar)
-    if guidance.tri_planar and not lm.is_diffusion:
-        raise ConfigError(f"--tri-planar needs a diffusion model; {model_name} is a {lm.method} model")
-    check_slice_noise(slice_noise, guidance.tri_planar)
+    check_planes(lm, guidance.tri_planar, slice_noise)
     model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:

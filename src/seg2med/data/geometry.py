@@ -124,6 +124,20 @@ def _pad_crop(n: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (0, 0), (before, n - size - before)
 
 
+def _grown(n: int, multiple: int, minimum: int) -> int:
+    """The smallest multiple of ``multiple`` that holds ``n`` px, and at least ``minimum``."""
+    return max(minimum, -(-n // multiple) * multiple)
+
+
+def _centre_zoom(n: tuple[int, ...], m: tuple[int, ...], in_spacing: tuple[float, ...],
+                 spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per axis mapping index j of ``m`` samples at ``spacing`` mm onto index x = scale*j + offset
+    of ``n`` samples at ``in_spacing`` mm, the centres of both grids aligned."""
+    n_, m_ = np.asarray(n, dtype=np.float64), np.asarray(m, dtype=np.float64)
+    scale = spacing / np.asarray(in_spacing)
+    return scale, (n_ - 1) / 2 - scale * (m_ - 1) / 2
+
+
 #: Decimals (mm) to which input voxel sizes are rounded before slicing (float32 header noise is ~1e-6 mm).
 SPACING_DECIMALS = 4
 
@@ -177,7 +191,7 @@ class SliceGeometry:
                 raise ConfigError(f"grow_multiple must be >= 1, got {grow_multiple}")
             if int(margin) < 0:
                 raise ConfigError(f"margin must be >= 0 px, got {margin}")
-            size2 = tuple(max(m, -(-(r + 2 * int(margin)) // g) * g) for m, r in zip(size2, res))
+            size2 = tuple(_grown(r + 2 * int(margin), g, m) for m, r in zip(size2, res))
         pads, crops = zip(*(_pad_crop(n, m) for n, m in zip(res, size2)))
         return cls(axis, shape, in_sp, float(spacing), res, size2, tuple(pads), tuple(crops))
 
@@ -199,10 +213,7 @@ class SliceGeometry:
 
     def _zoom(self) -> tuple[np.ndarray, np.ndarray]:
         """Resampled index j -> plane index x = scale*j + offset (centres aligned)."""
-        n = np.asarray(self.plane_shape, dtype=np.float64)
-        m = np.asarray(self.resampled_shape, dtype=np.float64)
-        scale = self.spacing / np.asarray(self.in_plane_spacing)
-        return scale, (n - 1) / 2 - scale * (m - 1) / 2
+        return _centre_zoom(self.plane_shape, self.resampled_shape, self.in_plane_spacing, self.spacing)
 
     def cut_fraction(self, mask: np.ndarray) -> float:
         """Fraction of the non-zero voxels of a canonical ``mask`` (e.g. the body) that fall outside the
@@ -332,17 +343,13 @@ class VolumeGeometry:
         sp = tuple(round(float(s), SPACING_DECIMALS) for s in canonical_spacing[:3])
         res = tuple(max(1, int(round(n * s / spacing))) for n, s in zip(shape, sp))
         g = int(grow_multiple)
-        size = tuple(max(int(min_size), -(-(r + (2 * int(margin) if a in margin_axes else 0)) // g) * g)
-                     for a, r in enumerate(res))
+        size = tuple(_grown(r + (2 * int(margin) if a in margin_axes else 0), g, int(min_size)) for a, r in enumerate(res))
         pad = tuple(_pad_crop(r, m)[0] for r, m in zip(res, size))
         return cls(shape, sp, float(spacing), res, size, pad)
 
     def _zoom(self) -> tuple[np.ndarray, np.ndarray]:
         """Resampled index j -> canonical index x = scale*j + offset (centres aligned), per axis."""
-        n = np.asarray(self.canonical_shape, dtype=np.float64)
-        m = np.asarray(self.resampled_shape, dtype=np.float64)
-        scale = self.spacing / np.asarray(self.canonical_spacing)
-        return scale, (n - 1) / 2 - scale * (m - 1) / 2
+        return _centre_zoom(self.canonical_shape, self.resampled_shape, self.canonical_spacing, self.spacing)
 
     def forward(self, vol: np.ndarray, order: int = 1) -> np.ndarray:
         """Canonical volume -> the canvas (resampled, padded with 0)."""

@@ -247,8 +247,7 @@ class LoadedModel:
         each step denoising the whole canvas along the next of ``axes`` (the last step along ``axes[0]``), ``batch``
         slices per network call. ``steps``, ``sampler``, ``strength`` and ``anchor`` as in :meth:`slice_generator`
         (the anchor acts on the slices of each step's axis)."""
-        if not self.is_diffusion:
-            raise ConfigError(f"tri-planar sampling needs a diffusion model; {self.path.name} is a {self.method} model")
+        check_planes(self, tri_planar=True)
         sampler = check_sampling(self, steps, sampler, batch=batch, strength=strength)
         device = torch.device(device)
         model_cfg, sched, k = self.model_cfg, self.scheduler_cfg, self.neighbours
@@ -428,6 +427,14 @@ class _Progress:
         return lambda i: self.report(base + i, self.total) if self.report is not None else None
 
 
+def _seeded_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The start-noise generator (on the CPU: the same noise on every device) and the step-noise one of a run
+    with ``seed``: the ancestral (DDPM) noise of each step is drawn on the sampling device, from a generator seeded
+    there too (the same one on the CPU)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return gen, gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+
+
 #: How the start noise of the slices of one volume is drawn (``--slice-noise``).
 SLICE_NOISE = ("independent", "shared")
 
@@ -437,9 +444,7 @@ def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed
     """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time.
     ``slice_noise`` ``shared``: every slice starts from the same noise slice (neighbouring slices then follow
     nearby trajectories; measured in ``benchmarks/results/throughplane-defaults-cpu.md``)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)  # start noise: same on every device
-    # the ancestral (DDPM) noise of each step is drawn on the sampling device, from a seeded generator there too
-    step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+    gen, step_gen = _seeded_generators(seed, device)
     n, _, h, w = cond.shape
     shared = torch.randn((1, generator.channels, h, w), generator=gen) if slice_noise == "shared" else None
     slices = np.empty((n, h, w), dtype=np.float32)
@@ -452,14 +457,16 @@ def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed
     return slices
 
 
-def check_slice_noise(slice_noise: str, tri_planar: bool = False) -> str:
-    """``--slice-noise`` is one of :data:`SLICE_NOISE`; ``shared`` is for slice-by-slice sampling only."""
+def check_planes(model: "LoadedModel", tri_planar: bool, slice_noise: str = "independent") -> None:
+    """Refuse, before any work, plane options ``model`` cannot run: tri-planar sampling of a one-shot model,
+    a ``--slice-noise`` not in :data:`SLICE_NOISE`, shared slice noise with tri-planar sampling."""
+    if tri_planar and not model.is_diffusion:
+        raise ConfigError(f"--tri-planar needs a diffusion model; {model.path.name} is a {model.method} model")
     if slice_noise not in SLICE_NOISE:
         raise ConfigError(f"--slice-noise must be one of {', '.join(SLICE_NOISE)}, got {slice_noise!r}")
     if slice_noise == "shared" and tri_planar:
         raise ConfigError("--slice-noise shared applies to slice-by-slice sampling; tri-planar sampling draws the "
                           "start noise of the whole volume")
-    return slice_noise
 
 
 def _to_image(grid01: np.ndarray, window: dict[str, Any], body: np.ndarray) -> np.ndarray:
@@ -563,9 +570,9 @@ def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> Ima
 def _tri_planar_samples(model: LoadedModel, labels: Volume, norm: np.ndarray, body: np.ndarray, margin: int,
                         guidance: Guidance, *, steps: int, sampler: str | None, seed: int, samples: int, batch: int,
                         device: torch.device, precision: str, strength: float,
-                        progress: Callable[[int, int], None] | None) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-    """``samples`` volumes in [0, 1] on the input grid by tri-planar sampling of the normalised prior ``norm``, the
-    number of runs, and the canvas record of the sidecar."""
+                        progress: Callable[[int, int], None] | None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """``samples`` volumes in [0, 1] on the input grid by tri-planar sampling of the normalised prior ``norm``, and
+    the canvas record of the sidecar."""
     trained = tuple(model.spec.axes)
     axes = trained + tuple(a for a in ("axial", "coronal", "sagittal") if a not in trained)
     if len(trained) < 3:
@@ -580,14 +587,13 @@ def _tri_planar_samples(model: LoadedModel, labels: Volume, norm: np.ndarray, bo
     ticks = _Progress(progress, samples * generator.units)
     outs = []
     for k in range(samples):
-        gen = torch.Generator(device="cpu").manual_seed(sample_seed(seed, k))
-        step_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(sample_seed(seed, k))
+        gen, step_gen = _seeded_generators(sample_seed(seed, k), device)
         x = generator(prior.to(device), gen, step_gen, ticks.batch(generator.units))
         vol = to_unit(x[0].float().cpu().numpy()).clip(0.0, 1.0)
         vol[canvas["mask"] == 0] = 0.0
         outs.append(codec.decode(vol, order=1))
     slices = generator.slices_run
-    return outs, samples, {"axes": list(axes), "canvas": codec.geometry.to_dict(),
+    return outs, {"axes": list(axes), "canvas": codec.geometry.to_dict(),
                            "slice_size": list(codec.geometry.size),
                            "network_slices_per_step": round(float(np.mean(slices)), 1) if slices else 0.0}
 
@@ -631,7 +637,7 @@ def generate_volume(
     device = torch.device(device)
     guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance,
                                  fov_margin=fov_margin, tri_planar=tri_planar)
-    check_slice_noise(slice_noise, guidance.tri_planar)
+    check_planes(model, guidance.tri_planar, slice_noise)
     t0 = time.perf_counter()
     spec = model.spec
     seq = model_sequence(model, contrast_phase)
@@ -641,7 +647,7 @@ def generate_volume(
     margin = guidance.margin_px(model)
     window = spec.image_window()
     if guidance.tri_planar:
-        outs, runs, grid = _tri_planar_samples(model, labels, norm, body, margin, guidance, steps=steps, sampler=sampler,
+        outs, grid = _tri_planar_samples(model, labels, norm, body, margin, guidance, steps=steps, sampler=sampler,
                                                seed=seed, samples=samples, batch=batch, device=device,
                                                precision=precision, strength=strength, progress=progress)
         axis = "tri-planar"
@@ -661,7 +667,7 @@ def generate_volume(
             outs.append(codec.decode(slices, order=1, fill=0.0))
         grid = {"slice_size": list(codec.geometry.size)}
     outs = [_to_image(o, window, body) for o in outs]
-    outs += [outs[0].copy() for _ in range(samples - runs)]
+    outs += [outs[0].copy() for _ in range(samples - len(outs))]  # a one-shot model ran once
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
                      **guidance.record(model),

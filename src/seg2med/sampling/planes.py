@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
+from seg2med.data.codec import neighbour_indices
 from seg2med.sampling.sampler import Denoiser, X0Parametrisation
 
 #: A condition factory: slices of the condition ``[n, K, H, W]`` -> a denoiser of those n slices.
@@ -49,8 +51,7 @@ def neighbour_slices(prior: torch.Tensor, axis: int, k: int) -> torch.Tensor:
     repeated (the 2.5D condition of :func:`seg2med.data.codec.stack_neighbours`, along any axis)."""
     s = slices_of(prior, axis)
     n = s.shape[0]
-    idx = (torch.arange(n)[:, None] + torch.arange(-k, k + 1)[None, :]).clamp(0, n - 1)
-    return s[idx.to(s.device)]
+    return s[torch.from_numpy(neighbour_indices(np.arange(n), n, k)).to(s.device)]
 
 
 def plane_cycling_denoiser(
