@@ -25,9 +25,11 @@ and prints it. Sections:
    volume) on a label volume of ``--volume-slices`` axial slices x ``--volume-size`` px (default 64 x 128
    px: subject A's labels and CT from ``--data``, 3 mm, padded / cropped in-plane; a synthetic phantom
    when the data is absent) for DDIM-50 fp32 (the old default, the reference), the defaults (DDIM-8,
-   precision auto, and what it resolved to), DDIM 4/6/10 and DPM-Solver++ 2M 4/6/8/10 at precision auto:
-   speed-up, SSIM and MAE (HU) to DDIM-50 inside the body, and ``roughness_z`` / ``roughness_xy``
-   against the real CT when there is one;
+   precision auto, and what it resolved to), DDIM 4/6/10 and DPM-Solver++ 2M 4/6/8/10 at precision auto, and the
+   3D-consistency settings at the defaults (correlated start noise across slices, shared noise, tri-planar sampling;
+   pass a 2.5D model such as ``ct-demo-25d-tiny`` beside a 2D one for the 2.5D row): speed-up, SSIM and MAE (HU) to
+   DDIM-50 inside the body, and ``roughness_z`` / ``roughness_xy`` against the real CT when there is one; a last
+   table puts every model's defaults and 3D settings side by side;
 6. a summary line per target, reported honestly (yes / no / skipped), including the
    combined one: some DDIM-N both <= 1/50 of the cost and >= 0.99 SSIM, per model, and the
    whole-volume one: the defaults take <= 60 s for a 64-slice 128-px volume on this CPU (a smaller
@@ -112,7 +114,7 @@ class Settings:
     volume_models: list[Path] = field(default_factory=list)  # CT diffusion models for section 5b
     volume_slices: list[int] = field(default_factory=list)  # axial slices of the 5b volume, per model (last repeats)
     volume_size: int = 128
-    volume_rows: tuple[tuple[str, int, str], ...] = ()
+    volume_rows: tuple[tuple[str, int, str, str], ...] = ()
 
 
 def _int_list(text: str) -> list[int]:
@@ -760,10 +762,22 @@ def measure_model_quality(s: Settings, folder: Path) -> Quality:
 
 # --------------------------------------------------------------------------- 5b. whole volume at the defaults
 #: (sampler, steps, precision) of the whole-volume rows; the first is the reference the others are scored against
-VOLUME_ROWS: tuple[tuple[str, int, str], ...] = (
-    ("ddim", 50, "fp32"), ("ddim", DEFAULT_STEPS, "auto"), ("ddim", 4, "auto"), ("ddim", 6, "auto"), ("ddim", 10, "auto"),
-    ("dpm++", 4, "auto"), ("dpm++", 6, "auto"), ("dpm++", 8, "auto"), ("dpm++", 10, "auto"))
-QUICK_VOLUME_ROWS: tuple[tuple[str, int, str], ...] = (("ddim", DEFAULT_STEPS, "fp32"), ("ddim", DEFAULT_STEPS, "auto"))
+#: 3D-consistency settings of section 5b (``seg2med.generate`` options beside the defaults; "" = none)
+VOLUME_VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "correlated noise 0.9": {"slice_noise": "correlated", "slice_correlation": 0.9},
+    "shared noise": {"slice_noise": "shared"},
+    "tri-planar": {"tri_planar": True},
+}
+#: (sampler, steps, precision, variant of VOLUME_VARIANTS) of section 5b; the first row is the reference
+VOLUME_ROWS: tuple[tuple[str, int, str, str], ...] = (
+    ("ddim", 50, "fp32", ""), ("ddim", DEFAULT_STEPS, "auto", ""), ("ddim", 4, "auto", ""), ("ddim", 6, "auto", ""),
+    ("ddim", 10, "auto", ""), ("dpm++", 4, "auto", ""), ("dpm++", 6, "auto", ""), ("dpm++", 8, "auto", ""),
+    ("dpm++", 10, "auto", ""), ("ddim", DEFAULT_STEPS, "auto", "correlated noise 0.9"),
+    ("ddim", DEFAULT_STEPS, "auto", "shared noise"), ("ddim", DEFAULT_STEPS, "auto", "tri-planar"))
+QUICK_VOLUME_ROWS: tuple[tuple[str, int, str, str], ...] = (("ddim", DEFAULT_STEPS, "fp32", ""),
+                                                            ("ddim", DEFAULT_STEPS, "auto", ""),
+                                                            ("ddim", DEFAULT_STEPS, "auto", "correlated noise 0.9"))
 VOLUME_SECONDS_TARGET = 60.0  # a 64-slice 128-px volume at the generate defaults, on this CPU
 VOLUME_TARGET_SLICES = 64
 SUBJECT_A_Z0 = 24  # first axial slice of subject A's CT used for the volume (of 112; 64 slices: 24..87)
@@ -779,6 +793,7 @@ class VolumeRow:
     precision: str  # what it resolved to
     seconds: float
     default: bool = False  # the generate defaults (steps DEFAULT_STEPS, DDIM, precision auto)
+    variant: str = ""  # the 3D-consistency setting (VOLUME_VARIANTS), "" = the model's defaults
     speedup: float = math.nan
     ssim: float = math.nan  # to the reference, inside the body, axial planes
     mae_hu: float = math.nan
@@ -894,20 +909,22 @@ def measure_volume(s: Settings, folder: Path, slices: int) -> VolumeResult:
     real01 = unit(real.array) if real is not None else None
     dev = str(s.device)
     warm = _z_crop(lv, min(4, slices))
-    for p in dict.fromkeys(resolve_precision(p, s.device, inference=True) for _, _, p in s.volume_rows):
+    for p in dict.fromkeys(resolve_precision(p, s.device, inference=True) for _, _, p, _ in s.volume_rows):
         log(f"volume {folder.name}: warm-up {p}")
         seg2med.generate(warm, model=folder, steps=1, precision=p, seed=s.seed, device=dev)
     res = VolumeResult(folder.name, source=how, shape=tuple(lv.volume.shape), real=real01 is not None)
     ref01 = ref_hu = None
-    for sampler, steps, asked in s.volume_rows:
+    for sampler, steps, asked, variant in s.volume_rows:
         precision = resolve_precision(asked, s.device, inference=True)
-        log(f"volume {folder.name}: {sampler} {steps} steps, precision {asked} -> {precision}, {slices} slices")
+        log(f"volume {folder.name}: {sampler} {steps} steps {variant}, precision {asked} -> {precision}, {slices} slices")
         t0 = time.perf_counter()
-        out = seg2med.generate(lv, model=folder, steps=steps, sampler=sampler, precision=asked, seed=s.seed, device=dev)
+        out = seg2med.generate(lv, model=folder, steps=steps, sampler=sampler, precision=asked, seed=s.seed, device=dev,
+                               **VOLUME_VARIANTS[variant])
         seconds = time.perf_counter() - t0
         hu = out.samples[0].array
         row = VolumeRow(sampler, steps, asked, str(out.metadata.get("precision", precision)), seconds,
-                        default=(sampler == "ddim" and steps == DEFAULT_STEPS and asked == "auto"))
+                        default=(sampler == "ddim" and steps == DEFAULT_STEPS and asked == "auto" and not variant),
+                        variant=variant)
         gen01 = unit(hu)
         if ref01 is None:
             ref01, ref_hu = gen01, hu
@@ -968,19 +985,28 @@ def volume_section(vs: list[VolumeResult], s: Settings) -> list[str]:
                   + (" Roughness: `roughness_z` / `roughness_xy` of `seg2med evaluate` against the real CT "
                      "(synthetic / real mean squared neighbour difference inside the body; 1 = as smooth as the real CT)."
                      if v.real else ""), ""]
-        head = ["row", "sampler", "steps", "precision", "s / volume", f"speed-up vs {ref_name}", f"SSIM to {ref_name}",
+        head = ["row", "sampler", "steps", "3D setting", "precision", "s / volume", f"speed-up vs {ref_name}", f"SSIM to {ref_name}",
                 f"MAE HU to {ref_name}"] + (["roughness_z", "roughness_xy"] if v.real else [])
         body = []
         for i, r in enumerate(v.rows):
             old = (r.sampler, r.steps, r.precision) == ("ddim", 50, "fp32")
             what = ("reference" + (" (old default)" if old else "")) if i == 0 else "defaults" if r.default else ""
             prec = r.precision if r.asked == r.precision else f"{r.asked} -> {r.precision}"
-            cells = [what, _volume_label(r), str(r.steps), prec, f"{r.seconds:.1f}", f"{r.speedup:.2f}x",
+            cells = [what, _volume_label(r), str(r.steps), r.variant or "-", prec, f"{r.seconds:.1f}", f"{r.speedup:.2f}x",
                      f"{r.ssim:.4f}", f"{r.mae_hu:.2f}"]
             if v.real:
                 cells += [f"{r.roughness_z:.3f}", f"{r.roughness_xy:.3f}"]
             body.append(cells)
-        lines += _table(head, body, "llrlrrrr" + ("rr" if v.real else "")) + [""]
+        lines += _table(head, body, "llrllrrrr" + ("rr" if v.real else "")) + [""]
+    side = [(v, r) for v in done for r in v.rows if r.default or r.variant]
+    if len(done) > 1 or any(r.variant for _, r in side):
+        lines += ["### 3D consistency side by side (DDIM at the defaults)", "",
+                  "Each model against its own reference row; `roughness_z` 1 = as smooth across slices as the real CT.", ""]
+        real = all(v.real for v, _ in side)
+        head = ["model", "3D setting", "s / volume", "SSIM to own reference", "MAE HU"] + (["roughness_z"] if real else [])
+        body = [[v.name, r.variant or "defaults", f"{r.seconds:.1f}", f"{r.ssim:.4f}", f"{r.mae_hu:.2f}"]
+                + ([f"{r.roughness_z:.3f}"] if real else []) for v, r in side]
+        lines += _table(head, body, "llrrr" + ("r" if real else "")) + [""]
     return lines
 
 

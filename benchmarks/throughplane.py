@@ -14,7 +14,8 @@ mapped to [0, 1]): ``roughness_z`` (mean squared difference of neighbouring slic
 1 = as smooth across slices as the real CT), ``roughness_xy`` (the same in-plane, mean over x and y),
 SSIM of axial, coronal and sagittal planes. The prior alone (normalised as the suite does) is a row
 too. Mean +- SD over the seeds. ``--variants``: generate settings beside the model's defaults (``tri-planar``
-sampling, ``shared-noise``: every slice from the same start noise, ``no-guidance``: prior anchor and field-of-view
+sampling, ``shared-noise``: every slice from the same start noise, ``correlated-C``: neighbouring slices' start noise
+correlated by C per model spacing, ``no-guidance``: prior anchor and field-of-view
 margin off, or combinations). Writes one Markdown table and
 prints it.
 """
@@ -47,6 +48,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "shared-noise": {"slice_noise": "shared"},
     "shared-noise-no-guidance": {"slice_noise": "shared", "anchor_scale": 0.0, "fov_margin": 0.0},
 }
+#: correlated start noise across slices (``--slice-noise correlated --slice-correlation c``), with and without guidance
+for _c in ("0.5", "0.8", "0.9", "0.95", "0.99"):
+    VARIANTS[f"correlated-{_c}"] = {"slice_noise": "correlated", "slice_correlation": float(_c)}
+    VARIANTS[f"correlated-{_c}-no-guidance"] = {**VARIANTS[f"correlated-{_c}"], "anchor_scale": 0.0, "fov_margin": 0.0}
 
 METRICS = ("roughness_z", "roughness_xy", "ssim", "ssim_coronal", "ssim_sagittal")
 HEADS = ("roughness z", "roughness xy", "SSIM axial", "SSIM coronal", "SSIM sagittal")

@@ -29,7 +29,9 @@ def _sections(markdown: str) -> dict[str, list[str]]:
 
 def _table(lines: list[str]) -> list[dict[str, str]]:
     """The first Markdown table in ``lines`` as a list of rows keyed by header."""
-    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines if ln.startswith("|")]
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("|")), len(lines))
+    stop = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[start:stop]]
     assert len(rows) >= 2, f"no table in {lines}"
     header = rows[0]
     return [dict(zip(header, r, strict=True)) for r in rows[2:]]
@@ -70,6 +72,15 @@ def test_quick_benchmark_report(tmp_path: Path) -> None:
     ddim = [r for r in sampling if r["sampler"] == "DDIM"]
     assert ddpm and ddim
     assert all(float(r["DDPM-500 ÷ this"]) > 1 for r in ddim)
+
+    # 5b: the whole volume at the defaults beside a 3D-consistency setting, scored against the reference row
+    volume = _section(sections, "5b.")
+    rows = {(r["row"], r["3D setting"]): r for r in volume}
+    assert set(rows) == {("reference", "-"), ("defaults", "-"), ("", "correlated noise 0.9")}, list(rows)
+    assert float(rows[("reference", "-")]["SSIM to DDIM-8 fp32"]) == 1.0
+    assert 0.5 < float(rows[("", "correlated noise 0.9")]["SSIM to DDIM-8 fp32"]) < 1.0  # other start noise
+    side = "\n".join(sections[next(k for k in sections if k.startswith("5b."))])
+    assert "### 3D consistency side by side" in side and "| ct-demo-tiny | correlated noise 0.9 |" in side
 
     summary = "\n".join(sections[next(k for k in sections if k.startswith("6."))])
     assert "DDIM-5 cost ≤ 1/50 of DDPM-500:" in summary

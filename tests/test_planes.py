@@ -192,9 +192,10 @@ def test_tri_planar_generation_keeps_the_input_grid_records_the_canvas_and_is_se
 
 
 
-def test_shared_slice_noise_gives_identical_slices_for_identical_conditions_and_is_recorded(tmp_path, capsys, monkeypatch):
+def test_shared_and_correlated_slice_noise_make_identical_conditions_give_alike_slices_and_are_recorded(tmp_path, capsys, monkeypatch):
     """--slice-noise shared: every slice starts from the same noise, so a label map that is the same on every slice
-    (and deterministic DDIM) gives the same image on every slice; independent noise does not."""
+    (and deterministic DDIM) gives the same image on every slice; correlated noise at correlation 1 is exactly that,
+    at 0.9 neighbouring slices differ less than with independent noise (which differ by HUs)."""
     import json
 
     import nibabel as nib
@@ -202,22 +203,82 @@ def test_shared_slice_noise_gives_identical_slices_for_identical_conditions_and_
     from cli_helpers import run_cli, small_ct_labels
 
     path, lab = small_ct_labels(tmp_path, depth=5)
-    vols = {}
-    for mode in ("shared", "independent"):
-        out = tmp_path / f"{mode}.nii.gz"
+    vols, metas = {}, {}
+    for mode, corr in (("shared", None), ("independent", None), ("correlated", 1.0), ("correlated", 0.9)):
+        name = f"{mode}{corr or ''}"
+        out = tmp_path / f"{name}.nii.gz"
+        extra = [] if corr is None else ["--slice-correlation", corr]
         res = run_cli(["generate", "--labels", path, "--out", out, "--model", "ct-demo-tiny", "--slice-noise", mode,
-                       "--steps", 2, "--batch", 2, "--precision", "fp32", "--anchor-scale", 0], capsys, monkeypatch)
+                       *extra, "--steps", 2, "--batch", 2, "--precision", "fp32", "--anchor-scale", 0],
+                      capsys, monkeypatch)
         assert res.code == 0, res.err
-        vols[mode] = np.asarray(nib.load(out).dataobj)
-        assert json.loads((tmp_path / f"{mode}.json").read_text())["slice_noise"] == mode
+        vols[name] = np.asarray(nib.load(out).dataobj)
+        metas[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert metas[name]["slice_noise"] == mode
     shared, independent = vols["shared"], vols["independent"]
     # across batches too (batch 2; the last batch of one slice runs other kernels: 0.002 HU)
     assert max(float(np.abs(shared[..., 0] - shared[..., z]).max()) for z in range(1, 5)) < 0.05
     assert float(np.abs(independent[..., 0] - independent[..., 3]).max()) > 1.0
+    np.testing.assert_array_equal(vols["correlated1.0"], shared)
+    body = lab != 0
+
+    def neighbour_diff(v):
+        return float(np.mean([np.abs(v[..., z + 1] - v[..., z])[body[..., z]].mean() for z in range(4)]))
+
+    assert neighbour_diff(vols["correlated0.9"]) < 0.8 * neighbour_diff(independent)
+    assert neighbour_diff(vols["correlated0.9"]) > neighbour_diff(shared) + 0.1
+    # the sidecar: the correlation asked for (per model spacing) and the one of these slices' spacing
+    spacing = float(np.linalg.norm(nib.load(path).affine[:3, 2]))
+    assert metas["correlated0.9"]["slice_correlation"] == 0.9
+    assert metas["correlated0.9"]["slice_noise_correlation"] == pytest.approx(0.9 ** (spacing / 3.0))
+    assert metas["independent"]["slice_noise_correlation"] is None and metas["shared"]["slice_noise_correlation"] == 1.0
     bad = run_cli(["generate", "--labels", path, "--out", tmp_path / "x.nii.gz", "--model", "ct-demo-tiny",
                    "--slice-noise", "shared", "--tri-planar"], capsys, monkeypatch)
     assert bad.code != 0 and "--slice-noise shared applies to slice-by-slice sampling" in bad.err
     bad = run_cli(["generate", "--labels", path, "--out", tmp_path / "x.nii.gz", "--model", "ct-demo-tiny",
                    "--slice-noise", "slerp"], capsys, monkeypatch)
-    assert bad.code != 0 and "--slice-noise must be one of independent, shared" in bad.err
+    assert bad.code != 0 and "--slice-noise must be one of independent, correlated, shared" in bad.err
+    bad = run_cli(["generate", "--labels", path, "--out", tmp_path / "x.nii.gz", "--model", "ct-demo-tiny",
+                   "--slice-noise", "correlated", "--slice-correlation", 1.5], capsys, monkeypatch)
+    assert bad.code != 0 and "--slice-correlation" in bad.err and "[0, 1]" in bad.err
+    assert len(bad.err.strip().splitlines()) == 1
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.floats(0.0, 1.0), n=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
+def test_correlated_slice_noise_is_seeded_and_its_first_slice_does_not_depend_on_the_correlation(c, n, seed):
+    from seg2med.sampling.noise import correlated_slice_noise
+
+    a = correlated_slice_noise(n, (1, 4, 4), c, torch.Generator().manual_seed(seed))
+    b = correlated_slice_noise(n, (1, 4, 4), c, torch.Generator().manual_seed(seed))
+    first = torch.randn((1, 1, 4, 4), generator=torch.Generator().manual_seed(seed))
+    assert a.shape == (n, 1, 4, 4) and torch.equal(a, b) and torch.equal(a[0], first[0])
+
+
+@pytest.mark.parametrize("c", [0.0, 0.5, 0.9, 1.0])
+def test_correlated_slice_noise_is_unit_gaussian_per_slice_with_neighbour_correlation_c_and_lag_two_c_squared(c):
+    """The AR(1) (slerp) chain keeps every slice N(0, 1) and correlates slices j apart by c**j."""
+    from seg2med.sampling.noise import correlated_slice_noise
+
+    z = correlated_slice_noise(6, (1, 128, 128), c, torch.Generator().manual_seed(3)).double().flatten(1)
+    assert torch.allclose(z.std(dim=1), torch.ones(6, dtype=torch.float64), atol=0.03)
+    assert torch.allclose(z.mean(dim=1), torch.zeros(6, dtype=torch.float64), atol=0.03)
+
+    def corr(j):
+        return float(np.mean([torch.corrcoef(torch.stack([z[k], z[k + j]]))[0, 1] for k in range(6 - j)]))
+
+    assert corr(1) == pytest.approx(c, abs=0.02) and corr(2) == pytest.approx(c * c, abs=0.02)
+
+
+def test_slice_noise_correlation_holds_per_model_spacing_so_thin_slices_correlate_more():
+    from seg2med.inference.generate import slice_noise_correlation
+    from seg2med.sampling.noise import check_correlation
+
+    assert slice_noise_correlation("independent", 0.9, 1.5, 3.0) is None
+    assert slice_noise_correlation("shared", 0.9, 1.5, 3.0) == 1.0
+    assert slice_noise_correlation("correlated", 0.9, 3.0, 3.0) == pytest.approx(0.9)
+    assert slice_noise_correlation("correlated", 0.81, 1.5, 3.0) == pytest.approx(0.9)
+    assert slice_noise_correlation("correlated", 0.9, 6.0, 3.0) == pytest.approx(0.81)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        check_correlation(-0.1)

@@ -39,7 +39,7 @@ from seg2med.io.sidecars import (
     prior_sidecar,
 )
 from seg2med.labels import LabelScheme, canonical_scheme
-from seg2med.models.registry import DEFAULT_STEPS, GENERATORS
+from seg2med.models.registry import DEFAULT_SLICE_CORRELATION, DEFAULT_STEPS, GENERATORS
 
 if TYPE_CHECKING:
     from seg2med.inference.generate import LoadedModel
@@ -429,6 +429,7 @@ def generate(
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
     slice_noise: str = "independent",
+    slice_correlation: float = DEFAULT_SLICE_CORRELATION,
     contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -449,8 +450,9 @@ def generate(
     intensities of every step's estimate kept within the tolerance of the prior's (:mod:`seg2med.sampling.anchor`);
     ``fov_margin`` (mm): the body continued past the edge of a field of view that cuts it; ``tri_planar``: the
     whole volume denoised along another axis at each step (3D-consistent; :mod:`seg2med.sampling.planes`). None:
-    the model's default (:class:`seg2med.inference.generate.Guidance`). ``slice_noise`` ``shared``: every slice starts
-    from the same noise (slice-by-slice sampling).
+    the model's default (:class:`seg2med.inference.generate.Guidance`). ``slice_noise`` ``correlated``: the start noise of
+    neighbouring slices correlated (``slice_correlation`` for slices one model spacing apart); ``shared``: every slice
+    starts from the same noise (slice-by-slice sampling).
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
@@ -465,7 +467,7 @@ def generate(
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
     guidance = Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin,
                                  tri_planar=tri_planar)
-    check_planes(lm, guidance.tri_planar, slice_noise)
+    check_planes(lm, guidance.tri_planar, slice_noise, slice_correlation)
     model_sequence(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
@@ -478,7 +480,8 @@ def generate(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
         anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar,
-        slice_noise=slice_noise, contrast_phase=contrast_phase, progress=progress,
+        slice_noise=slice_noise, slice_correlation=slice_correlation, contrast_phase=contrast_phase,
+        progress=progress,
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from seg2med._version import __version__
 from seg2med.errors import Seg2MedError
-from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_STEPS, GENERATORS, methods_help
+from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_SLICE_CORRELATION, DEFAULT_STEPS, GENERATORS, methods_help
 
 try:  # typer >= 0.2x ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -277,7 +277,8 @@ def generate_cmd(
     anchor_tolerance: Annotated[Optional[float], typer.Option("--anchor-tolerance", help="With --anchor-scale: coarse departures from the prior up to this much (HU for CT, normalised units for MR) are left to the model (default: the model's).")] = None,
     fov_margin: Annotated[Optional[float], typer.Option("--fov-margin", help="Where the body reaches the edge of the field of view, continue the prior this far (mm) so that no body outline is drawn there; 0 = off (default: the model's).")] = None,
     tri_planar: Annotated[Optional[bool], typer.Option("--tri-planar/--single-plane", help="Tri-planar sampling: denoise the whole volume along another axis (axial, coronal, sagittal) at each step, so the output is consistent in 3D; --single-plane: slice by slice along --axis (default: the model's).")] = None,
-    slice_noise: Annotated[str, typer.Option("--slice-noise", help="independent | shared: every slice starts from the same noise, so neighbouring slices follow nearby trajectories (less streaking without guidance; slice-by-slice sampling only).")] = "independent",
+    slice_noise: Annotated[str, typer.Option("--slice-noise", help="independent | correlated: neighbouring slices start from correlated noise (--slice-correlation), so they follow nearby trajectories | shared: every slice from the same noise (slice-by-slice sampling only; measured in benchmarks/results/).")] = "independent",
+    slice_correlation: Annotated[float, typer.Option("--slice-correlation", help="With --slice-noise correlated: correlation in [0, 1] of the start noise of two slices one model spacing apart (thinner slices correlate more).")] = DEFAULT_SLICE_CORRELATION,
     contrast_phase: Annotated[Optional[str], typer.Option("--contrast-phase", help="CT models: simulate the prior in this phase (native | arterial | portal-venous) instead of the model's.")] = None,
     samples: Annotated[int, typer.Option("--samples", help="K samples; K > 1 also writes a std map.")] = 1,
     batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
@@ -302,7 +303,7 @@ def generate_cmd(
             labels, sequence, model=model, steps=steps, sampler=sampler, seed=seed, samples=samples, batch=batch,
             axis=axis, device=device, precision=precision, strength=strength, anchor_scale=anchor_scale,
             anchor_tolerance=anchor_tolerance, fov_margin=fov_margin, tri_planar=tri_planar, slice_noise=slice_noise,
-            contrast_phase=contrast_phase,
+            slice_correlation=slice_correlation, contrast_phase=contrast_phase,
             scheme=scheme, tissue_masks=tissue_masks, body=body,
             tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seg2med.data.geometry import Reorientation, SliceGeometry, VolumeGeometry, from_slices
+from seg2med.data.geometry import AXES, Reorientation, SliceGeometry, VolumeGeometry, from_slices
 
 
 def neighbour_indices(index: int | np.ndarray, n: int, k: int) -> np.ndarray:
@@ -82,6 +82,11 @@ class SliceCodec:
     @property
     def grown(self) -> bool:
         return self.nominal_size != self.geometry.size
+
+    @property
+    def slice_spacing(self) -> float:
+        """Distance between neighbouring slices (mm): the input's spacing along the slicing axis."""
+        return float(self.reorientation.canonical_spacing[AXES[self.geometry.axis]])
 
     def cut_fraction(self, body: np.ndarray) -> float:
         """Fraction of ``body`` (original grid) that the slices' centre crop cuts away."""

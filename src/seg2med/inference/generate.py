@@ -43,7 +43,15 @@ from seg2med.io.sidecars import GENERATED_KIND
 from seg2med.labels import LabelScheme, TissueTable
 from seg2med.models import ModelConfig, SchedulerConfig, build_model, build_scheduler, for_inference
 from seg2med.models.baselines import BaselineConfig, OneShotGenerator, PriorMap, downsampling
-from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_STEPS, KIND_DIFFUSION, REGISTRY, get_method
+from seg2med.models.registry import (
+    DEFAULT_METHOD,
+    DEFAULT_SLICE_CORRELATION,
+    DEFAULT_STEPS,
+    KIND_DIFFUSION,
+    REGISTRY,
+    SLICE_NOISE,
+    get_method,
+)
 from seg2med.models.precision import autocast_dtype, parse_device
 from seg2med.physics import sequence_from_config, simulate_prior
 from seg2med.physics.sequences import ImagingSequence
@@ -59,6 +67,7 @@ from seg2med.sampling import (
     sample,
     x0_corrected_denoiser,
 )
+from seg2med.sampling.noise import check_correlation, correlated_slice_noise
 from seg2med.sampling.planes import neighbour_slices, slices_of
 
 log = logging.getLogger(__name__)
@@ -435,38 +444,53 @@ def _seeded_generators(seed: int, device: torch.device) -> tuple[torch.Generator
     return gen, gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
 
 
-#: How the start noise of the slices of one volume is drawn (``--slice-noise``).
-SLICE_NOISE = ("independent", "shared")
+def slice_noise_correlation(slice_noise: str, correlation: float, slice_spacing: float,
+                            model_spacing: float) -> float | None:
+    """The correlation of neighbouring slices' start noise for ``slice_noise`` (None: independent). ``correlated``:
+    ``correlation`` holds for slices ``model_spacing`` mm apart, so slices ``slice_spacing`` mm apart correlate by
+    ``correlation ** (slice_spacing / model_spacing)`` (thin slices correlate more: the same physical length)."""
+    if slice_noise == "independent":
+        return None
+    if slice_noise == "shared":
+        return 1.0
+    return float(correlation) ** (slice_spacing / model_spacing)
 
 
 def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed: int, device: torch.device,
-                   progress: _Progress, slice_noise: str = "independent") -> np.ndarray:
+                   progress: _Progress, noise_correlation: float | None = None) -> np.ndarray:
     """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time.
-    ``slice_noise`` ``shared``: every slice starts from the same noise slice (neighbouring slices then follow
-    nearby trajectories; measured in ``benchmarks/results/throughplane-defaults-cpu.md``)."""
+    ``noise_correlation`` (None: every slice its own noise, drawn batch by batch): the start noise of neighbouring
+    slices correlated by it (:func:`seg2med.sampling.noise.correlated_slice_noise`; 1: the same noise on every slice;
+    measured in ``benchmarks/results/throughplane-defaults-cpu.md``)."""
     gen, step_gen = _seeded_generators(seed, device)
     n, _, h, w = cond.shape
-    shared = torch.randn((1, generator.channels, h, w), generator=gen) if slice_noise == "shared" else None
+    start = None if noise_correlation is None else correlated_slice_noise(n, (generator.channels, h, w),
+                                                                         noise_correlation, gen)
     slices = np.empty((n, h, w), dtype=np.float32)
-    for start in range(0, n, batch):
-        stop = min(n, start + batch)
-        c = torch.from_numpy(np.ascontiguousarray(cond[start:stop])).to(device)
-        noise = gen if shared is None else shared.expand(stop - start, -1, -1, -1).clone()
-        x = generator(c, noise, step_gen, progress.batch(generator.units))
-        slices[start:stop] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
+        c = torch.from_numpy(np.ascontiguousarray(cond[lo:hi])).to(device)
+        x = generator(c, gen if start is None else start[lo:hi], step_gen, progress.batch(generator.units))
+        slices[lo:hi] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
     return slices
 
 
-def check_planes(model: "LoadedModel", tri_planar: bool, slice_noise: str = "independent") -> None:
+def check_planes(model: "LoadedModel", tri_planar: bool, slice_noise: str = "independent",
+                 slice_correlation: float = DEFAULT_SLICE_CORRELATION) -> None:
     """Refuse, before any work, plane options ``model`` cannot run: tri-planar sampling of a one-shot model,
-    a ``--slice-noise`` not in :data:`SLICE_NOISE`, shared slice noise with tri-planar sampling."""
+    a ``--slice-noise`` not in :data:`SLICE_NOISE`, a ``--slice-correlation`` outside [0, 1], slice noise other than
+    independent with tri-planar sampling."""
     if tri_planar and not model.is_diffusion:
         raise ConfigError(f"--tri-planar needs a diffusion model; {model.path.name} is a {model.method} model")
     if slice_noise not in SLICE_NOISE:
         raise ConfigError(f"--slice-noise must be one of {', '.join(SLICE_NOISE)}, got {slice_noise!r}")
-    if slice_noise == "shared" and tri_planar:
-        raise ConfigError("--slice-noise shared applies to slice-by-slice sampling; tri-planar sampling draws the "
-                          "start noise of the whole volume")
+    try:
+        check_correlation(slice_correlation)
+    except ValueError as exc:
+        raise ConfigError(f"--slice-correlation: {exc}") from None
+    if slice_noise != "independent" and tri_planar:
+        raise ConfigError(f"--slice-noise {slice_noise} applies to slice-by-slice sampling; tri-planar sampling draws "
+                          "the start noise of the whole volume")
 
 
 def _to_image(grid01: np.ndarray, window: dict[str, Any], body: np.ndarray) -> np.ndarray:
@@ -618,6 +642,7 @@ def generate_volume(
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
     slice_noise: str = "independent",
+    slice_correlation: float = DEFAULT_SLICE_CORRELATION,
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
@@ -625,8 +650,9 @@ def generate_volume(
 
     ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale``,
     ``anchor_tolerance``, ``fov_margin``, ``tri_planar``: see :class:`Guidance` (None: the model's default); tri-planar
-    sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``slice_noise``: ``shared``
-    starts every slice from the same noise (slice-by-slice sampling only; see :func:`_sample_slices`). ``contrast_phase``
+    sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``slice_noise``: ``correlated``
+    correlates the start noise of neighbouring slices (``slice_correlation`` for slices one model spacing apart),
+    ``shared`` starts every slice from the same noise (slice-by-slice sampling only; :func:`slice_noise_correlation`). ``contrast_phase``
     (CT models): the prior in that phase instead of the model's own (:func:`model_sequence`). For the one-shot
     methods (``unet``, ``pix2pix``, ``cyclegan``, ``prior``) ``steps``, ``sampler``, ``seed`` and
     ``strength`` are ignored (recorded as None in the metadata) and the ``samples`` volumes are
@@ -637,7 +663,7 @@ def generate_volume(
     device = torch.device(device)
     guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance,
                                  fov_margin=fov_margin, tri_planar=tri_planar)
-    check_planes(model, guidance.tri_planar, slice_noise)
+    check_planes(model, guidance.tri_planar, slice_noise, slice_correlation)
     t0 = time.perf_counter()
     spec = model.spec
     seq = model_sequence(model, contrast_phase)
@@ -658,20 +684,24 @@ def generate_volume(
         sliced = codec.encode({"prior": norm}, body)
         sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
         cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
+        correlation = slice_noise_correlation(slice_noise, slice_correlation, codec.slice_spacing, spec.spacing)
         runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
         ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
         outs = []
         for k in range(runs):
-            slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks, slice_noise)
+            slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks, correlation)
             slices[sliced["mask"] == 0] = 0.0
             outs.append(codec.decode(slices, order=1, fill=0.0))
-        grid = {"slice_size": list(codec.geometry.size)}
+        grid = {"slice_size": list(codec.geometry.size),
+                "slice_noise_correlation": correlation if model.is_diffusion else None}
     outs = [_to_image(o, window, body) for o in outs]
     outs += [outs[0].copy() for _ in range(samples - len(outs))]  # a one-shot model ran once
     std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
                      **guidance.record(model),
                      slice_noise=None if guidance.tri_planar or not model.is_diffusion else slice_noise,
+                     slice_correlation=slice_correlation if slice_noise == "correlated" and model.is_diffusion
+                     and not guidance.tri_planar else None,
                      samples=samples, batch=batch, axis=axis, **grid, device=str(device), precision=precision,
                      modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
                      image_normalization=window)

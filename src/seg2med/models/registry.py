@@ -80,6 +80,11 @@ DEFAULT_METHOD = "ddpm"
 #: sampling steps of ``generate`` unless asked otherwise: DDIM-8 is within SSIM 0.999 of DDIM-50 on the shipped
 #: x0-prediction models and 6x faster (benchmarks/results/sampling-cpu.md)
 DEFAULT_STEPS = 8
+#: How the start noise of the slices of one volume is drawn (``--slice-noise``): each slice its own noise,
+#: neighbouring slices' noise correlated (:mod:`seg2med.sampling.noise`), or one noise for every slice.
+SLICE_NOISE = ("independent", "correlated", "shared")
+#: ``--slice-correlation``: correlation of the start noise of two slices one model spacing apart (``correlated``).
+DEFAULT_SLICE_CORRELATION = 0.9
 SEGMENTER = "segmenter"
 
 
