@@ -213,3 +213,55 @@ def test_resolve_configs_precedence(trained: tuple[Path, dict]) -> None:
     assert m == _tiny() and t.steps == 80 and t.lr == 1e-3 and t.seed == 3
     with pytest.raises(ConfigError, match="unknown blocks"):
         resolve_configs(blocks={"optimizer": {}})
+
+
+def test_a_2d_run_starts_a_2_5d_one_that_computes_exactly_what_the_2d_one_computed(trained: tuple[Path, dict]) -> None:
+    """--init-from with more --neighbours inflates the input convolution: the new neighbour channels start at zero,
+    so before any training the 2.5D network's output is the 2D one's, whatever the neighbouring priors."""
+    import hashlib
+
+    from seg2med.training.warmstart import init_from_run
+
+    run, _ = trained
+    net2 = build_model(_tiny()).eval()
+    net2.load_state_dict(load_weights(run / "ema.safetensors"))
+    cfg25 = ModelConfig.from_preset("tiny", **TINY, neighbours=1)
+    net25 = build_model(cfg25).eval()
+    record = init_from_run(net25, run, cfg25, SchedulerConfig())
+    assert record["neighbours"] == [0, 1] and len(record["inflated"]) == 1
+    assert record["sha256"] == hashlib.sha256((run / "ema.safetensors").read_bytes()).hexdigest()
+    g = torch.Generator().manual_seed(0)
+    x, below, centre, above = (torch.randn((2, 1, 32, 32), generator=g) for _ in range(4))
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        out2 = net2(torch.cat([x, centre], 1), timesteps=t)
+        out25 = net25(torch.cat([x, below, centre, above], 1), timesteps=t)
+    assert float(out2.abs().mean()) > 1e-3
+    torch.testing.assert_close(out25, out2, atol=1e-5, rtol=1e-5)
+
+
+def test_init_from_trains_from_the_source_weights_records_them_and_refuses_other_networks(
+        dataset: Path, trained: tuple[Path, dict], tmp_path: Path, capsys, monkeypatch) -> None:
+    from seg2med.training.warmstart import check_compatible
+
+    run, _ = trained
+    out = tmp_path / "warm"
+    cfg = TrainConfig(steps=2, batch=4, lr=1e-3, ckpt_every=0, val_every=0, log_every=1, seed=3, init_from=str(run))
+    summary = train(dataset, out, ModelConfig.from_preset("tiny", **TINY, neighbours=1), SchedulerConfig(), cfg,
+                    progress=False)
+    scratch = train(dataset, tmp_path / "scratch", ModelConfig.from_preset("tiny", **TINY, neighbours=1),
+                    SchedulerConfig(), TrainConfig(**{**cfg.to_dict(), "init_from": ""}), progress=False)
+    assert summary["losses"][0] < 0.5 * scratch["losses"][0]  # the first step already has the trained network
+    stored = read_checkpoint_config(out)
+    assert stored["training"]["init_from"]["run"] == str(run.resolve())
+    assert stored["training"]["config"]["init_from"] == str(run)
+    # the CLI: another network, a baseline method, a run with more neighbours: one-line errors, no run folder
+    res = run_cli(["train", "--data", dataset, "--out", tmp_path / "bad", "--preset", "tiny", "--init-from", run],
+                  capsys, monkeypatch)
+    _clean_error(res, "--init-from", "its model has channels")
+    res = run_cli(["train", "--data", dataset, "--out", tmp_path / "bad", "--method", "unet", "--init-from", run],
+                  capsys, monkeypatch)
+    _clean_error(res, "--init-from", "method unet")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="as many or fewer"):
+        check_compatible(out, read_checkpoint_config(out), _tiny(), SchedulerConfig())

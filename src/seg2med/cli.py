@@ -337,12 +337,14 @@ def train_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start the network from the EMA weights of this run folder or shipped model (same network and scheduler; fewer --neighbours are inflated: a 2D model starts a 2.5D one). Recorded in config.json.")] = None,
     augment: Annotated[Optional[str], typer.Option("--augment", help="Augmentation preset: robust (prior re-simulated from the labels with tissue spread, bias, noise, blur and class dropout; zoom, rotation, shift, inside-the-body views; flips) | none. The YAML training: block overrides its values.")] = None,
 ) -> None:
     """Train prior -> image: the diffusion model (also under torchrun --nproc_per_node=N -m seg2med train) or a baseline (--method)."""
     import os
 
     from seg2med.errors import ConfigError
+    from seg2med.inference.generate import resolve_model
     from seg2med.io.checkpoints import CONFIG, read_checkpoint_config
     from seg2med.training import read_config_file, train_method
 
@@ -363,7 +365,8 @@ def train_cmd(
         scheduler=given(kind=scheduler, prediction_type=names["prediction"].get(prediction or ""),
                         schedule=names["beta_schedule"].get(beta_schedule or "")),
         training=given(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=val_every,
-                       precision=precision, device=device),
+                       precision=precision, device=device,
+                       init_from=None if init_from is None else str(resolve_model(init_from))),
         base=base, augment=augment, resume=resume, overwrite=overwrite,
     )
     if os.environ.get("RANK", "0") == "0":

@@ -88,6 +88,7 @@ class TrainConfig:
     rotate_deg: float = 0.0  # in-plane rotation, +- degrees
     shift: float = 0.0  # field-of-view shift, +- fraction of the slice size
     p_inside: float = 0.0  # probability of a view lying entirely inside the body
+    init_from: str = ""  # ddpm: a run folder whose EMA weights start the network (seg2med.training.warmstart)
 
     def __post_init__(self) -> None:
         self.steps, self.batch = check_int(self.steps, "training: steps"), check_int(self.batch, "training: batch")
@@ -105,6 +106,7 @@ class TrainConfig:
         if self.val_slices < 1 or self.val_steps < 1:
             raise ConfigError("training: val_slices and val_steps must be >= 1")
         self.max_minutes = check_non_negative(self.max_minutes, "training: max_minutes (0 = no time limit)")
+        self.init_from = "" if self.init_from is None else str(self.init_from)
         if not 0.0 <= self.intensity_jitter < 1.0:
             raise ConfigError(f"training: intensity_jitter must be in [0, 1), got {self.intensity_jitter}")
         if self.precision not in PRECISIONS:

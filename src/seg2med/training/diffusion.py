@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from seg2med.data.dataset import SliceDataset
 from seg2med.data.normalize import to_signed
-from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS
+from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, read_checkpoint_config
 from seg2med.models.config import (
     ModelConfig,
     SchedulerConfig,
@@ -40,6 +40,7 @@ from seg2med.training.loop import Context, Learner, Recipe, Tracker, new_scaler,
 from seg2med.training.runtime import Runtime, step_generator, step_seed
 from seg2med.training.state import SINGLE_OPTIMIZER, VAL, ResumeState, step_name
 from seg2med.training.validation import save_grid, val_loss, val_samples
+from seg2med.training.warmstart import check_compatible, init_from_run
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class DiffusionLearner(Learner):
         self.model_cfg, self.sched_cfg, self.cfg = model_cfg, sched_cfg, cfg
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.net = build_model(model_cfg).to(self.rt.device)  # the bare network (what is saved)
+            self.net = build_model(model_cfg)  # the bare network (what is saved)
+        self.init_record = init_from_run(self.net, cfg.init_from, model_cfg, sched_cfg) if cfg.init_from else None
+        self.net = self.net.to(self.rt.device)
         self.ema = EMA(self.net, cfg.ema_decay)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.scaler = new_scaler(self.rt)
@@ -104,7 +107,8 @@ class DiffusionLearner(Learner):
 
     def run_config(self, tracker: Tracker) -> dict[str, Any]:
         return {"method": "ddpm", "model": self.model_cfg.to_dict(), "scheduler": self.sched_cfg.to_dict(), "data": self.data,
-                "training": {"config": self.cfg.to_dict(), **self.training_info(tracker)},
+                "training": {"config": self.cfg.to_dict(), **self.training_info(tracker),
+                             **({"init_from": self.init_record} if self.init_record else {})},
                 "weights": {"model": WEIGHTS, "ema": EMA_WEIGHTS}}
 
     def batches(self, ds: SliceDataset, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -144,6 +148,8 @@ def diffusion_recipe(model_cfg: ModelConfig, sched_cfg: SchedulerConfig, cfg: Tr
         return (f"model {model_cfg.preset} ({count_parameters(learner.net) / 1e6:.2f} M parameters), {rt.device} "
                 f"{rt.precision}, {rt.world_size} process(es), train {len(ctx.train_ds)} slices, val {len(ctx.val_ds)} slices")
 
+    if cfg.init_from:  # refused before the run folder is made
+        check_compatible(Path(cfg.init_from), read_checkpoint_config(cfg.init_from), model_cfg, sched_cfg)
     return Recipe(
         method="ddpm", cfg=cfg, neighbours=model_cfg.neighbours, optimizers=(SINGLE_OPTIMIZER,), multi_process=True,
         activation_bytes=ddpm_activation_bytes(model_cfg.channels, model_cfg.num_res_blocks),

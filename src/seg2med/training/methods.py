@@ -96,6 +96,8 @@ def train_method(
         blocks = {**blocks, "training": {**options, **dict(blocks.get("training") or {})}}
     m = resolve_method(method, blocks, base)
     recipe = build_recipe(get_method(m), preset, blocks, model=model, scheduler=scheduler, training=training, base=base)
+    if recipe.cfg.init_from and m != "ddpm":
+        raise ConfigError(f"--init-from starts a diffusion run from another one; method {m} has no such start")
     batch_transforms(recipe.cfg, data_dir, m)  # one-line error before any run folder exists
     res = run_training(recipe, data_dir, out_dir, resume=resume, overwrite=overwrite, progress=progress)
     return {"method": m, **res}
