@@ -120,6 +120,30 @@ def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False
     return out
 
 
+def crosswalk(labels: str | Path | Volume | Mapping[str, Volume] | LabelVolume, to: str,
+              scheme: str | LabelScheme | None = None, strict: bool = False) -> LabelVolume:
+    """A label map (TotalSegmentator output as for :func:`build_anatomy`, MAISI, AMOS, BraTS, or a seg2med label
+    volume) in scheme ``to`` through the built-in crosswalk (:mod:`seg2med.labels.crosswalk`). The organ labels are
+    converted as they are (no body contour is added); the result's ``report["crosswalk"]`` lists, per class present,
+    what it became (same / renamed / merged / kept / dropped), its voxels and the reason. ``strict``: refuse when a
+    class with voxels would be dropped."""
+    from seg2med.anatomy import crosswalk_label_volume, organ_labels
+    from seg2med.labels import get_scheme
+
+    get_scheme(to)  # an unknown scheme fails before any reading
+    if isinstance(labels, LabelVolume):
+        lv = labels
+    else:
+        lv = label_inputs.read_seg2med_labels(labels, scheme=scheme, strict=strict)
+        if lv is None:
+            organs = label_inputs.read_organs(labels)
+            base, _ = label_inputs.organ_scheme(organs, scheme, default="total")
+            arr, _, ref, report = organ_labels(organs, base, base, strict=strict)
+            lv = LabelVolume(ref.like(arr), base, {"source": report.source,
+                                                   **({"path": str(labels)} if isinstance(labels, (str, Path)) else {})})
+    return crosswalk_label_volume(lv, to, strict=strict)[0]
+
+
 def make_phantom(seed: int = 0, spacing: float = 1.5, slices: int = 64, size: int = 256) -> LabelVolume:
     """A procedural torso phantom in the canonical TotalSegmentator ``total`` scheme."""
     from seg2med.anatomy import make_phantom as _make
@@ -476,6 +500,7 @@ def generate(
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(
         labels, scheme=scheme, default_scheme=default_scheme, tissue_masks=tissue_masks, body=body, strict=strict
     )
+    lv, crosswalk_report = to_model_scheme(lv, default_scheme, strict)
     result = generate_volume(
         lv.volume, lv.scheme, lm, tissues=load_tissue_table(tissues), steps=steps, sampler=sampler, seed=seed,
         samples=samples, batch=batch, axis=axis, device=dev, precision=precision, strength=strength,
@@ -485,7 +510,31 @@ def generate(
     )
     result.metadata.update(generated_provenance(model_name=model_name, scheme=lv.scheme.name,
                                                 body_contour=lv.body_contour, tissues=tissues))
+    result.metadata["crosswalk"] = crosswalk_report
     return result
+
+
+def to_model_scheme(lv: LabelVolume, target: str, strict: bool = False) -> tuple[LabelVolume, dict[str, Any] | None]:
+    """``lv`` in the scheme a model was trained on (``target``), through the built-in crosswalk when its own scheme
+    is another one of the same family (:func:`seg2med.anatomy.crosswalk_label_volume`; ``strict``: refuse dropping a
+    class with voxels), and the crosswalk report (None: no crosswalk applied). A scheme with no crosswalk to
+    ``target`` is used as it is, its classes simulated by name, with a warning."""
+    from seg2med.anatomy import crosswalk_label_volume
+    from seg2med.labels.crosswalk import list_crosswalks
+    from seg2med.labels.schemes import base_scheme_name
+
+    source = base_scheme_name(lv.scheme)
+    if source == target:
+        return lv, None
+    if (source, target) not in list_crosswalks():
+        log.warning("no crosswalk from label scheme %r to the model's %r: its classes are simulated by name", source,
+                    target)
+        return lv, None
+    out, report = crosswalk_label_volume(lv, target, strict=strict)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items()))
+    log.info("labels in scheme %r converted to the model's %r by the crosswalk: %s (classes present)", source, target,
+             counts)
+    return out, report
 
 
 def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> dict[str, Path]:
@@ -622,6 +671,7 @@ __all__ = [
     "benchmark",
     "build_anatomy",
     "check_volume_outputs",
+    "crosswalk",
     "evaluate",
     "expand_paths",
     "generate",
@@ -632,6 +682,7 @@ __all__ = [
     "pair_images_labels",
     "prepare_dataset",
     "resolve_scheme",
+    "to_model_scheme",
     "run_demo",
     "save_generated",
     "save_label_volume",

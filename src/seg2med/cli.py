@@ -137,6 +137,45 @@ def anatomy_cmd(
                       f"{len(classes)} classes, body contour from {lv.body_contour}")
 
 
+# --------------------------------------------------------------------------- crosswalk
+def print_crosswalk(report: dict | None, all_classes: bool = False) -> None:
+    """The crosswalk report as a table: every class that was not kept as it is (or every class), with its voxels."""
+    if not report:
+        return
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items()))
+    rows = [r for r in report["classes"] if all_classes or r["kind"] not in ("same", "seg2med class")]
+    table = Table("class", "voxels", "became", "target", "reason",
+                  title=f"crosswalk {report['source']} -> {report['target']}: {counts} (of the classes present)")
+    for r in rows:
+        table.add_row(r["class"], str(r["voxels"]), r["kind"], r["target"] or "-", r["reason"])
+    if rows:
+        console.print(table)
+    else:
+        console.print(table.title)
+
+
+@app.command("crosswalk")
+def crosswalk_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="Label map: multilabel NIfTI, per-class folder or a seg2med label volume.")],
+    to: Annotated[str, typer.Option("--to", help="Target label scheme (see `seg2med schemes`).")],
+    out: Annotated[Path, typer.Option("--out", help="Converted label map (.nii.gz); its .json label table and report are written beside it.")],
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (default: the one its class names belong to, else total).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse when a class with voxels would be dropped.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs seg2med wrote.")] = False,
+) -> None:
+    """Convert a label map to another scheme through a checked crosswalk; report what each class became."""
+    from seg2med import api
+
+    inputs = [labels]
+    api.check_volume_outputs(out, overwrite, inputs)
+    lv = api.crosswalk(labels, to, scheme=scheme, strict=strict)
+    api.save_label_volume(lv, out, overwrite=overwrite, inputs=inputs)
+    report = lv.report.get("crosswalk")
+    print_crosswalk(report)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items())) if report else "already in that scheme"
+    out_console.print(f"wrote {out} and {api.sidecar_path(out)}: scheme {lv.scheme.name}; classes present: {counts}")
+
+
 # --------------------------------------------------------------------------- simulate
 @app.command("simulate")
 def simulate_cmd(
@@ -308,6 +347,7 @@ def generate_cmd(
             tissues=tissues, strict=strict,
             progress=lambda i, n: prog.update(task, completed=i / n),
         )
+    print_crosswalk(result.metadata.get("crosswalk"))
     written = api.save_generated(result, out, overwrite=overwrite, inputs=inputs)
     meta = result.metadata
     out_console.print(f"wrote {', '.join(str(p) for p in written.values())} ({meta['seconds']} s; scheme {meta['scheme']}, "

@@ -24,7 +24,7 @@ from seg2med.anatomy.inputs import (
     source_name,
 )
 from seg2med.anatomy.labelmap import build_label_volume
-from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids
+from seg2med.anatomy.labelvolume import LabelVolume, check_known_ids, crosswalk_label_volume
 from seg2med.anatomy.organs import labels_from_masks, organ_labels
 from seg2med.anatomy.phantom import PHANTOM_LEVELS, make_phantom
 from seg2med.anatomy.plausibility import check_numbering
@@ -59,6 +59,7 @@ __all__ = [
     "body_mask_from_mr",
     "build_label_volume",
     "check_known_ids",
+    "crosswalk_label_volume",
     "check_numbering",
     "fill_body",
     "labels_from_masks",

@@ -9,6 +9,8 @@ from typing import Any
 from seg2med.errors import ConfigError
 from seg2med.io.nifti import Volume
 from seg2med.labels import LabelScheme
+from seg2med.labels.crosswalk import get_crosswalk, summary_counts
+from seg2med.labels.schemes import base_scheme_name
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +45,26 @@ def check_known_ids(vol: Volume, scheme: LabelScheme, strict: bool) -> None:
         if strict:
             raise ConfigError(f"{vol.name}: ids not in scheme {scheme.name!r}: {desc}")
         log.warning("%s: ids not in scheme %r: %s", vol.name, scheme.name, desc)
+
+
+def crosswalk_label_volume(lv: LabelVolume, target: str, strict: bool = False) -> tuple[LabelVolume, dict[str, Any] | None]:
+    """``lv`` in scheme ``target`` through the built-in crosswalk from its own scheme (:mod:`seg2med.labels.crosswalk`),
+    and the report (per class present: kind, target, voxels, reason; None when it already is in ``target``).
+
+    In a canonical volume (one with seg2med's ``body`` class: inside a body contour) the voxels of a dropped class
+    become ``body``, elsewhere unlabelled. ``strict``: a class with voxels that would be dropped is an error naming them.
+    """
+    source = base_scheme_name(lv.scheme)
+    if source == target:
+        return lv, None
+    cw = get_crosswalk(source, target)
+    arr, scheme, rows = cw.apply(lv.volume.array, lv.scheme, dropped_to="body" if "body" in lv.scheme else None)
+    dropped = [r for r in rows if r["kind"] == "dropped"]
+    if strict and dropped:
+        names = ", ".join(f"{r['class']} ({r['voxels']} voxels)" for r in dropped[:6])
+        more = f" and {len(dropped) - 6} more" if len(dropped) > 6 else ""
+        where = lv.report.get("path") or lv.report.get("source") or lv.volume.name
+        raise ConfigError(f"{where}: --strict: the crosswalk {source} -> {target} drops {len(dropped)} "
+                          f"classes with voxels: {names}{more}")
+    report = {"source": source, "target": target, "counts": summary_counts(rows), "classes": rows}
+    return LabelVolume(lv.volume.like(arr), scheme, {**lv.report, "crosswalk": report}), report

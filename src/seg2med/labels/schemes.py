@@ -31,6 +31,8 @@ EXTENSION_CLASSES: dict[str, int] = {
     "intermuscular_fat": 204,
 }
 BACKGROUND = "background"
+#: Name suffix of a scheme extended with seg2med's classes (``total+seg2med``).
+CANONICAL_SUFFIX = "+seg2med"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class LabelScheme:
         for n, i in extra.items():
             if n not in merged:
                 merged[n] = int(i)
-        return LabelScheme(name or f"{self.name}+seg2med", merged, self.description, self.source, self.regions)
+        return LabelScheme(name or f"{self.name}{CANONICAL_SUFFIX}", merged, self.description, self.source, self.regions)
 
     def to_table(self) -> dict:
         """JSON-serialisable label table (written next to every label volume)."""
@@ -168,6 +170,11 @@ def get_scheme(name: str) -> LabelScheme:
     if name in list_schemes():
         return _builtin(name)
     raise ConfigError(f"unknown label scheme {name!r} (known: {', '.join(list_schemes())})")
+
+
+def base_scheme_name(scheme: LabelScheme) -> str:
+    """The organ scheme a canonical scheme extends (``total+seg2med`` -> ``total``); a plain scheme's own name."""
+    return scheme.name[: -len(CANONICAL_SUFFIX)] if scheme.name.endswith(CANONICAL_SUFFIX) else scheme.name
 
 
 def canonical_scheme(base: str | LabelScheme) -> LabelScheme:
