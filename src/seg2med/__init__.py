@@ -8,7 +8,7 @@ from seg2med._version import __version__
 #: The API names re-exported here, imported on first use (PEP 562): ``import seg2med`` stays light, so that
 #: the console script starts (and can report an interrupt) before numpy, torch and MONAI are loaded.
 _API = (
-    "LabelVolume", "Prior", "benchmark", "build_anatomy", "crosswalk", "evaluate", "generate", "get_sequence", "load_tissue_table",
+    "LabelVolume", "Prior", "benchmark", "build_anatomy", "convert", "crosswalk", "evaluate", "generate", "get_sequence", "load_tissue_table",
     "make_phantom", "prepare_dataset", "resolve_scheme", "run_demo", "save_generated", "save_label_volume",
     "save_prior", "simulate_prior",
 )

@@ -514,6 +514,79 @@ def generate(
     return result
 
 
+#: ``convert --segmenter`` value that runs the installed TotalSegmentator (task total for CT, total_mr for MR)
+TOTALSEGMENTATOR = "totalsegmentator"
+
+
+def convert(
+    image: str | Path | Volume,
+    modality: str,
+    to: str,
+    *,
+    model: str | Path = "ct-demo",
+    labels: str | Path | None = None,
+    segmenter: str | Path | None = None,
+    scheme: str | None = None,
+    strict: bool = False,
+    **generate_options: Any,
+):
+    """An image of one modality -> a synthetic image of the other (``to``), through the anatomy, on the image's grid.
+
+    Stages (each recorded in ``metadata["convert"]``): the label map (``labels`` given, or ``segmenter``:
+    ``totalsegmentator`` when it is installed with its weights, task ``total`` / ``total_mr``; or a
+    ``seg2med train-segmenter`` run), the body contour from the image itself, the crosswalk to the model's scheme,
+    the model's prior and :func:`generate` (``generate_options``: steps, seed, precision ...). ``model`` must be a
+    ``to`` model. Returns the :class:`~seg2med.inference.GenerationResult`.
+    """
+    from seg2med.inference import load_model
+    from seg2med.inference.generate import pick_device
+
+    modality, to = str(modality).lower(), str(to).lower()
+    for name, value in (("--modality", modality), ("--to", to)):
+        if value not in ("ct", "mr"):
+            raise ConfigError(f"{name} must be ct or mr, got {value!r}")
+    if modality == to:
+        raise ConfigError(f"--modality and --to are both {to}: convert goes from one modality to the other")
+    if (labels is None) == (segmenter is None):
+        raise ConfigError("convert needs the anatomy of the image: --labels L (a label map on its grid) or "
+                          "--segmenter totalsegmentator|RUN")
+    lm = load_model(model, device=pick_device(generate_options.get("device", "auto")))
+    if lm.spec.modality != to:
+        raise ConfigError(f"--model {model} generates {lm.spec.modality}, not {to}")
+    img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
+    from seg2med.data.intensity import check_fits_modality, check_is_image
+
+    where = Path(str(image)) if isinstance(image, (str, Path)) else Path(img.name)
+    check_is_image(img, where, "--image")
+    check_fits_modality(img, where, "--image", modality, f"--modality {modality}")
+    if labels is not None:
+        source, label_input = {"source": "given", "path": str(labels)}, labels
+    elif str(segmenter).lower() == TOTALSEGMENTATOR:
+        from seg2med.inference.totalseg import find_totalsegmentator
+
+        task = "total_mr" if modality == "mr" else "total"
+        label_input = find_totalsegmentator(task).segment(img)
+        source, scheme = {"source": "totalsegmentator", "task": task}, scheme or task
+    else:
+        from seg2med.inference.segment import load_segmenter, segment_volume
+
+        seg = load_segmenter(segmenter)
+        if seg.spec.modality != modality:
+            raise ConfigError(f"--segmenter {segmenter} segments {seg.spec.modality} images, not {modality}")
+        label_input = segment_volume(img, seg)
+        source, scheme = {"source": "segmenter", "run": str(segmenter)}, scheme or seg.spec.scheme
+    lv = build_anatomy(label_input, scheme=scheme, image=img, modality=modality, strict=strict,
+                       default_scheme="total_mr" if modality == "mr" else "total")
+    if tuple(lv.volume.shape[:3]) != tuple(img.shape[:3]) or not np.allclose(lv.volume.affine, img.affine, atol=1e-4):
+        raise InputError(f"{labels}: the label map is not on the grid of --image {where} (shape "
+                         f"{list(lv.volume.shape[:3])} vs {list(img.shape[:3])})")
+    result = generate(lv, model=lm, strict=strict, **generate_options)
+    result.metadata["convert"] = {"image": str(where), "modality": modality, "to": to,
+                                  "labels": {**source, "scheme": lv.report.get("scheme") or lv.scheme.name},
+                                  "body_contour": lv.body_contour}
+    return result
+
+
 def to_model_scheme(lv: LabelVolume, target: str, strict: bool = False) -> tuple[LabelVolume, dict[str, Any] | None]:
     """``lv`` in the scheme a model was trained on (``target``), through the built-in crosswalk when its own scheme
     is another one of the same family (:func:`seg2med.anatomy.crosswalk_label_volume`; ``strict``: refuse dropping a
@@ -671,6 +744,7 @@ __all__ = [
     "benchmark",
     "build_anatomy",
     "check_volume_outputs",
+    "convert",
     "crosswalk",
     "evaluate",
     "expand_paths",

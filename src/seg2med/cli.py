@@ -176,6 +176,43 @@ def crosswalk_cmd(
     out_console.print(f"wrote {out} and {api.sidecar_path(out)}: scheme {lv.scheme.name}; classes present: {counts}")
 
 
+# --------------------------------------------------------------------------- convert
+@app.command("convert")
+def convert_cmd(
+    image: Annotated[Path, typer.Option("--image", help="The image to convert (CT in HU, or MR).")],
+    modality: Annotated[str, typer.Option("--modality", help="Modality of --image: ct or mr.")],
+    to: Annotated[str, typer.Option("--to", help="Modality to generate: mr or ct.")],
+    out: Annotated[Path, typer.Option("--out", help="Synthetic image (.nii.gz) on the grid of --image; a .json sidecar records every stage.")],
+    model: Annotated[str, typer.Option("--model", help="Model of the --to modality: run folder or shipped name (ct-demo, mr-demo, ...).")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label map of --image (same grid), e.g. TotalSegmentator output.")] = None,
+    segmenter: Annotated[Optional[str], typer.Option("--segmenter", help="totalsegmentator (installed with its weights; never downloaded) or a seg2med train-segmenter run.")] = None,
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of --labels (default: guessed).")] = None,
+    steps: Annotated[int, typer.Option("--steps")] = DEFAULT_STEPS,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch: Annotated[int, typer.Option("--batch", help="Slices per forward pass (bounds memory).")] = 8,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16.")] = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse unknown label ids and classes the crosswalk would drop.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace outputs seg2med wrote.")] = False,
+) -> None:
+    """Image in, other modality out: labels (given or segmented) -> body from the image -> crosswalk -> prior -> generate."""
+    from seg2med import api
+
+    inputs = [image, labels, model, None if segmenter is None or segmenter.lower() == api.TOTALSEGMENTATOR else segmenter]
+    api.check_volume_outputs(out, overwrite, inputs)
+    with _bar(SpinnerColumn(), TextColumn("convert"), BarColumn(), TextColumn("{task.percentage:>3.0f}%")) as prog:
+        task = prog.add_task("convert", total=1.0)
+        result = api.convert(image, modality, to, model=model, labels=labels, segmenter=segmenter, scheme=scheme,
+                             strict=strict, steps=steps, seed=seed, batch=batch, device=device, precision=precision,
+                             progress=lambda i, n: prog.update(task, completed=i / n))
+    print_crosswalk(result.metadata.get("crosswalk"))
+    written = api.save_generated(result, out, overwrite=overwrite, inputs=inputs)
+    conv = result.metadata["convert"]
+    out_console.print(f"wrote {', '.join(str(p) for p in written.values())}: {conv['modality']} -> {conv['to']}, "
+                      f"labels {conv['labels']['source']} ({conv['labels']['scheme']}), body contour from "
+                      f"{conv['body_contour']}")
+
+
 # --------------------------------------------------------------------------- simulate
 @app.command("simulate")
 def simulate_cmd(
