@@ -123,9 +123,17 @@ def test_demo_synthesis_from_user_labels_on_their_grid_in_bf16(ts_dir, tmp_path,
     out = tmp_path / "demo"
     res = run_cli(["demo", "--out", out, "--labels", crop, "--steps", "2", "--precision", "fp16"], capsys, monkeypatch)
     assert res.code != 0 and "fp16 needs a CUDA device" in res.err and not out.exists()
-    res = run_cli(["demo", "--out", out, "--labels", crop, "--steps", "2", "--precision", "bf16"], capsys, monkeypatch)
+    res = run_cli(["demo", "--out", out, "--labels", crop, "--steps", "2", "--precision", "bf16", "--convert"],
+                  capsys, monkeypatch)
     assert res.code == 0, res.err
     src = load_volume(crop, kind="labels")
+    # --convert: the synthetic CT converted to MR image to image, on the same grid, the crosswalk recorded
+    conv = load_volume(out / "ct_to_mr.nii.gz")
+    assert conv.shape == src.shape and np.array_equal(conv.affine, src.affine) and conv.array.std() > 0
+    cmeta = json.loads((out / "ct_to_mr.json").read_text())
+    assert (cmeta["convert"]["modality"], cmeta["convert"]["to"]) == ("ct", "mr")
+    assert (cmeta["crosswalk"]["source"], cmeta["crosswalk"]["target"]) == ("total", "total_mr")
+    assert (out / "preview_convert.png").stat().st_size > 0
     canonical = load_volume(out / "labels.nii.gz", kind="labels")  # organs + body contour, on the crop's grid
     assert np.array_equal(canonical.affine, src.affine)
     for mod, lo, hi in (("ct", -1000.0, 1000.0), ("mr", None, None)):

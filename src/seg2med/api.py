@@ -368,6 +368,7 @@ def run_demo(
     seed: int = 0,
     steps: int = 10,
     synthesize: bool = True,
+    convert_ct: bool = False,
     device: str = "auto",
     precision: str = "auto",
     overwrite: bool = False,
@@ -378,7 +379,8 @@ def run_demo(
     Writes the canonical labels, the CT prior and the MR (VIBE in-phase) prior
     and, with the shipped ``ct-demo`` / ``mr-demo`` models, the synthetic CT and
     MR generated from them (DDIM, ``steps`` steps, on ``device`` in ``precision``), plus PNG
-    previews in three planes (prior | synthetic).
+    previews in three planes (prior | synthetic). ``convert_ct``: the synthetic CT is also converted to MR
+    image to image (:func:`convert` with ``mr-demo`` and the demo's labels: ``ct_to_mr.nii.gz``, ``preview_convert.png``).
     """
     from seg2med.inference import list_models
     from seg2med.inference.generate import pick_device
@@ -398,6 +400,9 @@ def run_demo(
         if model in shipped:
             names[f"{mod}_synthetic"] = out / f"{mod}_synthetic.nii.gz"
         names[f"{mod}_preview"] = out / f"preview_{mod}.png"
+    convert_ct = convert_ct and {"ct-demo", "mr-demo"} <= shipped
+    if convert_ct:
+        names["ct_to_mr"], names["convert_preview"] = out / "ct_to_mr.nii.gz", out / "preview_convert.png"
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
     models = {}
     if shipped:  # refuse what this device or the models cannot run before any work; each model is loaded once
@@ -430,6 +435,16 @@ def run_demo(
             panels.append(Panel(f"synthetic {mod.upper()} ({model})", result.samples[0], window=window))
         save_preview(panels, names[f"{mod}_preview"], overwrite=overwrite, inputs=inputs,
                      title=f"seg2med demo: {mod.upper()} from one anatomy (prior | synthetic)")
+        if mod == "ct" and model in shipped:
+            ct_synthetic = result.samples[0]
+    if convert_ct:
+        step("convert CT -> MR (mr-demo)")
+        conv = convert(ct_synthetic, "ct", "mr", model=models["mr-demo"], labels=names["labels"], steps=steps, seed=seed,
+                       batch=8, device=device, precision=precision)
+        save_generated(conv, names["ct_to_mr"], overwrite=overwrite, inputs=inputs)
+        save_preview([Panel("CT (synthetic, ct-demo)", ct_synthetic, window=DEMO_CT_WINDOW),
+                      Panel("MR converted from it (mr-demo)", conv.samples[0])], names["convert_preview"],
+                     overwrite=overwrite, inputs=inputs, title="seg2med demo: image-to-image conversion CT -> MR")
     return names
 
 
@@ -539,7 +554,7 @@ def convert(
     ``to`` model. Returns the :class:`~seg2med.inference.GenerationResult`.
     """
     from seg2med.inference import load_model
-    from seg2med.inference.generate import pick_device
+    from seg2med.inference.generate import LoadedModel, pick_device
 
     modality, to = str(modality).lower(), str(to).lower()
     for name, value in (("--modality", modality), ("--to", to)):
@@ -550,7 +565,7 @@ def convert(
     if (labels is None) == (segmenter is None):
         raise ConfigError("convert needs the anatomy of the image: --labels L (a label map on its grid) or "
                           "--segmenter totalsegmentator|RUN")
-    lm = load_model(model, device=pick_device(generate_options.get("device", "auto")))
+    lm = model if isinstance(model, LoadedModel) else load_model(model, device=pick_device(generate_options.get("device", "auto")))
     if lm.spec.modality != to:
         raise ConfigError(f"--model {model} generates {lm.spec.modality}, not {to}")
     img = load_volume(image, kind="image") if isinstance(image, (str, Path)) else image
@@ -575,8 +590,9 @@ def convert(
             raise ConfigError(f"--segmenter {segmenter} segments {seg.spec.modality} images, not {modality}")
         label_input = segment_volume(img, seg)
         source, scheme = {"source": "segmenter", "run": str(segmenter)}, scheme or seg.spec.scheme
-    lv = build_anatomy(label_input, scheme=scheme, image=img, modality=modality, strict=strict,
-                       default_scheme="total_mr" if modality == "mr" else "total")
+    ready = label_inputs.read_seg2med_labels(label_input, scheme=scheme, strict=strict)  # has its own body contour
+    lv = ready or build_anatomy(label_input, scheme=scheme, image=img, modality=modality, strict=strict,
+                                default_scheme="total_mr" if modality == "mr" else "total")
     if tuple(lv.volume.shape[:3]) != tuple(img.shape[:3]) or not np.allclose(lv.volume.affine, img.affine, atol=1e-4):
         raise InputError(f"{labels}: the label map is not on the grid of --image {where} (shape "
                          f"{list(lv.volume.shape[:3])} vs {list(img.shape[:3])})")
