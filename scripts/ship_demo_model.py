@@ -1,7 +1,8 @@
 """Copy a trained run into the package as a shipped model: fp16 EMA weights + a cleaned config.json.
 
 Usage: python scripts/ship_demo_model.py RUN_DIR NAME [--command "exact training command"]
-Writes src/seg2med/resources/models/NAME/{config.json, ema.safetensors}.
+Writes src/seg2med/resources/models/NAME/{config.json, ema.safetensors}; a train-segmenter run goes to
+src/seg2med/resources/segmenters/NAME/{config.json, model.safetensors}.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from seg2med.io.checkpoints import EMA_WEIGHTS, load_weights, read_checkpoint_config, save_weights, write_checkpoint_config
+from seg2med.io.checkpoints import EMA_WEIGHTS, WEIGHTS, load_weights, read_checkpoint_config, save_weights, write_checkpoint_config
 
 DEST = Path(__file__).resolve().parents[1] / "src" / "seg2med" / "resources" / "models"
+SEGMENTERS = DEST.parent / "segmenters"
 
 
 def main() -> None:
@@ -25,18 +27,20 @@ def main() -> None:
     ap.add_argument("--command", default="", help="the exact training command (recorded in config.json)")
     args = ap.parse_args()
     cfg = read_checkpoint_config(args.run)
-    state = load_weights(args.run / cfg.get("weights", {}).get("ema", EMA_WEIGHTS))
-    out = DEST / args.name
+    segmenter = cfg.get("method") == "segmenter"  # a train-segmenter run: its weights, under resources/segmenters
+    weights = WEIGHTS if segmenter else EMA_WEIGHTS
+    state = load_weights(args.run / cfg.get("weights", {}).get("model" if segmenter else "ema", weights))
+    out = (SEGMENTERS if segmenter else DEST) / args.name
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    save_weights(out / EMA_WEIGHTS, state, dtype=torch.float16)
+    save_weights(out / weights, state, dtype=torch.float16)
     data = dict(cfg.get("data", {}))
     data["path"] = f"runs/datasets/{Path(str(data.get('path', ''))).name} (built by scripts/build_demo_datasets.py)"
     cfg.pop("format", None), cfg.pop("format_version", None), cfg.pop("seg2med_version", None)
     cfg.update({
         "data": data,
-        "weights": {"ema": EMA_WEIGHTS, "dtype": "float16"},
+        "weights": {"model" if segmenter else "ema": weights, "dtype": "float16"},
         "shipped": {"name": args.name, "date": dt.date.today().isoformat(), "training_command": args.command,
                     "model_card": "MODEL_CARD.md"},
     })

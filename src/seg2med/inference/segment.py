@@ -122,9 +122,32 @@ class Segmenter:
         return torch.cat(feats).double().numpy() if feats else np.zeros((0, 0))
 
 
-def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
-    """Load a ``seg2med train-segmenter`` run folder (config.json + model.safetensors)."""
+def _shipped_dir():
+    from importlib import resources
+
+    return resources.files("seg2med") / "resources" / "segmenters"
+
+
+def list_segmenters() -> tuple[str, ...]:
+    """Names of the segmenters shipped inside the package (``--segmenter ct-seg-demo``)."""
+    root = _shipped_dir()
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()))
+
+
+def resolve_segmenter(path: str | Path) -> Path:
+    """A segmenter run folder, or the name of a shipped segmenter."""
     p = Path(path)
+    if not p.exists() and str(path) in list_segmenters():
+        return Path(str(_shipped_dir() / str(path)))
+    return p
+
+
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+    """Load a ``seg2med train-segmenter`` run folder (config.json + model.safetensors) or a shipped segmenter by
+    name (:func:`list_segmenters`)."""
+    p = resolve_segmenter(path)
     cfg = read_checkpoint_config(p)
     if cfg.get("method") != SEGMENTER:
         raise InputError(f"{p}: not a segmenter run (method {cfg.get('method')!r}; train one with seg2med train-segmenter)")
