@@ -301,15 +301,18 @@ def intensity_metrics(pred01: np.ndarray, ref01: np.ndarray, mask: np.ndarray, m
 
 
 def _segmentation_rows(seg: Any, case: Case, method: str, image: Volume, labels: Volume, spacing: Sequence[float],
-                       body: np.ndarray) -> list[dict[str, Any]]:
-    """Dice / HD95 per class of ``image`` re-segmented (own segmenter or TotalSegmentator) against ``labels``."""
+                       ) -> list[dict[str, Any]]:
+    """Dice / HD95 per class of ``image`` re-segmented (own segmenter or TotalSegmentator) against ``labels``.
+
+    The segmenter sees the image as a user would give it: its body contour comes from the image itself, not from
+    the evaluation mask (a mask of the labelled organs would blank everything else out of its input)."""
     from seg2med.inference.segment import segment_volume
     from seg2med.inference.totalseg import TotalSegmentatorRunner
 
     if isinstance(seg, TotalSegmentatorRunner):
         predicted = seg.segment(image)
     else:
-        predicted = segment_volume(image, seg, body=body)
+        predicted = segment_volume(image, seg)
     known = seg.classes if seg.classes is not None else np.unique(labels.array).tolist()
     classes = [int(c) for c in known if c != 0]
     dice = dice_per_class(predicted.array, labels.array, classes=classes)
@@ -434,7 +437,7 @@ def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *,
             res.panel["prior"] = prior01[:, :, k]
             res.panel["planes"]["prior"] = planes(prior01)
     if scores_dice:
-        res.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing, mask)
+        res.dice_rows += _segmentation_rows(opt.segmenter, case, "real image", ref, labels, ref.spacing)
     for method, path in case.predictions.items():
         if progress:
             progress(f"{case.subject}: {method}")
@@ -446,7 +449,7 @@ def evaluate_case(case: Case, options: EvalOptions, rng: np.random.Generator, *,
         row = {"subject": case.subject, "method": method, "voxels": int(mask.sum()),
                **intensity_metrics(pred01, ref01, mask, metrics, *raw), **dict.fromkeys(skipped, float("nan"))}
         if scores_dice:
-            seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing, mask)
+            seg_rows = _segmentation_rows(opt.segmenter, case, method, pred, labels, ref.spacing)
             res.dice_rows += seg_rows
             row["dice_mean"] = float(np.nanmean([r["dice"] for r in seg_rows])) if seg_rows else float("nan")
         res.rows.append(row)
