@@ -45,7 +45,7 @@ def main() -> None:
                     "model_card": "MODEL_CARD.md"},
     })
     write_checkpoint_config(out, cfg)
-    print(f"shipped {args.run} as {out} ({(out / EMA_WEIGHTS).stat().st_size / 1e6:.1f} MB)")
+    print(f"shipped {args.run} as {out} ({(out / weights).stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,7 @@ def test_ct_from_mr_labels_reads_them_by_their_own_table(ts_dir):
     # the paper's cross-modality case: a CT from subject C's MR label map (total_mr numbering); ct-demo's
     # own scheme is 'total', but the file's label table decides which id is which class
     res = seg2med.generate(ts_dir / "example_seg_mr.nii.gz", model="ct-demo-tiny", steps=2, batch=20)
-    assert res.metadata["scheme"] == "total_mr+seg2med"
+    # read as total_mr, then crosswalked to the model's total (vertebrae kept as an extra class)
+    assert res.metadata["scheme"] == "total+seg2med" and res.metadata["crosswalk"]["source"] == "total_mr"
     raw = load_volume(ts_dir / "example_seg_mr.nii.gz", kind="labels").array
     assert np.median(res.prior.array[raw == 19]) > 150  # vertebrae are bone in the prior (total id 19 is the duodenum)
