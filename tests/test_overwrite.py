@@ -401,6 +401,72 @@ def test_a_real_sigint_during_generate_exits_130_without_partial_files(subject, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_ctrl_c_that_a_library_turns_into_its_own_error_still_exits_130_as_interrupted(subject, tmp_path, capsys,
+                                                                                          monkeypatch):
+    """Seen in CI: SIGINT while safetensors builds the torch storages came back as a TypeError, reported as
+    'corrupt or unreadable safetensors file' with exit 2. The signal is remembered, so it is 'interrupted'."""
+    import os
+    import signal
+
+    import safetensors.torch
+
+    def load_file(path, device="cpu"):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the 'library'
+        raise AssertionError("not reached")
+
+    def swallowing(path, device="cpu"):
+        try:
+            load_file(path, device)
+        except KeyboardInterrupt:
+            raise TypeError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    monkeypatch.setattr(safetensors.torch, "load_file", swallowing)
+    out = tmp_path / "s.nii.gz"
+    res = run_cli(["generate", "--labels", subject["labels"], "--out", out, "--model", "ct-demo-tiny", "--steps", "1"],
+                  capsys, monkeypatch)
+    assert res.code == 130, res.err
+    assert res.err.strip().splitlines()[-1].startswith("error: interrupted") and "corrupt" not in res.err
+    assert list(tmp_path.iterdir()) == []
+    # without a signal the same error is what it says
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda path, device="cpu": (_ for _ in ()).throw(
+        RuntimeError("bad header")))
+    res = run_cli(["generate", "--labels", subject["labels"], "--out", out, "--model", "ct-demo-tiny", "--steps", "1"],
+                  capsys, monkeypatch)
+    assert res.code == 2 and "corrupt or unreadable safetensors file (bad header)" in res.err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # main() put Python's handler back
+
+
+def test_a_ctrl_c_that_a_library_swallows_still_ends_generate_at_the_next_sampling_step(subject, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """Lazy imports of torch / MONAI can catch a KeyboardInterrupt and go on (seen: generate kept running for
+    minutes after Ctrl-C under load); the sampling loop checks the recorded signal and ends the run."""
+    import os
+    import signal
+
+    import seg2med.inference.generate as gen_mod
+
+    real_load, real_sample = gen_mod.load_weights_into, gen_mod.sample
+    steps_run = []
+
+    def swallowing_load(*a, **k):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # a library's bare except
+        return real_load(*a, **k)
+
+    def counting_sample(*a, callback=None, **k):
+        return real_sample(*a, callback=lambda i, n: steps_run.append(i), **k)
+
+    monkeypatch.setattr(gen_mod, "load_weights_into", swallowing_load)
+    monkeypatch.setattr(gen_mod, "sample", counting_sample)
+    res = run_cli(["generate", "--labels", subject["labels"], "--out", tmp_path / "s.nii.gz", "--model",
+                   "ct-demo-tiny", "--steps", "50"], capsys, monkeypatch)
+    assert res.code == 130, res.err
+    assert res.err.strip().splitlines()[-1].startswith("error: interrupted") and steps_run == []
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_interrupted_before_its_first_checkpoint_can_be_started_again(subject, tmp_path, capsys, monkeypatch):
     import seg2med.training.baselines as baselines
 

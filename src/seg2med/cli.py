@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from seg2med._version import __version__
-from seg2med.errors import Seg2MedError
+from seg2med.errors import Seg2MedError, clear_interrupt, interrupt_seen, note_interrupt
 from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_SLICE_CORRELATION, DEFAULT_STEPS, GENERATORS, methods_help
 
 try:  # typer >= 0.2x ships its own copy of click
@@ -546,11 +546,14 @@ def main() -> None:
     Usage errors (unknown option, missing or malformed value) are one ``error:`` line too, not click's
     usage block; SIGTERM ends like Ctrl-C (atomic outputs leave nothing half-written), with exit 143.
     """
+    clear_interrupt()
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         _run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)  # for callers that run main() in-process (tests)
+    finally:  # for callers that run main() in-process (tests)
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.default_int_handler)
 
 
 def _run() -> None:
@@ -569,15 +572,28 @@ def _run() -> None:
         _error(exc.format_message(), exc.exit_code)
     except Terminated:
         _error(TERMINATED, 143)
-    except Seg2MedError as exc:
-        _error(str(exc), exc.exit_code)
     except KeyboardInterrupt:  # SIGINT / Ctrl-C: outputs are written atomically, so nothing half-written is left
         _error(INTERRUPTED, 130)
-    except OSError as exc:  # read-only folder, full disk, too many open files...: the system's reason, one line
-        where = f"{exc.filename}: " if exc.filename else ""
-        _error(f"{where}{exc.strerror or exc}", 1)
-    except MemoryError:
+    except (Seg2MedError, OSError, MemoryError) as exc:
+        if interrupt_seen():  # a library turned the KeyboardInterrupt into its own error (safetensors: "corrupt file")
+            _error(INTERRUPTED, 130)
+        if isinstance(exc, Seg2MedError):
+            _error(str(exc), exc.exit_code)
+        if isinstance(exc, OSError):  # read-only folder, full disk, too many open files...: the system's reason
+            where = f"{exc.filename}: " if exc.filename else ""
+            _error(f"{where}{exc.strerror or exc}", 1)
         _error("out of memory (lower --batch / the volume size, or set $SEG2MED_MEMORY_GB to refuse such jobs up front)", 1)
+    except Exception:  # not one of ours: a traceback, as before, unless it is a Ctrl-C in disguise
+        if interrupt_seen():
+            _error(INTERRUPTED, 130)
+        raise
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: KeyboardInterrupt as Python's own handler raises it, remembered (:func:`note_interrupt`),
+    because a library can swallow it or turn it into its own error (safetensors' loader: a TypeError)."""
+    note_interrupt()
+    raise KeyboardInterrupt
 
 
 class Terminated(BaseException):

@@ -37,3 +37,35 @@ class MissingDependencyError(Seg2MedError, ImportError):
 
 class BudgetError(ConfigError):
     """An input or option would need more memory than the configured budget (``$SEG2MED_MEMORY_GB``)."""
+
+
+# --------------------------------------------------------------------------- Ctrl-C a library swallowed
+_interrupt_seen = False
+
+
+def note_interrupt() -> None:
+    """Record that SIGINT arrived (the CLI's handler calls this before raising KeyboardInterrupt)."""
+    global _interrupt_seen
+    _interrupt_seen = True
+
+
+def clear_interrupt() -> None:
+    """Forget a recorded SIGINT (the start of a CLI call)."""
+    global _interrupt_seen
+    _interrupt_seen = False
+
+
+def interrupt_seen() -> bool:
+    """Whether SIGINT arrived during this CLI call."""
+    return _interrupt_seen
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if SIGINT arrived, even when a library caught the first one.
+
+    Lazy imports of torch and MONAI run ``try/except`` blocks that can swallow a KeyboardInterrupt (a
+    Ctrl-C in the first seconds of ``generate`` then went on for minutes); the long loops (sampling
+    steps, training steps) call this, so such a Ctrl-C still ends the run within one step.
+    """
+    if _interrupt_seen:
+        raise KeyboardInterrupt

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from seg2med.errors import ConfigError
+from seg2med.errors import ConfigError, raise_if_interrupted
 from seg2med.models.config import SchedulerConfig, build_scheduler, spaced_scheduler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -192,6 +192,7 @@ def sample(
                         dtype=torch.float32 if train_t is None else torch.long)
         x = sched.add_noise(original_samples=init.to(device=device, dtype=x.dtype), noise=x, timesteps=t0)
     for i, t in enumerate(timesteps):
+        raise_if_interrupted()
         if train_t is None:
             tt = torch.full((batch,), float(t), device=device)
         else:

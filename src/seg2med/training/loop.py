@@ -35,7 +35,7 @@ from rich.progress import (
 )
 
 from seg2med.data.dataset import SliceDataset
-from seg2med.errors import ConfigError
+from seg2med.errors import ConfigError, raise_if_interrupted
 from seg2med.io.checkpoints import read_checkpoint_config
 from seg2med.training.config import TrainConfig, out_of_time
 from seg2med.training.data import check_batch_memory, data_summary, open_split, require_slices
@@ -211,6 +211,7 @@ def run_loop(out: Path, learner: Learner, train_ds: SliceDataset, val_ds: SliceD
             log.warning("the val split holds no slices: no validation")
     with progress_bar(progress and rt.is_main, start, cfg.steps) as update:
         for step, batch in zip(range(start + 1, cfg.steps + 1), learner.batches(train_ds, start, cfg.steps)):
+            raise_if_interrupted()
             tracker.add(step, learner.step(batch, step))
             stop = rt.mean(torch.tensor(float(out_of_time(cfg, tracker.seconds)))) > 0
             if rt.is_main:
