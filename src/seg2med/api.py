@@ -658,6 +658,19 @@ def _optional_fid_weights(fid_weights: str | Path | None) -> Path | None:
     return resolve_fid_weights(fid_weights) if fid_weights or os.environ.get(FID_WEIGHTS_ENV) else None
 
 
+def _methods(pred: Sequence[str | Path] | Mapping[str, str | Path] | str | Path) -> dict[str, str | Path]:
+    """Method name -> prediction file/folder from ``--pred`` values (``NAME=PATH`` or ``PATH``) or a mapping."""
+    from seg2med.evaluation import parse_method
+
+    if isinstance(pred, Mapping):
+        return {str(k): v for k, v in pred.items()}
+    specs = [pred] if isinstance(pred, (str, Path)) else list(pred)
+    methods = dict(parse_method(str(s)) for s in specs)
+    if len(methods) != len(specs):
+        raise ConfigError("--pred: two predictions have the same method name (use NAME=PATH)")
+    return methods
+
+
 def evaluate(
     pred: Sequence[str | Path] | Mapping[str, str | Path] | str | Path,
     ref: str | Path,
@@ -685,15 +698,9 @@ def evaluate(
     ``$SEG2MED_FID_WEIGHTS``). See :mod:`seg2med.evaluation`.
     """
 
-    from seg2med.evaluation import EvalOptions, collect_cases, evaluate_cases, parse_method, write_report
+    from seg2med.evaluation import EvalOptions, collect_cases, evaluate_cases, write_report
 
-    if isinstance(pred, Mapping):
-        methods = {str(k): v for k, v in pred.items()}
-    else:
-        specs = [pred] if isinstance(pred, (str, Path)) else list(pred)
-        methods = dict(parse_method(str(s)) for s in specs)
-        if len(methods) != len(specs):
-            raise ConfigError("--pred: two predictions have the same method name (use NAME=PATH)")
+    methods = _methods(pred)
     mask_file = None if str(mask) in ("body", "none") else mask
     inputs = [*methods.values(), ref, labels, mask_file, prior, fid_weights,
               None if segmenter is None or str(segmenter).lower().startswith("totalsegmentator") else segmenter]
@@ -718,6 +725,64 @@ def evaluate(
     if seg is None:
         ev.notes.append("Dice / Fréchet-Seg not computed: no segmenter given (--segmenter RUN from seg2med train-segmenter).")
     return write_report(ev, out, overwrite=overwrite, inputs=inputs)
+
+
+def evaluate_unpaired(
+    pred: Sequence[str | Path] | Mapping[str, str | Path] | str | Path,
+    labels: str | Path,
+    out: str | Path,
+    *,
+    ref: str | Path | None = None,
+    ref_labels: str | Path | None = None,
+    modality: str = "auto",
+    sequence: str | None = None,
+    scheme: str | None = None,
+    segmenter: str | Path | None = None,
+    tissues: str | Path | None = None,
+    fid_weights: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Judge synthetic volumes that have no same-patient real image (phantoms, composed anatomies, conversions).
+
+    ``labels``: the label map(s) each output was made from (paired by file name). Per-organ plausibility
+    (generate's quality check), re-segmentation Dice / HD95 per class against ``labels`` with ``segmenter`` (a
+    ``train-segmenter`` run, ``ct-seg-demo``, or ``totalsegmentator`` when installed) beside the same segmenter on
+    the real volumes ``ref`` with their ``ref_labels``, and Fréchet-Seg / FID of the outputs against ``ref`` (any
+    grid, any patient). MR: ``sequence`` (a name, e.g. ``vibe-in``) or the outputs' generation sidecars give the
+    tissue order. Writes ``qc.csv``, ``organs.csv``, ``dice.csv``, ``summary.json`` and ``report.html`` into ``out``
+    (:mod:`seg2med.evaluation.unpaired`).
+    """
+    from seg2med.evaluation.report import write_unpaired_report
+    from seg2med.evaluation.unpaired import UnpairedOptions, collect_unpaired
+    from seg2med.evaluation.unpaired import evaluate_unpaired as run_unpaired
+
+    methods = _methods(pred)
+    seq = get_sequence(sequence).to_config() if sequence is not None else None  # an unknown name fails first
+    own_segmenter = None if segmenter is None or str(segmenter).lower().startswith(TOTALSEGMENTATOR) else segmenter
+    inputs = [*methods.values(), labels, ref, ref_labels, tissues, fid_weights, own_segmenter]
+    check_output_dir(out, "evaluation", overwrite, inputs)  # before any reading or scoring
+    weights = _optional_fid_weights(fid_weights)
+    cases, real = collect_unpaired(methods, labels, ref, ref_labels)
+    seg = None
+    if segmenter is not None and str(segmenter).lower() in (TOTALSEGMENTATOR, "totalsegmentator-fast"):
+        from seg2med.inference.totalseg import find_totalsegmentator
+
+        if modality == "auto":
+            raise ConfigError("--segmenter totalsegmentator needs --modality ct|mr (its task follows the modality)")
+        seg = find_totalsegmentator("total_mr" if modality == "mr" else "total",
+                                    fast=str(segmenter).lower().endswith("fast"))
+    elif segmenter is not None:
+        from seg2med.inference.segment import load_segmenter
+
+        seg = load_segmenter(segmenter)
+    def load_labels(path: Path, image: Volume | None, image_modality: str | None) -> LabelVolume:
+        return build_anatomy(path, scheme=scheme, image=image, modality=image_modality)
+
+    options = UnpairedOptions(load_labels=load_labels, modality=modality, sequence=seq,
+                              tissues=load_tissue_table(tissues), segmenter=seg, fid_weights=weights)
+    ev = run_unpaired(cases, options, real, progress=progress)
+    return write_unpaired_report(ev, out, overwrite=overwrite, inputs=inputs)
 
 
 def benchmark(
@@ -758,6 +823,7 @@ __all__ = [
     "LabelVolume",
     "Prior",
     "benchmark",
+    "evaluate_unpaired",
     "build_anatomy",
     "check_volume_outputs",
     "convert",

@@ -482,9 +482,14 @@ def train_segmenter_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     pred: Annotated[list[str], typer.Option("--pred", help="Synthetic volume(s): file or folder, NAME=PATH for several methods (repeat).")],
-    ref: Annotated[Path, typer.Option("--ref", help="Real volume (file) or folder of them (paired by file name).")],
     out: Annotated[Path, typer.Option("--out", help="Report folder: per_subject.csv, summary.json, report.html, figures/.")],
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label map(s): body mask and Dice reference.")] = None,
+    ref: Annotated[Optional[Path], typer.Option("--ref", help="Real volume (file) or folder of them (paired by file name); with --unpaired a reference set (any patient, any grid).")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Label map(s): body mask and Dice reference; with --unpaired the maps the outputs were made from.")] = None,
+    unpaired: Annotated[bool, typer.Option("--unpaired", help="No same-patient real image: per-organ check, re-segmentation Dice vs --labels, Fréchet distances to --ref.")] = False,
+    ref_labels: Annotated[Optional[Path], typer.Option("--ref-labels", help="--unpaired: label maps of the --ref volumes (the segmenter's Dice on real images).")] = None,
+    sequence: Annotated[Optional[str], typer.Option("--sequence", help="--unpaired, MR: the sequence of the tissue-order check (default: the outputs' sidecars).")] = None,
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="--unpaired: label scheme of --labels / --ref-labels (default: detected).")] = None,
+    tissues: Annotated[Optional[Path], typer.Option("--tissues", help="--unpaired: tissue table of the per-organ ranges (default: built-in).")] = None,
     mask: Annotated[str, typer.Option("--mask", help="body | none | mask file/folder.")] = "body",
     prior: Annotated[Optional[Path], typer.Option("--prior", help="Prior volume(s) for the qualitative figure.")] = None,
     modality: Annotated[str, typer.Option("--modality", help="auto | ct | mr.")] = "auto",
@@ -493,15 +498,56 @@ def evaluate_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Compare synthetic with real volumes: SSIM (axial, coronal, sagittal), MS-SSIM, PSNR, MAE, HistCC, FSIM, roughness
-    across and within slices (+ Dice, FID) and an HTML report."""
+    across and within slices (+ Dice, FID) and an HTML report. --unpaired: without a same-patient real image."""
     from seg2med import api
+    from seg2med.errors import ConfigError
 
+    if unpaired:
+        if labels is None:
+            raise ConfigError("--unpaired needs --labels: the label map(s) the outputs were made from")
+        with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:
+            task = prog.add_task("evaluate", total=None)
+            written = api.evaluate_unpaired(pred, labels, out, ref=ref, ref_labels=ref_labels, modality=modality,
+                                            sequence=sequence, scheme=scheme, segmenter=segmenter, tissues=tissues,
+                                            fid_weights=fid_weights, overwrite=overwrite,
+                                            progress=lambda msg: prog.update(task, description=f"evaluate {msg}"))
+        _print_unpaired(written["summary"])
+        out_console.print(f"wrote {written['html']} ({written['csv'].name}, {written['summary'].name})")
+        return
+    if ref is None:
+        raise ConfigError("--ref is needed: the real volume(s) to compare with (or --unpaired when there is none)")
+    for name, value in (("--ref-labels", ref_labels), ("--sequence", sequence), ("--scheme", scheme), ("--tissues", tissues)):
+        if value is not None:
+            raise ConfigError(f"{name} applies to --unpaired only")
     with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:
         task = prog.add_task("evaluate", total=None)
         written = api.evaluate(pred, ref, out, labels=labels, mask=mask if mask in ("body", "none") else Path(mask), prior=prior,
                                modality=modality, segmenter=segmenter, fid_weights=fid_weights, overwrite=overwrite,
                                progress=lambda msg: prog.update(task, description=f"evaluate {msg}"))
     out_console.print(f"wrote {written['html']} ({written['csv'].name}, {written['summary'].name})")
+
+
+def _print_unpaired(summary_path: Path) -> None:
+    """One line per method (and the segmenter on real images) of an evaluation without ground truth."""
+    from seg2med.io.files import read_json
+
+    summary = read_json(summary_path)
+    check = "in tissue order" if summary["modality"] == "mr" else "in HU range"
+
+    def reseg(r: dict) -> str:
+        counts = " / ".join(f"{r[f'classes_dice_above_{t:g}']}" for t in summary["dice_counts"])
+        above = " / ".join(f"> {t:g}" for t in summary["dice_counts"])
+        return f"Dice {r['dice']['mean']:.3f} over {r['classes']} classes ({counts} with mean Dice {above})"
+
+    for method, e in summary["methods"].items():
+        parts = [f"organs {check}: {e['organs_checked'] - e['organs_failed']} of {e['organs_checked']}"]
+        if "resegmentation" in e and e["resegmentation"]["classes"]:
+            parts.append(reseg(e["resegmentation"]))
+        if "frechet_seg" in e:
+            parts.append(f"Fréchet-Seg {e['frechet_seg']['value']:.3f}")
+        out_console.print(f"{method}: " + "; ".join(parts), highlight=False)
+    if summary["real_image"] is not None and summary["real_image"]["classes"]:
+        out_console.print(f"segmenter on real images: {reseg(summary['real_image'])}", highlight=False)
 
 
 # --------------------------------------------------------------------------- benchmark

@@ -183,19 +183,25 @@ class Evaluation:
 
 
 # --------------------------------------------------------------------------- preparation
+def sidecar_field(path: Path, key: str) -> Any:
+    """``key`` of the generation sidecar beside ``path`` (None when there is no readable sidecar or no such key)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = read_json(side)
+    except InputError:
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def detect_modality(case: Case, ref: Volume) -> tuple[str, str]:
     """``(modality, how it was found)``: CT when a generation sidecar says so or the reference holds
     air-like HU (minimum < -500); else MR."""
     for path in case.predictions.values():
-        side = sidecar_path(path)
-        if side.is_file():
-            try:
-                data = read_json(side)
-            except InputError:
-                data = None
-            mod = data.get("modality") if isinstance(data, dict) else None
-            if mod in ("ct", "mr"):
-                return mod, f"--modality auto: {side.name} says {mod.upper()}"
+        mod = sidecar_field(path, "modality")
+        if mod in ("ct", "mr"):
+            return mod, f"--modality auto: {sidecar_path(path).name} says {mod.upper()}"
     low = float(np.min(ref.array))
     mod = "ct" if low < CT_AIR_BELOW else "mr"
     return mod, f"--modality auto: {mod.upper()} from the minimum {low:g} of {case.reference.name}"

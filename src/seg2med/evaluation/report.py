@@ -284,3 +284,95 @@ def histcc_of(ev: Evaluation, method: str, bins: int = 256) -> float:
     a, b = ev.histograms[method], ev.histograms["reference"]
     n = min(a.size, b.size)
     return histcc(a[:n], b[:n], bins=bins, value_range=(0.0, 1.0))
+
+
+# --------------------------------------------------------------------------- without ground truth
+def _cell(entry: Any, digits: int = 3) -> str:
+    if isinstance(entry, dict) and "mean" in entry:
+        if entry["mean"] is None:
+            return "–"
+        return f"{entry['mean']:.{digits}f} ± {entry['sd']:.2g}" if entry["n"] > 1 else f"{entry['mean']:.{digits}f}"
+    if isinstance(entry, dict) and "value" in entry:
+        return f"{entry['value']:.{digits}f}"
+    return "–" if entry is None else html.escape(str(entry))
+
+
+def unpaired_table_html(summary: dict[str, Any]) -> str:
+    """One row per method (and the segmenter on real images): per-organ check, re-segmentation, distances."""
+    mr = summary["modality"] == "mr"
+    check = "organs in tissue order" if mr else "organs in plausible HU range"
+    counts = [f"classes Dice > {t:g}" for t in summary["dice_counts"]]
+    head = ["method", f"{check} (fraction, mean ± sd)", "subjects passed", *(["inverted pairs"] if mr else []),
+            "Dice (mean over classes)", "HD95 mm", *counts, "Fréchet-Seg ↓", "FID ↓"]
+    body = []
+
+    def reseg_cells(r: dict[str, Any] | None) -> list[str]:
+        if r is None:
+            return ["–"] * (2 + len(counts))
+        return [_cell(r["dice"]), _cell(r["hd95"], 1),
+                *(f"{r[f'classes_dice_above_{t:g}']} of {r['classes']}" for t in summary["dice_counts"])]
+
+    for m, e in summary["methods"].items():
+        cells = [_cell(e["organs_ok_fraction"]), f"{e['subjects_passed']} of {e['subjects']}",
+                 *([_cell(e["inverted_pairs"], 1)] if mr else []), *reseg_cells(e.get("resegmentation")),
+                 _cell(e.get("frechet_seg")), _cell(e.get("fid"))]
+        body.append(f"<tr><th>{html.escape(m)}</th>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
+    if summary["real_image"] is not None:
+        cells = ["–", "–", *(["–"] if mr else []), *reseg_cells(summary["real_image"]), "–", "–"]
+        body.append(f"<tr><th>segmenter on real images</th>{''.join(f'<td>{c}</td>' for c in cells)}</tr>")
+    return (f"<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{''.join(body)}</table>")
+
+
+def dice_classes_html(summary: dict[str, Any]) -> str:
+    """Per class mean Dice of every method beside the segmenter on real images (the paper's Table VII)."""
+    cols = [(m, e["resegmentation"]["per_class"]) for m, e in summary["methods"].items() if "resegmentation" in e]
+    if summary["real_image"] is not None:
+        cols.append(("real image", summary["real_image"]["per_class"]))
+    if not cols:
+        return ""
+    classes = sorted({c for _, pc in cols for c in pc})
+    name = {c: pc[c]["name"] for _, pc in cols for c in pc}
+    rows = []
+    for c in classes:
+        cells = "".join(f"<td>{pc[c]['dice']:.3f}</td>" if c in pc and pc[c]["dice"] is not None else "<td>–</td>"
+                        for _, pc in cols)
+        rows.append(f"<tr><th>{html.escape(name[c])} ({c})</th>{cells}</tr>")
+    head = "".join(f"<th>{html.escape(m)}</th>" for m, _ in cols)
+    return f"<h2>Dice per class</h2><table><tr><th>class</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def write_unpaired_report(ev: Any, out: str | Path, overwrite: bool = False,
+                          inputs: Sequence[str | Path | None] = ()) -> dict[str, Path]:
+    """Write ``qc.csv`` (subject x method), ``organs.csv`` (x class), ``dice.csv`` (with a segmenter),
+    ``summary.json``, ``figures/`` and ``report.html`` of an :class:`~seg2med.evaluation.unpaired.UnpairedEvaluation`;
+    the folder is replaced as a whole, as :func:`write_report` does."""
+    from seg2med.evaluation.unpaired import summarize_unpaired
+
+    summary = summarize_unpaired(ev)
+    out = Path(out)
+    with replace_folder(out, "evaluation", overwrite, inputs) as tmp:
+        write_text(tmp / "qc.csv", _csv(ev.qc_rows))
+        write_text(tmp / "organs.csv", _csv(ev.organ_rows))
+        figures = {}
+        if ev.dice_rows:
+            write_text(tmp / "dice.csv", _csv(ev.dice_rows))
+            (tmp / "figures").mkdir()
+            figures["dice"] = fig_dice_heatmap(ev, tmp / "figures" / "dice_heatmap.png", ev.class_names)
+        write_json(tmp / "summary.json", {**summary, "figures": {k: f"figures/{v}" for k, v in figures.items()},
+                                          "written": dt.datetime.now().isoformat(timespec="seconds")})
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in ev.notes)
+        fig_html = "".join(f'<h3>{html.escape(k)}</h3><img src="figures/{html.escape(v)}" alt="{html.escape(k)}">'
+                           for k, v in figures.items())
+        what = ("each organ's median HU against its plausible range (tissue table)" if ev.modality == "ct" else
+                "the organs' order of brightness against the order the physics prior of the sequence predicts")
+        doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>seg2med evaluation without ground truth</title>
+<style>body{{font-family:sans-serif;max-width:1400px;margin:auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:center}}img{{max-width:100%}}</style></head><body>
+<h1>seg2med evaluation without ground truth</h1>
+<p>{summary['subjects']} subject(s), modality {ev.modality.upper()}, methods: {html.escape(', '.join(ev.methods))}.
+No same-patient real image: per-organ check ({what}); re-segmentation Dice / HD95 of the output against its input
+labels, beside the same segmenter on real images with their own labels; Fréchet distances to a reference set of real
+volumes (slices pooled: {html.escape(str(summary['distribution_slices']) or '–')}).</p>
+{unpaired_table_html(summary)}{dice_classes_html(summary)}<ul>{notes}</ul>{fig_html}</body></html>"""
+        write_text(tmp / "report.html", doc)
+    return {"dir": out, "csv": out / "qc.csv", "summary": out / "summary.json", "html": out / "report.html"}
