@@ -46,3 +46,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's Inception-v3 built without loading anything, randomly initialised, saved as a weights file.
+
+    The extractor's own initialisation shrinks activations to ~1e-8 through its
+    ~90 conv/BN layers; convolutions are re-drawn with He-normal init so the
+    2048-d features are O(1).
+    """
+    import torch
+
+    from seg2med.metrics._thirdparty import import_bare
+
+    mod = import_bare("torch_fidelity", "feature_extractor_inceptionv3")
+    cls = mod.FeatureExtractorInceptionV3
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mod, "load_state_dict_from_url", lambda *a, **k: {})  # no download, empty state ...
+    mp.setattr(cls, "load_state_dict", lambda self, *a, **k: None)  # ... not applied
+    try:
+        torch.manual_seed(0)
+        net = cls("inception-v3-compat", ["2048"])
+    finally:
+        mp.undo()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("fid") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path

@@ -245,32 +245,6 @@ def test_feature_statistics_and_frechet_from_features_agree_with_the_formula():
 # --------------------------------------------------------------------------- FID
 
 
-@pytest.fixture(scope="module")
-def random_inception_weights(tmp_path_factory):
-    """torch-fidelity's Inception-v3 built without loading anything, randomly initialised, saved as a weights file.
-
-    The extractor's own initialisation shrinks activations to ~1e-8 through its
-    ~90 conv/BN layers; convolutions are re-drawn with He-normal init so the
-    2048-d features are O(1).
-    """
-    mod = import_bare("torch_fidelity", "feature_extractor_inceptionv3")
-    cls = mod.FeatureExtractorInceptionV3
-    mp = pytest.MonkeyPatch()
-    mp.setattr(mod, "load_state_dict_from_url", lambda *a, **k: {})  # no download, empty state ...
-    mp.setattr(cls, "load_state_dict", lambda self, *a, **k: None)  # ... not applied
-    try:
-        torch.manual_seed(0)
-        net = cls("inception-v3-compat", ["2048"])
-    finally:
-        mp.undo()
-    for m in net.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("fid") / "random-inception.pth"
-    torch.save(net.state_dict(), path)
-    return path
-
-
 def test_fid_without_weights_is_an_input_error(monkeypatch, tmp_path):
     monkeypatch.delenv(FID_WEIGHTS_ENV, raising=False)
     x = np.zeros((2, 16, 16))

@@ -138,3 +138,29 @@ def test_unpaired_options_refuse_what_does_not_fit_on_one_line(block, ts_dir, tm
         assert "Traceback" not in res.err and [ln for ln in res.err.splitlines() if ln.startswith("error:")]
         assert not (tmp_path / "o").exists()
     assert nib.load(block["real"]).shape[2] == BLOCK[1] - BLOCK[0]  # inputs untouched
+
+
+def test_fid_to_the_reference_set_with_local_inception_weights_is_zero_for_the_real_ct_and_grows_when_it_is_darker(
+        block, random_inception_weights, tmp_path, capsys, monkeypatch):
+    """`--fid-weights FILE` (here a randomly initialised Inception-v3 of the supported layout: nothing is downloaded)
+    adds FID to the reference set beside the per-organ check; the real CT against itself is 0, the dark copy is not."""
+    from seg2med.metrics._thirdparty import import_bare
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("FID tried to download weights")
+
+    monkeypatch.setattr(import_bare("torch_fidelity", "feature_extractor_inceptionv3"), "load_state_dict_from_url",
+                        no_download)
+    out = tmp_path / "rep"
+    res = run_cli(["evaluate", "--unpaired", "--pred", f"real={block['real'].parent}", "--pred",
+                   f"dark={block['dark'].parent}", "--labels", block["labels"].parent, "--ref", block["real"].parent,
+                   "--ref-labels", block["labels"].parent, "--fid-weights", random_inception_weights, "--out", out],
+                  capsys, monkeypatch)
+    assert res.code == 0, res.err
+    summary = json.loads((out / "summary.json").read_text())
+    real, dark = summary["methods"]["real"], summary["methods"]["dark"]
+    assert real["fid"]["value"] == pytest.approx(0.0, abs=1e-3)
+    assert dark["fid"]["value"] > 1.0
+    assert "frechet_seg" not in real or real["frechet_seg"] is None  # no own segmenter given: no Fréchet-Seg
+    assert not any("FID not computed" in n for n in summary["notes"])
+    assert summary["distribution_slices"]["reference"] == BLOCK[1] - BLOCK[0]
