@@ -39,7 +39,7 @@ OUT = REPO / "src" / "seg2med" / "resources" / "crosswalks"
 FAMILIES = {
     "body": ("total", "total_v1", "total_mr", "amos", "maisi"),
     "tissue types": ("tissue_types", "tissue_types_mr"),
-    "brain tumour": ("brats2021", "brats2015"),
+    "brain": ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg"),
 }
 
 #: What each scheme labels (the reason a class it lacks is dropped).
@@ -54,6 +54,9 @@ SCOPE = {
     "tissue_types_mr": "",
     "brats2021": "BraTS 2021 labels the three tumour sub-regions only",
     "brats2015": "BraTS 2015 labels the four tumour sub-regions only",
+    "brats2023": "BraTS 2023 labels the three tumour sub-regions only",
+    "brats_medddpm": "Med-DDPM's BraTS convention has the three tumour sub-regions and one class for all other brain",
+    "aseg": "FreeSurfer aseg labels normal brain anatomy only (no tumour compartments)",
 }
 
 #: Classes without anatomy (dropped from any target), with the reason.
@@ -67,6 +70,10 @@ RENAME = {
     "amos": {"prostate_uterus": "prostate_or_uterus"},
     "brats2021": {"necrotic_tumor_core": "necrotic_and_non_enhancing_core", "peritumoral_edema": "edema"},
     "brats2015": {},
+    "brats2023": {"non_enhancing_tumor_core": "necrotic_and_non_enhancing_core",
+                  "surrounding_flair_hyperintensity": "edema"},
+    "brats_medddpm": {"necrotic_tumor_core": "necrotic_and_non_enhancing_core", "peritumoral_edema": "edema",
+                      "non_tumour_brain": "brain"},
 }
 
 #: concept -> the concept it is part of (one level; chains are followed).
@@ -88,6 +95,7 @@ PART_OF = {
     "trachea": "airway",
     "necrosis": "necrotic_and_non_enhancing_core",
     "non_enhancing_tumor": "necrotic_and_non_enhancing_core",
+    **{n: "brain" for n in get_scheme("aseg").names},  # every aseg structure is part of the brain
 }
 
 

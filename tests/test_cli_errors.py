@@ -175,8 +175,8 @@ def test_unknown_scheme_and_sequence(tmp_path, small_labels, capsys, monkeypatch
     out = tmp_path / "p.nii.gz"
     res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--scheme", "totl"], capsys, monkeypatch)
     _assert_clean_error(res, "unknown label scheme 'totl'")
-    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--sequence", "mprage"], capsys, monkeypatch)
-    _assert_clean_error(res, "mprage")
+    res = run_cli(["simulate", "--labels", small_labels, "--out", out, "--sequence", "bssfp"], capsys, monkeypatch)
+    _assert_clean_error(res, "bssfp")
     assert not out.exists()
     assert not (tmp_path / "p.json").exists()
 

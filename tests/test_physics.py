@@ -152,7 +152,7 @@ def test_config_round_trip_and_errors():
         assert sequence_from_config(seq.to_config()) == seq
     assert get_sequence("space", te=80).to_config() == {"name": "space", "field": 1.5, "tr": 3000.0, "te": 80.0}
     with pytest.raises(ConfigError, match="known: ct, gre, vibe-in"):
-        get_sequence("mprage")
+        get_sequence("bssfp")
     with pytest.raises(ConfigError, match=r"unknown parameter.*'echo'.*known: field, tr, te, flip"):
         get_sequence("gre", echo=3)
     for bad in ({"flip": 200.0}, {"field": 7.0}, {"tr": -1.0}, {"te": 20.0}):

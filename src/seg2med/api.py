@@ -164,14 +164,19 @@ class Prior:
 
 
 def get_sequence(name: str, field: float | None = None, tr: float | None = None, te: float | None = None,
-                 ti: float | None = None, flip: float | None = None, contrast_phase: str | None = None):
+                 ti: float | None = None, flip: float | None = None, contrast_phase: str | None = None,
+                 gd_dose: float | None = None, agent: str | None = None):
     """A sequence by name with optional parameter overrides (None keeps the default)."""
     from seg2med.physics import get_sequence as _get
+    from seg2med.physics.sequences import sequence_class
 
     if contrast_phase is not None and name != "ct":
         raise ConfigError(f"--contrast-phase applies to CT (sequence ct), not to sequence {name!r}")
+    if (gd_dose is not None or agent is not None) and "gd_dose" not in sequence_class(name).parameters():
+        raise ConfigError(f"--gd-dose / --agent apply to the T1-weighted MR sequences (gre, mprage, t1ce), not to {name!r}")
     overrides = {k: v for k, v in {"field": field, "tr": tr, "te": te, "ti": ti, "flip": flip,
-                                   "contrast_phase": contrast_phase}.items() if v is not None}
+                                   "contrast_phase": contrast_phase, "gd_dose": gd_dose, "agent": agent}.items()
+                 if v is not None}
     return _get(name, **overrides)
 
 
@@ -185,6 +190,8 @@ def simulate_prior(
     ti: float | None = None,
     flip: float | None = None,
     contrast_phase: str | None = None,
+    gd_dose: float | None = None,
+    agent: str | None = None,
     tissues: str | Path | None = None,
     scheme: str | LabelScheme | None = None,
     tissue_masks: str | Path | None = None,
@@ -203,14 +210,16 @@ def simulate_prior(
     With ``seed`` given (or any spread > 0) the randomised twin samples
     per-tissue parameters, bias field, noise and blur; with all spreads 0 it
     equals the deterministic prior. ``contrast_phase`` (CT: ``native``, ``arterial``, ``portal_venous``)
-    adds the iodinated-contrast enhancement of that phase (:mod:`seg2med.physics.contrast`).
+    adds the iodinated-contrast enhancement of that phase (:mod:`seg2med.physics.contrast`); ``gd_dose`` (x the
+    standard 0.1 mmol/kg of ``agent``; T1-weighted MR) the T1 shortening by gadolinium (:mod:`seg2med.physics.gadolinium`).
     """
     from seg2med.physics import RandomPrior
     from seg2med.physics import simulate_prior as _simulate
     from seg2med.physics.randomize import check_amplitudes
 
     seed = check_optional_seed(seed)  # every option is checked before the labels are read
-    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase)
+    seq = get_sequence(sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase,
+                       gd_dose=gd_dose, agent=agent)
     tissue_spread, bias_field, noise, blur = check_amplitudes(seq.modality, tissue_spread, bias_field, noise, blur, {
         "tissue_spread": "--tissue-spread", "bias_field": "--bias-field", "noise": "--noise", "blur": "--blur"})
     lv = labels if isinstance(labels, LabelVolume) else build_anatomy(

@@ -218,13 +218,15 @@ def convert_cmd(
 def simulate_cmd(
     labels: Annotated[Path, typer.Option("--labels", help="Label map (NIfTI file or TotalSegmentator folder).")],
     out: Annotated[Path, typer.Option("--out", help="Prior image (.nii.gz, float32); a .json sidecar is written beside it.")],
-    sequence: Annotated[str, typer.Option("--sequence", help="ct|gre|vibe-in|vibe-opp|dixon-water|dixon-fat|space|flair")] = "ct",
+    sequence: Annotated[str, typer.Option("--sequence", help="ct|gre|vibe-in|vibe-opp|dixon-water|dixon-fat|space|flair|mprage|t1ce")] = "ct",
     field: Annotated[Optional[float], typer.Option("--field", help="Field strength in tesla (1.5 or 3).")] = None,
     tr: Annotated[Optional[float], typer.Option("--tr", help="Repetition time, ms.")] = None,
     te: Annotated[Optional[float], typer.Option("--te", help="Echo time, ms.")] = None,
     ti: Annotated[Optional[float], typer.Option("--ti", help="Inversion time, ms.")] = None,
     flip: Annotated[Optional[float], typer.Option("--flip", help="Flip angle, degrees.")] = None,
     contrast_phase: Annotated[Optional[str], typer.Option("--contrast-phase", help="CT: native | arterial | portal-venous (iodinated contrast enhancement per tissue; default native).")] = None,
+    gd_dose: Annotated[Optional[float], typer.Option("--gd-dose", help="MR gre/mprage/t1ce: gadolinium dose x the standard 0.1 mmol/kg (t1ce: 1, the others: 0).")] = None,
+    agent: Annotated[Optional[str], typer.Option("--agent", help="Gadolinium agent (its r1 at the field strength): gadobutrol | gadoterate.")] = None,
     tissues: Annotated[Optional[Path], typer.Option("--tissues", help="Tissue property YAML overriding the defaults.")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme of the input (name or YAML; default: the one its class names belong to, else total).")] = None,
     tissue_masks: Annotated[Optional[Path], typer.Option("--tissue-masks", help="TotalSegmentator tissue_types output.")] = None,
@@ -245,8 +247,8 @@ def simulate_cmd(
     inputs = [labels, tissues, scheme, tissue_masks, image, body]
     api.check_volume_outputs(out, overwrite, inputs)
     prior = api.simulate_prior(
-        labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase, tissues=tissues,
-        scheme=scheme,
+        labels, sequence, field=field, tr=tr, te=te, ti=ti, flip=flip, contrast_phase=contrast_phase, gd_dose=gd_dose,
+        agent=agent, tissues=tissues, scheme=scheme,
         tissue_masks=tissue_masks, image=image, modality=modality, body=body, seed=seed, tissue_spread=tissue_spread,
         bias_field=bias_field, noise=noise, blur=blur, strict=strict,
     )

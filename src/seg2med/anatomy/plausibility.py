@@ -6,6 +6,8 @@ label map without its own table (a plain ``.nii.gz``) read in the wrong scheme g
 in the bowel and bone in the arm — silently. Two kinds of evidence tell the numbering:
 
 * ids the scheme does not have (hard evidence);
+* the share of the labelled voxels a class holds (:data:`SIZE_RULES`: a tumour compartment is never most of
+  the map);
 * anatomical relations between class centroids in patient coordinates (RAS+ mm from the affine):
   the liver lies right of the spleen, a ``*_left`` structure left of its ``*_right`` twin, the brain
   above the heart, the humerus above the liver, the bladder below the kidneys… A relation counts
@@ -31,11 +33,13 @@ from seg2med.labels.schemes import EXTENSION_CLASSES, GUESS_ORDER
 log = logging.getLogger(__name__)
 
 #: (A, relation, B, separation mm): A lies ``above`` (superior to) / ``right_of`` (on the patient's right
-#: of) B by at least the separation (a negative one is a tolerance). A and B are class-name patterns
+#: of) B by at least the separation (a negative one is a tolerance), or ``near`` B (centroids at most the
+#: separation apart). A and B are class-name patterns
 #: (fnmatch); a group's centroid is voxel-weighted. Separations are far below the anatomical
 #: distances so that a cropped field of view (only part of an organ) does not break a true relation.
 RELATIONS: tuple[tuple[str, str, str, float], ...] = (
     ("liver", "right_of", "spleen", 30.0),
+    ("kidney_right", "right_of", "spleen", 20.0),
     ("gallbladder", "right_of", "spleen", 30.0),
     ("inferior_vena_cava", "right_of", "aorta", 0.0),
     ("brain", "above", "heart", 100.0),
@@ -64,8 +68,19 @@ RELATIONS: tuple[tuple[str, str, str, float], ...] = (
     ("vertebrae_T*", "above", "vertebrae_L*", 10.0),
     ("vertebrae_L*", "above", "sacrum", 10.0),
     ("vertebrae_L*", "above", "femur_*", 50.0),
+    # brain-tumour compartments surround each other: oedema / FLAIR hyperintensity is centred on the tumour
+    ("*edema", "near", "*tumor*", 60.0),
+    ("surrounding_flair_hyperintensity", "near", "*tumor*", 60.0),
 )
 PAIR_SEPARATION = -5.0  # X_right right of X_left, for every such pair of a scheme
+
+#: (class, "at_most" | "at_least", fraction): the share of all labelled voxels a class may hold. A brain-tumour
+#: compartment is never most of a label map; Med-DDPM's "all other brain" always is (read as BraTS 2015 its id 4,
+#: the whole brain, would be enhancing tumour).
+SIZE_RULES: tuple[tuple[str, str, float], ...] = (
+    ("enhancing_tumor", "at_most", 0.7),
+    ("non_tumour_brain", "at_least", 0.3),
+)
 
 
 @dataclass(frozen=True)
@@ -128,15 +143,25 @@ def scheme_evidence(cents: Mapping[int, tuple[np.ndarray, int]], scheme: LabelSc
     unknown = {i: c for i, (_, c) in cents.items() if i not in id_to_name and i not in set(ignore_ids)}
     named = {id_to_name[i]: v for i, v in cents.items() if i in id_to_name}
     broken, checked = [], 0
+    total = sum(c for i, (_, c) in cents.items() if i not in set(ignore_ids))
+    for name, rule, fraction in SIZE_RULES:
+        if name in named and total:
+            checked += 1
+            share = named[name][1] / total
+            if (share > fraction) if rule == "at_most" else (share < fraction):
+                broken.append(f"{name} holds {100 * share:.0f} % of the labelled voxels")
     for a, rel, b, sep in (*RELATIONS, *_pairs(scheme)):
         pa, pb = _group(named, a), _group(named, b)
         if pa is None or pb is None:
             continue
         checked += 1
         # RAS+: +x towards the patient's right, +z superior
-        ok = (pa[2] - pb[2] if rel == "above" else pa[0] - pb[0]) >= sep
+        if rel == "near":
+            ok = float(np.linalg.norm(pa - pb)) <= sep
+        else:
+            ok = (pa[2] - pb[2] if rel == "above" else pa[0] - pb[0]) >= sep
         if not ok:
-            what = "above" if rel == "above" else "right of"
+            what = {"above": "above", "right_of": "right of", "near": "near"}[rel]
             broken.append(f"{a.rstrip('*_')} is not {what} {b.rstrip('*_')}")
     return Evidence(scheme.name, unknown, tuple(broken), checked)
 

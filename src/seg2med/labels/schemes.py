@@ -1,8 +1,8 @@
 """Label schemes: class name <-> integer id, kept as data (``resources/schemes/*.yaml``).
 
 One tested source of truth for every class map seg2med reads or writes
-(TotalSegmentator ``total`` / ``total_mr`` / ``total_v1`` / ``tissue_types``, AMOS 2022,
-BraTS 2021 and 2015). Id 0 is always background.
+(TotalSegmentator ``total`` / ``total_mr`` / ``total_v1`` / ``tissue_types``, AMOS 2022, MAISI,
+BraTS 2015 / 2021 / 2023 and Med-DDPM's BraTS convention, FreeSurfer ``aseg``). Id 0 is always background.
 
 A *canonical* scheme is an organ scheme extended with seg2med's own classes
 (:data:`EXTENSION_CLASSES`): ``body`` for unlabelled soft tissue inside the body
@@ -184,7 +184,8 @@ def canonical_scheme(base: str | LabelScheme) -> LabelScheme:
 
 
 #: Built-in organ schemes in the order a guess prefers them on ties.
-GUESS_ORDER = ("total", "total_mr", "total_v1", "amos", "tissue_types", "brats2021", "brats2015")
+GUESS_ORDER = ("total", "total_mr", "total_v1", "amos", "tissue_types", "brats2021", "brats2015", "brats2023",
+               "brats_medddpm", "aseg")
 
 
 def guess_scheme(label_ids: Iterable[int]) -> str:

@@ -15,6 +15,7 @@ from seg2med.errors import ConfigError, InputError
 from seg2med.labels.schemes import BACKGROUND, LabelScheme
 from seg2med.labels.tissues import FIELD_STRENGTHS, TissueTable, load_default_tissue_table
 from seg2med.physics.contrast import NATIVE, enhancement_array
+from seg2med.physics.gadolinium import concentration_array
 from seg2med.physics.sequences import ImagingSequence, get_sequence
 
 
@@ -47,11 +48,14 @@ def lut_from_arrays(arrays: Mapping[str, np.ndarray], sequence: ImagingSequence,
 
 def property_arrays(scheme: LabelScheme, sequence: ImagingSequence, table: TissueTable) -> dict[str, np.ndarray]:
     """The per-label-id arrays ``sequence.signal`` reads: the tissue table's at the sequence's field strength,
-    plus ``enhancement`` (HU) for a contrast-enhanced CT."""
+    plus ``enhancement`` (HU) for a contrast-enhanced CT and ``gd_concentration`` (mM) for an MR sequence after
+    gadolinium."""
     arrays = table.arrays(scheme, table_field(sequence))
     phase = getattr(sequence, "contrast_phase", NATIVE)
     if phase != NATIVE:
         arrays["enhancement"] = enhancement_array(scheme, table, phase)
+    if sequence.uses_gadolinium:
+        arrays["gd_concentration"] = concentration_array(scheme, table)
     return arrays
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from seg2med.errors import ConfigError
 from seg2med.labels.tissues import check_field_strength
 from seg2med.physics.contrast import NATIVE, check_phase
+from seg2med.physics.gadolinium import check_agent, load_gadolinium_table, shortened
 
 #: Fat-water chemical shift (main methylene peak) in ppm.
 FAT_SHIFT_PPM = -3.4
@@ -69,6 +70,8 @@ class ImagingSequence:
     _optional: ClassVar[tuple[str, ...]] = ()
     #: parameters that are names, not numbers: parameter -> its check (returns the canonical name)
     _named: ClassVar[dict[str, Any]] = {}
+    #: parameters that may be 0 (the others must be positive)
+    _non_negative: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -78,8 +81,11 @@ class ImagingSequence:
                 continue
             if value is None and f.name in self._optional:
                 continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"sequence {self.name!r}: {f.name} must be a positive number, got {value!r}")
+            low_ok = f.name in self._non_negative
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or value < 0 or (value == 0 and not low_ok)):
+                what = "a non-negative" if low_ok else "a positive"
+                raise ConfigError(f"sequence {self.name!r}: {f.name} must be {what} number, got {value!r}")
             object.__setattr__(self, f.name, float(value))
         if "field" in self.parameters():
             object.__setattr__(self, "field", check_field_strength(self.field))  # type: ignore[attr-defined]
@@ -118,6 +124,20 @@ class ImagingSequence:
         """Signal per tissue (same shape as the property arrays)."""
         raise NotImplementedError
 
+    @property
+    def uses_gadolinium(self) -> bool:
+        """True when the sequence images after a gadolinium dose (``gd_dose`` > 0): its T1 reads the
+        per-tissue ``gd_concentration`` property (mM at the standard dose, :mod:`seg2med.physics.gadolinium`)."""
+        return float(getattr(self, "gd_dose", 0.0)) > 0.0
+
+    def t1(self, props: Mapping[str, np.ndarray]) -> np.ndarray:
+        """T1 (ms) per tissue as this sequence sees it: pre-contrast, or ``1/T1 = 1/T1₀ + r1·gd_dose·C``."""
+        t1 = _prop(props, "t1", self.name)
+        if not self.uses_gadolinium:
+            return t1
+        r1 = self.r1 if self.r1 is not None else load_gadolinium_table().relaxivity(self.agent, self.field)  # type: ignore[attr-defined]
+        return shortened(t1, self.gd_dose * _prop(props, "gd_concentration", self.name), r1)  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
 class CT(ImagingSequence):
@@ -141,24 +161,76 @@ class CT(ImagingSequence):
         return hu + _prop(props, "enhancement", f"{self.name} ({self.contrast_phase})")
 
 
+#: Gadolinium parameters of the T1-weighted sequences: ``gd_dose`` (x the standard 0.1 mmol/kg; 0 = pre-contrast),
+#: ``agent`` (its r1 from resources/gadolinium.yaml at the field strength) and ``r1`` (L/(mmol·s), overrides it).
+_GD_NAMED: dict[str, Any] = {"agent": check_agent}
+
+
 @dataclass(frozen=True)
 class GRE(ImagingSequence):
     """Spoiled gradient echo (FLASH), T1-weighted, single compartment.
 
     ``S = PD·sinα·(1−E1)/(1−cosα·E1)·exp(−TE/T2*)``, ``E1 = exp(−TR/T1)``.
-    Defaults: 1.5 T, 3-D T1w FLASH TR 10 ms, TE 4.6 ms (≈ in phase at 1.5 and 3 T), flip 15°.
+    Defaults: 1.5 T, 3-D T1w FLASH TR 10 ms, TE 4.6 ms (≈ in phase at 1.5 and 3 T), flip 15°, no gadolinium
+    (``gd_dose`` > 0: T1 shortened as in :meth:`ImagingSequence.t1`).
     """
 
     name: ClassVar[str] = "gre"
     modality: ClassVar[str] = "mr"
+    _optional: ClassVar[tuple[str, ...]] = ("r1",)
+    _named: ClassVar[dict[str, Any]] = _GD_NAMED
+    _non_negative: ClassVar[tuple[str, ...]] = ("gd_dose",)
     field: float = 1.5
     tr: float = 10.0
     te: float = 4.6
     flip: float = 15.0
+    gd_dose: float = 0.0
+    agent: str = "gadobutrol"
+    r1: float | None = None
 
     def signal(self, props: Mapping[str, np.ndarray]) -> np.ndarray:
-        p = {k: _prop(props, k, self.name) for k in ("pd", "t1", "t2s")}
-        return spoiled_gre(p["pd"], p["t1"], p["t2s"], self.tr, self.te, self.flip)
+        p = {k: _prop(props, k, self.name) for k in ("pd", "t2s")}
+        return spoiled_gre(p["pd"], self.t1(props), p["t2s"], self.tr, self.te, self.flip)
+
+
+@dataclass(frozen=True)
+class Mprage(ImagingSequence):
+    """T1-weighted inversion-prepared 3-D gradient echo (MPRAGE-like), magnitude:
+
+    ``S = PD·|1 − 2·exp(−TI/T1) + exp(−TR/T1)|·exp(−TE/T2*)`` — the inversion-recovery magnetisation at the centre
+    of k-space, TR the time between inversions; the saturation by the readout train is not modelled (it lowers all
+    signals and moves the null points to shorter TI). Defaults (1.5 T): TR 2000 ms, TI 1000 ms, TE 3 ms: white
+    matter > grey matter > CSF. With ``gd_dose`` > 0 the T1 are shortened as in :meth:`ImagingSequence.t1`
+    (post-contrast T1: the :class:`T1ce` defaults).
+    """
+
+    name: ClassVar[str] = "mprage"
+    modality: ClassVar[str] = "mr"
+    _optional: ClassVar[tuple[str, ...]] = ("r1",)
+    _named: ClassVar[dict[str, Any]] = _GD_NAMED
+    _non_negative: ClassVar[tuple[str, ...]] = ("gd_dose",)
+    field: float = 1.5
+    tr: float = 2000.0
+    ti: float = 1000.0
+    te: float = 3.0
+    gd_dose: float = 0.0
+    agent: str = "gadobutrol"
+    r1: float | None = None
+
+    def signal(self, props: Mapping[str, np.ndarray]) -> np.ndarray:
+        pd, t2s = _prop(props, "pd", self.name), _prop(props, "t2s", self.name)
+        t1 = self.t1(props)
+        return pd * np.abs(1.0 - 2.0 * np.exp(-self.ti / t1) + np.exp(-self.tr / t1)) * np.exp(-self.te / t2s)
+
+
+@dataclass(frozen=True)
+class T1ce(Mprage):
+    """Post-contrast T1 (T1ce / T1-Gd): :class:`Mprage` a few minutes after a standard dose of gadobutrol
+    (``gd_dose`` 1 = 0.1 mmol/kg). Enhancing tumour, vessels and the choroid plexus brighten; tissue behind an
+    intact blood-brain barrier barely changes."""
+
+    name: ClassVar[str] = "t1ce"
+    gd_dose: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -300,7 +372,7 @@ class Flair(ImagingSequence):
 
 
 _SEQUENCES: dict[str, type[ImagingSequence]] = {
-    cls.name: cls for cls in (CT, GRE, VibeIn, VibeOpp, DixonWater, DixonFat, Space, Flair)
+    cls.name: cls for cls in (CT, GRE, VibeIn, VibeOpp, DixonWater, DixonFat, Space, Flair, Mprage, T1ce)
 }
 
 
