@@ -295,6 +295,79 @@ def pair_images_labels(images: Sequence[Path], labels: Sequence[Path]) -> list[t
     return pairs
 
 
+@dataclass
+class ContrastSubject:
+    """One subject of a multi-contrast dataset: an image per contrast (file or volume) and its label map."""
+
+    subject_id: str
+    images: Mapping[str, str | Path | Volume]
+    labels: str | Path | Volume | LabelVolume
+    split: str | None = None  # fixed split (train / val / test); None = drawn by prepare's split fractions
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_contrasts(
+    subjects: Sequence[ContrastSubject],
+    out: str | Path,
+    contrasts: Mapping[str, Mapping[str, Any] | str],
+    *,
+    scheme: str | None = None,
+    tissues: str | Path | None = None,
+    axes: Sequence[str] = ("axial",),
+    spacing: float = 1.0,
+    size: int = 256,
+    mr_percentiles: tuple[float, float] = (10.0, 90.0),
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Multi-contrast training data (the brain system: T1, T1ce, T2, FLAIR): per subject the real image of every
+    contrast and, from its label map, the physics prior of every contrast's sequence -> one slice dataset whose
+    ``image`` / ``prior`` slices hold one channel per contrast, each normalised on its own inside the body (MR
+    percentiles; BraTS images are not quantitative). ``contrasts``: name -> sequence config (or name), in channel
+    order; every subject gives an image for each."""
+    from seg2med.data.intensity import check_is_image
+    from seg2med.data.prepare import PrepareConfig, SubjectInput
+    from seg2med.data.prepare import prepare_dataset as _prepare
+    from seg2med.physics import get_sequence as _get
+    from seg2med.physics import sequence_from_config
+    from seg2med.physics import simulate_prior as _simulate
+
+    seed = check_seed(seed)
+    table = load_tissue_table(tissues)
+    if not contrasts:
+        raise ConfigError("prepare: no contrasts given")
+    seqs = {str(n): (_get(c) if isinstance(c, str) else sequence_from_config(c)) for n, c in contrasts.items()}
+    modalities = {q.modality for q in seqs.values()}
+    if len(modalities) != 1:
+        raise ConfigError(f"prepare: the contrasts mix modalities ({', '.join(sorted(modalities))})")
+    modality = modalities.pop()
+    files = [v for s in subjects for v in (*s.images.values(), s.labels) if isinstance(v, (str, Path))]
+    out = check_output_dir(out, "dataset", overwrite, [*files, tissues])
+    config = PrepareConfig(modality=modality, spacing=spacing, size=size, axes=tuple(axes), scheme=scheme,
+                           contrasts=[{"name": n, "sequence": q.to_config()} for n, q in seqs.items()],
+                           mr_percentiles=tuple(mr_percentiles), split=tuple(split), split_seed=seed).validate()
+    inputs = []
+    for s in subjects:
+        if progress:
+            progress(f"priors {s.subject_id}")
+        missing = [n for n in seqs if n not in s.images]
+        if missing:
+            raise InputError(f"subject {s.subject_id}: no image of contrast(s) {', '.join(missing)}")
+        images = []
+        for n in seqs:
+            img = s.images[n] if isinstance(s.images[n], Volume) else load_volume(s.images[n], kind="image")
+            check_is_image(img, img.name, f"the {n} image")
+            images.append(img)
+        lv = s.labels if isinstance(s.labels, LabelVolume) else build_anatomy(s.labels, scheme=scheme)
+        priors = [lv.volume.like(_simulate(lv.volume.array, lv.scheme, q, table).astype(np.float32))
+                  for q in seqs.values()]
+        inputs.append(SubjectInput(subject_id=s.subject_id, image=images, prior=priors, body=lv.volume.array != 0,
+                                   labels=lv.volume, split=s.split, extra=dict(s.extra)))
+    return _prepare(inputs, out, config, overwrite=overwrite, inputs=[*files, tissues])
+
+
 def prepare_dataset(
     images: str | Path | Sequence[str | Path],
     labels: str | Path | Sequence[str | Path],
@@ -504,7 +577,7 @@ def generate(
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
-    from seg2med.inference.generate import LoadedModel, check_planes, check_sampling, model_sequence, pick_device, Guidance
+    from seg2med.inference.generate import LoadedModel, check_planes, check_sampling, model_sequences, pick_device, Guidance
     from seg2med.models.precision import resolve_precision
 
     seed = check_seed(seed)
@@ -516,7 +589,7 @@ def generate(
     guidance = Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin,
                                  tri_planar=tri_planar)
     check_planes(lm, guidance.tri_planar, slice_noise, slice_correlation)
-    model_sequence(lm, contrast_phase)
+    model_sequences(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:
         raise ConfigError(f"model {model_name} was trained for sequence {trained!r}, not {sequence!r}")
@@ -635,6 +708,17 @@ def to_model_scheme(lv: LabelVolume, target: str, strict: bool = False) -> tuple
     return out, report
 
 
+def model_contrasts(model: str | Path) -> tuple[str, ...]:
+    """The contrasts a model generates (its config.json ``data.contrasts``; ``()`` for a single-contrast model), read
+    without loading the weights: what :func:`check_volume_outputs` needs before any work."""
+    from seg2med.data.spec import DataSpec
+    from seg2med.inference import resolve_model
+    from seg2med.io.checkpoints import read_checkpoint_config
+
+    path = resolve_model(model)
+    return DataSpec.from_dict(read_checkpoint_config(path).get("data", {}), source=path).contrast_names
+
+
 def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = ()) -> dict[str, Path]:
     """Write every sample, the std map (K > 1) and the JSON sidecar as one atomic set.
 
@@ -644,15 +728,22 @@ def save_generated(result, out: str | Path, overwrite: bool = False, inputs: Seq
     """
     from seg2med.io.outputs import described_files
 
-    paths = generated_paths(out, len(result.samples))
+    paths = generated_paths(out, len(result.samples), result.contrasts)
     keys = list(paths)
     stale = described_files(paths["sidecar"], kind=GENERATED_KIND) if overwrite else []
     with atomic_outputs([paths[k] for k in keys], overwrite, inputs, stale=stale) as temps:
         tmp = dict(zip(keys, temps))
-        for k, vol in enumerate(result.samples):
-            save_volume(vol, tmp[f"sample{k}"], dtype=np.float32)
-        if result.std is not None:
-            save_volume(result.std, tmp["std"], dtype=np.float32)
+        if result.contrasts:  # one file per contrast (and sample, and std map)
+            for c in result.contrasts:
+                for k, vol in enumerate(result.channels[c]):
+                    save_volume(vol, tmp[c if k == 0 else f"{c}_sample{k}"], dtype=np.float32)
+                if result.channel_stds.get(c) is not None:
+                    save_volume(result.channel_stds[c], tmp[f"{c}_std"], dtype=np.float32)
+        else:
+            for k, vol in enumerate(result.samples):
+                save_volume(vol, tmp[f"sample{k}"], dtype=np.float32)
+            if result.std is not None:
+                save_volume(result.std, tmp["std"], dtype=np.float32)
         write_json(tmp["sidecar"], describe_set(result.metadata, {paths[k].name: tmp[k] for k in keys if k != "sidecar"}))
     return paths
 
@@ -835,6 +926,9 @@ __all__ = [
     "evaluate_unpaired",
     "build_anatomy",
     "check_volume_outputs",
+    "ContrastSubject",
+    "model_contrasts",
+    "prepare_contrasts",
     "convert",
     "crosswalk",
     "evaluate",

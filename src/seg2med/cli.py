@@ -346,7 +346,7 @@ def demo_cmd(
 @app.command("generate")
 def generate_cmd(
     labels: Annotated[Path, typer.Option("--labels", help="Label map (NIfTI file or TotalSegmentator folder).")],
-    out: Annotated[Path, typer.Option("--out", help="Synthetic volume (.nii.gz); a .json sidecar is written beside it.")],
+    out: Annotated[Path, typer.Option("--out", help="Synthetic volume (.nii.gz); a .json sidecar is written beside it. A multi-contrast model (brain): a folder that receives one file per contrast (or S.nii.gz: S_t1.nii.gz ...).")],
     sequence: Annotated[Optional[str], typer.Option("--sequence", help="Must match the model's sequence (checked).")] = None,
     model: Annotated[str, typer.Option("--model", help="Run folder or shipped model name (e.g. ct-demo, mr-demo).")] = "ct-demo",
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps (quality vs steps and solvers: benchmarks/results/sampling-cpu.md).")] = DEFAULT_STEPS,
@@ -376,7 +376,7 @@ def generate_cmd(
     from seg2med import api
 
     inputs = [labels, model, tissue_masks, body, tissues, scheme]
-    api.check_volume_outputs(out, overwrite, inputs, samples)  # before minutes of sampling
+    api.check_volume_outputs(out, overwrite, inputs, samples, api.model_contrasts(model))  # before minutes of sampling
     with _bar(SpinnerColumn(), TextColumn("generate"), BarColumn(), TextColumn("{task.percentage:>3.0f}%")) as prog:
         task = prog.add_task("generate", total=1.0)
         result = api.generate(

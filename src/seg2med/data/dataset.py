@@ -60,7 +60,10 @@ class SliceDataset(Dataset):
 
     Each item: ``image`` float32 ``[1, H, W]``; ``prior`` float32
     ``[1 + 2k, H, W]`` with channel ``c`` = prior slice ``index - k + c`` of the
-    same subject/axis (edge-replicated, the centre slice is channel ``k``);
+    same subject/axis (edge-replicated, the centre slice is channel ``k``). A
+    multi-contrast dataset (``C`` contrasts): ``image`` ``[C, H, W]`` and ``prior``
+    ``[C (1 + 2k), H, W]``, contrast-major (the prior slices of contrast ``c`` at
+    channels ``c (1 + 2k) .. c (1 + 2k) + 2k``);
     ``mask`` float32 ``[1, H, W]`` (0/1 body); ``labels`` int64 ``[1, H, W]``
     when the dataset has labels, and then, with ``k`` > 0, ``neighbour_labels``
     int64 ``[1 + 2k, H, W]`` (the labels of the prior's slices, same channel
@@ -122,6 +125,12 @@ class SliceDataset(Dataset):
         return out
 
     @property
+    def channels(self) -> int:
+        """Image channels: the number of contrasts of a multi-contrast dataset, else 1."""
+        contrasts = self.manifest["config"].get("contrasts")
+        return len(contrasts) if contrasts else 1
+
+    @property
     def subjects(self) -> list[str]:
         return list(dict.fromkeys(s.subject for s in self.series))
 
@@ -155,9 +164,14 @@ class SliceDataset(Dataset):
         shard = self._shard(name)
         k = self.neighbours
         around = [int(n) for n in neighbour_indices(i, ser.n, k)]
-        prior = np.stack([self._slice(ser, n, "prior") for n in around])
+        prior = np.stack([self._slice(ser, n, "prior") for n in around])  # [1 + 2k, H, W] or [1 + 2k, C, H, W]
+        image = np.array(shard["image"][j], dtype=np.float32)
+        if image.ndim == 2:
+            image = image[None]
+        else:  # multi-contrast: contrast-major condition channels
+            prior = np.swapaxes(prior, 0, 1).reshape(-1, *prior.shape[2:])
         item: dict[str, Any] = {
-            "image": torch.from_numpy(np.array(shard["image"][j], dtype=np.float32)[None]),
+            "image": torch.from_numpy(image),
             "prior": torch.from_numpy(prior.astype(np.float32, copy=False)),
             "mask": torch.from_numpy(np.array(shard["mask"][j], dtype=np.float32)[None]),
             "subject": ser.subject,

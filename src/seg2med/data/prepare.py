@@ -68,6 +68,9 @@ class PrepareConfig:
     size: int | tuple[int, int] = 256
     axes: tuple[str, ...] = ("axial",)
     sequence: dict[str, Any] | None = None
+    #: multi-contrast data: one ``{"name", "sequence"}`` per image channel (the images and priors of a subject are
+    #: given in this order; each channel is normalised on its own, MR percentiles inside the body)
+    contrasts: list[dict[str, Any]] | None = None
     scheme: str | None = None
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
     mr_percentiles: tuple[float, float] = DEFAULT_MR_PERCENTILES
@@ -94,16 +97,27 @@ class PrepareConfig:
         if self.shard_format not in SHARD_FORMATS:
             raise ConfigError(f"unknown shard format {self.shard_format!r} (expected {' or '.join(SHARD_FORMATS)})")
         SliceGeometry.plan((1, 1, 1), (1.0, 1.0, 1.0), self.axes[0], self.spacing, self.size)
+        if self.contrasts is not None:
+            self.contrasts = [dict(c) for c in self.contrasts] if isinstance(self.contrasts, (list, tuple)) else self.contrasts
+            DataSpec.from_dict({"contrasts": self.contrasts}, block="prepare")  # the one check of the layout
+            self.sequence = dict(self.contrasts[0]["sequence"])
         return self
+
+    @property
+    def channels(self) -> int:
+        return len(self.contrasts) if self.contrasts else 1
 
     @property
     def spec(self) -> DataSpec:
         """The data block of the datasets these options prepare."""
         return DataSpec(modality=self.modality, sequence=self.sequence, scheme=self.scheme, spacing=self.spacing,
-                        size=self.size, axes=self.axes, ct_window=self.ct_window, mr_percentiles=self.mr_percentiles)
+                        size=self.size, axes=self.axes, ct_window=self.ct_window, mr_percentiles=self.mr_percentiles,
+                        contrasts=tuple(self.contrasts) if self.contrasts else None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        if d["contrasts"] is None:
+            del d["contrasts"]  # single-contrast manifests stay as they were
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -118,11 +132,12 @@ class PrepareConfig:
 
 @dataclass
 class SubjectInput:
-    """One subject: target image, its prior, the body mask and optional labels (same grid)."""
+    """One subject: target image, its prior, the body mask and optional labels (same grid). Multi-contrast data
+    (:attr:`PrepareConfig.contrasts`): ``image`` and ``prior`` are lists, one volume per contrast, in its order."""
 
     subject_id: str
-    image: Volume
-    prior: Volume
+    image: Volume | Sequence[Volume]
+    prior: Volume | Sequence[Volume]
     body: np.ndarray
     labels: Volume | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, copied into the manifest
@@ -167,19 +182,34 @@ def split_subjects(
 
 
 # --------------------------------------------------------------------------- validation
-def _check_subject(s: SubjectInput) -> None:
+def channel_volumes(v: Volume | Sequence[Volume]) -> list[Volume]:
+    """The volumes of a subject's image or prior, one per channel."""
+    return [v] if isinstance(v, Volume) else list(v)
+
+
+def _first(v: Volume | Sequence[Volume]) -> Volume:
+    return channel_volumes(v)[0]
+
+
+def _check_subject(s: SubjectInput, channels: int = 1) -> None:
     if not isinstance(s.subject_id, str) or not _ID_RE.match(s.subject_id):
         raise InputError(f"subject id {s.subject_id!r}: use letters, digits, '.', '_' or '-' only")
-    check_same_grid(s.image, s.prior)
+    images, priors = channel_volumes(s.image), channel_volumes(s.prior)
+    for name, vols in (("images", images), ("priors", priors)):
+        if len(vols) != channels:
+            raise InputError(f"{s.subject_id}: {len(vols)} {name} for {channels} contrast(s)")
+    ref = images[0]
+    for vol in (*images[1:], *priors):
+        check_same_grid(ref, vol)
     body = s.body
     if isinstance(body, Volume):
-        check_same_grid(s.image, body)
+        check_same_grid(ref, body)
         body = body.array
-    if tuple(np.shape(body)) != s.image.shape:
-        raise GridMismatchError(f"{s.subject_id}: body mask shape {np.shape(body)} != image shape {s.image.shape}")
+    if tuple(np.shape(body)) != ref.shape:
+        raise GridMismatchError(f"{s.subject_id}: body mask shape {np.shape(body)} != image shape {ref.shape}")
     if s.labels is not None:
-        check_same_grid(s.image, s.labels)
-    for name, vol in (("image", s.image), ("prior", s.prior)):
+        check_same_grid(ref, s.labels)
+    for name, vol in (*(("image", v) for v in images), *(("prior", v) for v in priors)):
         bad = int((~np.isfinite(np.asarray(vol.array, dtype=np.float32))).sum())
         if bad:
             raise InputError(f"{s.subject_id}: {name} ({vol.name}) holds {bad} NaN/inf voxels")
@@ -187,8 +217,9 @@ def _check_subject(s: SubjectInput) -> None:
         raise InputError(f"{s.subject_id}: body mask is empty")
 
 
-def check_subjects(subjects: Sequence[SubjectInput]) -> None:
-    """Validate every subject (ids unique, grids shared, images finite) before anything is written."""
+def check_subjects(subjects: Sequence[SubjectInput], channels: int = 1) -> None:
+    """Validate every subject (ids unique, grids shared, images finite, one image and prior per contrast) before
+    anything is written."""
     if not subjects:
         raise InputError("no subjects to prepare")
     ids = [s.subject_id for s in subjects]
@@ -196,20 +227,21 @@ def check_subjects(subjects: Sequence[SubjectInput]) -> None:
     if dupes:
         raise InputError(f"duplicate subject ids: {', '.join(dupes)}")
     for s in subjects:
-        _check_subject(s)
+        _check_subject(s, channels)
 
 
 def check_resample_memory(s: SubjectInput, cfg: PrepareConfig) -> None:
     """:class:`~seg2med.errors.BudgetError` (one line, before any work) when resampling ``s`` to
     ``cfg.spacing`` would not fit the memory budget (``--spacing 0.001``: hundreds of GiB)."""
+    ref = _first(s.image)
     for axis in cfg.axes:
-        geo = cfg.spec.codec(s.image.affine, s.image.shape, axis).geometry
+        geo = cfg.spec.codec(ref.affine, ref.shape, axis).geometry
         # counted: the whole resampled plane stack that ndimage.affine_transform allocates before the centre
         # crop (n x resampled H x W, float32 for image/prior; mask and labels are no wider), one key at a
         # time, plus the n x size slices kept of image, prior, mask and labels (at most 4 B each)
         n = geo.n_slices
         need = 4 * n * math.prod(geo.resampled_shape) + 4 * 4 * n * math.prod(geo.size)
-        check_memory(need, f"{s.subject_id} ({s.image.name}): resampling {n} {axis} slices to {geo.spacing:g} mm "
+        check_memory(need, f"{s.subject_id} ({ref.name}): resampling {n} {axis} slices to {geo.spacing:g} mm "
                            f"({' x '.join(map(str, geo.resampled_shape))} px each)")
 
 
@@ -230,18 +262,40 @@ def _write_axis_shards(
 
 
 # --------------------------------------------------------------------------- one subject
+def _channel_key(key: str, c: int) -> str:
+    return f"{key}#{c}"
+
+
 def _normalise_subject(s: SubjectInput, body: np.ndarray, spec: DataSpec) -> tuple[dict, dict]:
+    """[0, 1] volumes of the image and the prior (multi-contrast: ``image#c`` / ``prior#c``, each channel in its own
+    window) and their window parameters (multi-contrast: a list per key, in channel order)."""
     arrays, params = {}, {}
-    for key, vol in (("image", s.image), ("prior", s.prior)):
-        arrays[key], params[key] = spec.normalize(vol.array, body, blank_outside=True)
+    for key, vols in (("image", channel_volumes(s.image)), ("prior", channel_volumes(s.prior))):
+        if spec.contrasts is None:
+            arrays[key], params[key] = spec.normalize(vols[0].array, body, blank_outside=True)
+            continue
+        params[key] = []
+        for c, vol in enumerate(vols):
+            arrays[_channel_key(key, c)], p = spec.normalize(vol.array, body, blank_outside=True)
+            params[key].append(p)
     return arrays, params
+
+
+def _stack_channels(sliced: dict[str, np.ndarray], channels: int) -> dict[str, np.ndarray]:
+    """``image#c`` / ``prior#c`` slices ``[n, H, W]`` -> ``image`` / ``prior`` ``[n, C, H, W]`` (multi-contrast)."""
+    out = {k: v for k, v in sliced.items() if "#" not in k}
+    for key in ("image", "prior"):
+        if _channel_key(key, 0) in sliced:
+            out[key] = np.stack([sliced[_channel_key(key, c)] for c in range(channels)], axis=1)
+    return out
 
 
 def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str) -> dict[str, Any]:
     body = np.asarray(s.body.array if isinstance(s.body, Volume) else s.body, dtype=bool)
     spec = cfg.spec
     arrays, params = _normalise_subject(s, body, spec)
-    codecs = {axis: spec.codec(s.image.affine, s.image.shape, axis) for axis in cfg.axes}
+    ref = _first(s.image)
+    codecs = {axis: spec.codec(ref.affine, ref.shape, axis) for axis in cfg.axes}
     if s.labels is not None:
         lab = np.asarray(s.labels.array)
         arrays["labels"] = lab.astype(smallest_int_dtype(lab))
@@ -254,15 +308,17 @@ def _prepare_subject(s: SubjectInput, out: Path, cfg: PrepareConfig, split: str)
                         "(raise --size or --spacing)", s.subject_id, axis, 100 * cut,
                         " x ".join(map(str, geo.size)), geo.spacing)
         geometry[axis] = geo.to_dict()
-        shards[axis] = _write_axis_shards(out, s.subject_id, axis, codec.encode(arrays, body), cfg)
+        shards[axis] = _write_axis_shards(out, s.subject_id, axis,
+                                          _stack_channels(codec.encode(arrays, body), cfg.channels), cfg)
     log.info("%s (%s): %s", s.subject_id, split, ", ".join(f"{a} {geometry[a]['n_slices']} slices" for a in cfg.axes))
     path = lambda v: str(v.path) if v is not None and v.path is not None else None  # noqa: E731
+    paths = lambda v: path(v) if isinstance(v, Volume) else [path(x) for x in v]  # noqa: E731
     return {
         "id": s.subject_id,
         "split": split,
         "modality": cfg.modality,
-        "sources": {"image": path(s.image), "prior": path(s.prior), "labels": path(s.labels)},
-        "original": {"shape": list(s.image.shape), "affine": s.image.affine.tolist(), "spacing": list(s.image.spacing)},
+        "sources": {"image": paths(s.image), "prior": paths(s.prior), "labels": path(s.labels)},
+        "original": {"shape": list(ref.shape), "affine": ref.affine.tolist(), "spacing": list(ref.spacing)},
         "orientation": codecs[cfg.axes[0]].reorientation.to_dict(),
         "normalization": params,
         "geometry": geometry,
@@ -289,7 +345,7 @@ def prepare_dataset(
     nor any other of the ``inputs`` (label files, mask folders, tables; :mod:`seg2med.io.outputs`).
     """
     cfg = dataclasses.replace(config or PrepareConfig()).validate()
-    check_subjects(subjects)
+    check_subjects(subjects, cfg.channels)
     for s in subjects:
         check_resample_memory(s, cfg)
     out = Path(out_dir)
@@ -301,7 +357,8 @@ def prepare_dataset(
         if s.split is not None:
             splits[s.split] = sorted([*splits[s.split], s.subject_id])
     split_of = {sid: name for name, ids in splits.items() for sid in ids}
-    inputs = [*inputs, *(v.path for s in subjects for v in (s.image, s.prior, s.body, s.labels) if isinstance(v, Volume))]
+    inputs = [*inputs, *(v.path for s in subjects for v in (*channel_volumes(s.image), *channel_volumes(s.prior), s.body,
+                                                             s.labels) if isinstance(v, Volume))]
     with replace_folder(out, "dataset", overwrite, inputs) as tmp:
         records = []
         for s in subjects:
@@ -323,8 +380,8 @@ def _manifest(cfg: PrepareConfig, records: list[dict[str, Any]], splits: dict[st
         "config": cfg.to_dict(),
         "modality": cfg.modality,
         "arrays": {
-            "image": "float32 [n,H,W] in [0,1], 0 outside the body",
-            "prior": "float32 [n,H,W] in [0,1], 0 outside the body",
+            "image": f"float32 [n,{'C,' if cfg.contrasts else ''}H,W] in [0,1], 0 outside the body",
+            "prior": f"float32 [n,{'C,' if cfg.contrasts else ''}H,W] in [0,1], 0 outside the body",
             "mask": "uint8 [n,H,W] body mask",
             "labels": "int [n,H,W] label map (only when has_labels)",
             "index": "int32 [n] slice index along the axis",
@@ -380,9 +437,11 @@ def read_subject_slices(
     return np.concatenate([p[key] for p in parts], axis=0)
 
 
-def _as_stack(slices: Any) -> np.ndarray:
+def _as_stack(slices: Any, channel: int | None = None) -> np.ndarray:
     arr = np.asarray(slices.detach().cpu().numpy() if hasattr(slices, "detach") else slices)
-    if arr.ndim == 4 and arr.shape[1] == 1:
+    if arr.ndim == 4 and channel is not None:
+        arr = arr[:, channel]
+    elif arr.ndim == 4 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 3:
         raise InputError(f"expected slices [N, H, W] or [N, 1, H, W], got shape {arr.shape}")
@@ -390,17 +449,24 @@ def _as_stack(slices: Any) -> np.ndarray:
 
 
 def restore_volume(
-    slices: Any, manifest_subject: Mapping[str, Any], axis: str, modality: str | None = None, key: str = "image"
+    slices: Any, manifest_subject: Mapping[str, Any], axis: str, modality: str | None = None, key: str = "image",
+    channel: int | None = None,
 ) -> np.ndarray:
     """Put normalised slices (e.g. generated images) back on the subject's original grid.
 
     Linear in-plane interpolation; the normalisation of ``key`` is undone (HU
-    for CT). ``modality``, when given, must match the dataset's.
+    for CT). ``modality``, when given, must match the dataset's. Multi-contrast data: ``channel`` picks the
+    contrast (of ``[N, C, H, W]`` slices, and its window).
     """
     if modality is not None and check_modality(modality) != manifest_subject.get("modality", modality.lower()):
         raise ConfigError(f"modality {modality!r} does not match the dataset ({manifest_subject['modality']})")
-    vol = _axis_codec(manifest_subject, axis).decode(_as_stack(slices).astype(np.float32), order=1, fill=0.0)
-    return np.asarray(denormalize(vol, manifest_subject["normalization"][key]), dtype=np.float32)
+    params = manifest_subject["normalization"][key]
+    if isinstance(params, list):
+        if channel is None:
+            raise ConfigError(f"subject {manifest_subject['id']!r} has {len(params)} contrasts: say which channel")
+        params = params[channel]
+    vol = _axis_codec(manifest_subject, axis).decode(_as_stack(slices, channel).astype(np.float32), order=1, fill=0.0)
+    return np.asarray(denormalize(vol, params), dtype=np.float32)
 
 
 def restore_labels(slices: Any, manifest_subject: Mapping[str, Any], axis: str) -> np.ndarray:
@@ -423,14 +489,17 @@ class RestoredSubject:
     body: np.ndarray
 
 
-def restore_subject(dataset_dir: str | Path, manifest_subject: Mapping[str, Any], axis: str = "axial") -> RestoredSubject:
-    """Labels, body and real image of a stored subject, restored from its slices (what a model sees, unnormalised)."""
+def restore_subject(dataset_dir: str | Path, manifest_subject: Mapping[str, Any], axis: str = "axial",
+                    channel: int | None = None) -> RestoredSubject:
+    """Labels, body and real image of a stored subject, restored from its slices (what a model sees, unnormalised;
+    multi-contrast data: the image of ``channel``)."""
     if not manifest_subject.get("has_labels"):
         raise InputError(f"{dataset_dir}: subject {manifest_subject['id']} has no stored labels")
     affine = original_affine(manifest_subject)
     labels = restore_labels(read_subject_slices(dataset_dir, manifest_subject, axis, key="labels"), manifest_subject, axis)
     body = restore_labels(read_subject_slices(dataset_dir, manifest_subject, axis, key="mask"), manifest_subject, axis)
-    image = restore_volume(read_subject_slices(dataset_dir, manifest_subject, axis, key="image"), manifest_subject, axis)
+    image = restore_volume(read_subject_slices(dataset_dir, manifest_subject, axis, key="image"), manifest_subject, axis,
+                           channel=channel)
     return RestoredSubject(str(manifest_subject["id"]), Volume(labels.astype(np.int32), affine), Volume(image, affine),
                            body.astype(bool))
 
@@ -440,6 +509,7 @@ __all__ = [
     "MANIFEST",
     "PrepareConfig",
     "SubjectInput",
+    "channel_volumes",
     "check_subjects",
     "get_subject",
     "load_manifest",

@@ -49,10 +49,18 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "ct_window": (lambda v: _pair(v, _is_number), "a pair of numbers (level, width in HU)"),
     "mr_percentiles": (lambda v: _pair(v, _is_number), "a pair of numbers (lower, upper percentile)"),
     "neighbours": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "contrasts": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0 and all(
+        isinstance(c, Mapping) and isinstance(c.get("name"), str) and isinstance(c.get("sequence"), Mapping)
+        for c in v) and len({c["name"] for c in v}) == len(v)),
+        "a non-empty list of {name, sequence} with distinct names (the image channels)"),
     "image_normalization": (lambda v: v is None or isinstance(v, Mapping), "a mapping (low, high)"),
     "train": (lambda v: v is None or isinstance(v, Mapping), "a mapping"),
     "val": (lambda v: v is None or isinstance(v, Mapping), "a mapping"),
 }
+
+
+#: keys a block built here leaves out while they hold None (single-contrast data blocks stay as they were)
+_OMITTED_WHEN_NONE = ("contrasts",)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class DataSpec:
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW  # (level, width), HU
     mr_percentiles: tuple[float, float] = DEFAULT_MR_PERCENTILES  # (lower, upper), %
     neighbours: int = 0  # 2.5D: prior slices on each side
+    contrasts: tuple[Mapping[str, Any], ...] | None = None  # multi-contrast: one {name, sequence} per image channel
     image_normalization: Mapping[str, Any] | None = None  # window mapping [0, 1] back to image units
     train: Mapping[str, Any] | None = None  # {"subjects", "slices"} of the training split
     val: Mapping[str, Any] | None = None
@@ -96,7 +105,8 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The data block as read (or, built here, every field in order, then ``extra``); lists for tuples."""
-        keys = self.layout if self.layout is not None else (*_CHECKS, *self.extra)
+        keys = self.layout if self.layout is not None else (*(k for k in _CHECKS if k not in _OMITTED_WHEN_NONE
+                                                              or getattr(self, k) is not None), *self.extra)
         out = {}
         for key in keys:
             value = getattr(self, key) if key in _CHECKS else self.extra[key]
@@ -118,9 +128,30 @@ class DataSpec:
         norm = np.asarray(norm, dtype=np.float32)
         return (mask_outside(norm, body) if blank_outside else norm), params
 
-    def image_window(self) -> dict[str, Any]:
-        """Parameters that map a model's [0, 1] output back to image units (HU for CT)."""
+    # ------------------------------------------------------------------ image channels
+    @property
+    def channels(self) -> int:
+        """Image channels: one per contrast of a multi-contrast model, else 1."""
+        return len(self.contrasts) if self.contrasts else 1
+
+    @property
+    def contrast_names(self) -> tuple[str, ...]:
+        """The contrasts' names in channel order (``()`` for a single-contrast model)."""
+        return tuple(str(c["name"]) for c in self.contrasts) if self.contrasts else ()
+
+    def sequences(self) -> list[Mapping[str, Any] | None]:
+        """The prior's sequence config of each image channel."""
+        return [c["sequence"] for c in self.contrasts] if self.contrasts else [self.sequence]
+
+    def image_window(self, channel: int = 0) -> dict[str, Any]:
+        """Parameters that map a model's [0, 1] output (of image ``channel``) back to image units (HU for CT)."""
         ref = self.image_normalization
+        if isinstance(ref, Mapping) and isinstance(ref.get("channels"), (list, tuple)):
+            windows = ref["channels"]
+            if not 0 <= channel < len(windows) or not isinstance(windows[channel], Mapping):
+                raise InputError(f"{self.source or 'the checkpoint'}: data.image_normalization.channels has no window "
+                                 f"for image channel {channel}")
+            return dict(windows[channel])
         if isinstance(ref, Mapping) and "low" in ref and "high" in ref:
             return ref
         if self.modality == "ct":

@@ -360,12 +360,20 @@ def pick_device(device: str = "auto") -> torch.device:
 # --------------------------------------------------------------------------- generation
 @dataclass
 class GenerationResult:
-    """K sampled volumes on the input grid, their voxel-wise standard deviation and provenance."""
+    """K sampled volumes on the input grid, their voxel-wise standard deviation and provenance.
+
+    A multi-contrast model (``contrasts`` non-empty, in channel order): ``channels`` holds, per contrast, its K
+    samples, ``channel_priors`` / ``channel_stds`` its prior and std map; ``samples`` / ``prior`` / ``std`` are those
+    of the first contrast."""
 
     samples: list[Volume]
     prior: Volume
     std: Volume | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    contrasts: tuple[str, ...] = ()
+    channels: dict[str, list[Volume]] = field(default_factory=dict)
+    channel_priors: dict[str, Volume] = field(default_factory=dict)
+    channel_stds: dict[str, Volume | None] = field(default_factory=dict)
 
 
 #: Seeds of the samples of one run: ``seed * SAMPLE_SEED_STRIDE + k``. The stride is a prime larger than any
@@ -458,7 +466,8 @@ def slice_noise_correlation(slice_noise: str, correlation: float, slice_spacing:
 
 def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed: int, device: torch.device,
                    progress: _Progress, noise_correlation: float | None = None) -> np.ndarray:
-    """Image slices ``[N, H, W]`` in [0, 1] for conditions ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time.
+    """Image slices ``[N, c, H, W]`` in [0, 1] (``c`` the generator's image channels) for conditions
+    ``[N, C, H, W]`` in [-1, 1], ``batch`` at a time.
     ``noise_correlation`` (None: every slice its own noise, drawn batch by batch): the start noise of neighbouring
     slices correlated by it (:func:`seg2med.sampling.noise.correlated_slice_noise`; 1: the same noise on every slice;
     measured in ``benchmarks/results/throughplane-defaults-cpu.md``)."""
@@ -466,12 +475,12 @@ def _sample_slices(generator: SliceGenerator, cond: np.ndarray, batch: int, seed
     n, _, h, w = cond.shape
     start = None if noise_correlation is None else correlated_slice_noise(n, (generator.channels, h, w),
                                                                          noise_correlation, gen)
-    slices = np.empty((n, h, w), dtype=np.float32)
+    slices = np.empty((n, generator.channels, h, w), dtype=np.float32)
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
         c = torch.from_numpy(np.ascontiguousarray(cond[lo:hi])).to(device)
         x = generator(c, gen if start is None else start[lo:hi], step_gen, progress.batch(generator.units))
-        slices[lo:hi] = to_unit(x[:, 0].float().cpu().numpy()).clip(0.0, 1.0)
+        slices[lo:hi] = to_unit(x[:, :generator.channels].float().cpu().numpy()).clip(0.0, 1.0)
     return slices
 
 
@@ -580,6 +589,16 @@ class Guidance:
                 "tri_planar": self.tri_planar}
 
 
+def model_sequences(model: LoadedModel, contrast_phase: str | None = None) -> list[ImagingSequence]:
+    """The sequence of each image channel: a multi-contrast model's contrasts, else :func:`model_sequence`."""
+    if not model.spec.contrasts:
+        return [model_sequence(model, contrast_phase)]
+    if contrast_phase is not None:
+        raise ConfigError(f"--contrast-phase applies to CT models; {model.path.name} generates "
+                          f"{', '.join(model.spec.contrast_names)}")
+    return [sequence_from_config(dict(c)) for c in model.spec.sequences()]
+
+
 def model_sequence(model: LoadedModel, contrast_phase: str | None = None) -> ImagingSequence:
     """The sequence ``model`` was trained with; for a CT model ``contrast_phase`` replaces its contrast phase
     (the prior's iodine enhancement, :mod:`seg2med.physics.contrast`)."""
@@ -666,47 +685,67 @@ def generate_volume(
     check_planes(model, guidance.tri_planar, slice_noise, slice_correlation)
     t0 = time.perf_counter()
     spec = model.spec
-    seq = model_sequence(model, contrast_phase)
-    prior = simulate_prior(labels.array, scheme, seq, tissues)
+    seqs = model_sequences(model, contrast_phase)
+    names = spec.contrast_names
+    if names and guidance.tri_planar:
+        raise ConfigError(f"--tri-planar samples single-contrast models; {model.path.name} generates {', '.join(names)}")
+    priors = [simulate_prior(labels.array, scheme, seq, tissues) for seq in seqs]
     body = labels.array != 0
-    norm, prior_params = spec.normalize(prior, body)
+    normed = [spec.normalize(p, body) for p in priors]
+    norms, prior_params = [n for n, _ in normed], [p for _, p in normed]
     margin = guidance.margin_px(model)
-    window = spec.image_window()
     if guidance.tri_planar:
-        outs, grid = _tri_planar_samples(model, labels, norm, body, margin, guidance, steps=steps, sampler=sampler,
-                                               seed=seed, samples=samples, batch=batch, device=device,
-                                               precision=precision, strength=strength, progress=progress)
+        outs, grid = _tri_planar_samples(model, labels, norms[0], body, margin, guidance, steps=steps, sampler=sampler,
+                                         seed=seed, samples=samples, batch=batch, device=device,
+                                         precision=precision, strength=strength, progress=progress)
+        outs = [[o] for o in outs]
         axis = "tri-planar"
     else:
         axis = _slicing_axis(model, axis)
         generator = model.slice_generator(steps, sampler, device, precision, strength, guidance.anchor(model))
         codec = _plan_codec(model, labels, axis, margin)
-        sliced = codec.encode({"prior": norm}, body)
-        sliced["prior"] = codec.geometry.extend_edges(sliced["prior"], margin)
-        cond = to_signed(stack_neighbours(sliced["prior"], model.neighbours))  # [-1, 1] like training
+        sliced = codec.encode({f"prior{c}": n for c, n in enumerate(norms)}, body)
+        cond = np.concatenate([to_signed(stack_neighbours(codec.geometry.extend_edges(sliced[f"prior{c}"], margin),
+                                                          model.neighbours)) for c in range(len(norms))], axis=1)
         correlation = slice_noise_correlation(slice_noise, slice_correlation, codec.slice_spacing, spec.spacing)
         runs = samples if generator.stochastic else 1  # a one-shot model gives every sample the first one
         ticks = _Progress(progress, runs * int(np.ceil(len(cond) / batch)) * generator.units)
         outs = []
         for k in range(runs):
             slices = _sample_slices(generator, cond, batch, sample_seed(seed, k), device, ticks, correlation)
-            slices[sliced["mask"] == 0] = 0.0
-            outs.append(codec.decode(slices, order=1, fill=0.0))
+            slices[np.broadcast_to(sliced["mask"][:, None] == 0, slices.shape)] = 0.0
+            outs.append([codec.decode(slices[:, c], order=1, fill=0.0) for c in range(slices.shape[1])])
         grid = {"slice_size": list(codec.geometry.size),
                 "slice_noise_correlation": correlation if model.is_diffusion else None}
-    outs = [_to_image(o, window, body) for o in outs]
-    outs += [outs[0].copy() for _ in range(samples - len(outs))]  # a one-shot model ran once
-    std = labels.like(np.std(np.stack(outs), axis=0).astype(np.float32)) if samples > 1 else None
+    windows = [spec.image_window(c) for c in range(len(seqs))]
+    outs = [[_to_image(o, windows[c], body) for c, o in enumerate(out)] for out in outs]
+    outs += [[o.copy() for o in outs[0]] for _ in range(samples - len(outs))]  # a one-shot model ran once
+    stds = [labels.like(np.std(np.stack([out[c] for out in outs]), axis=0).astype(np.float32)) if samples > 1 else None
+            for c in range(len(seqs))]
     meta = _metadata(model, t0, sampler=sampler, steps=steps, seed=seed, strength=strength,
                      **guidance.record(model),
                      slice_noise=None if guidance.tri_planar or not model.is_diffusion else slice_noise,
                      slice_correlation=slice_correlation if slice_noise == "correlated" and model.is_diffusion
                      and not guidance.tri_planar else None,
                      samples=samples, batch=batch, axis=axis, **grid, device=str(device), precision=precision,
-                     modality=spec.modality, sequence=seq.to_config(), prior_normalization=prior_params,
-                     image_normalization=window)
-    meta["qc"] = organ_qc(outs[0], labels.array, scheme, spec.modality, seq, tissues, prior=prior)  # sample 0
-    warning = qc_warning(meta["qc"])
-    if warning:
-        log.warning(warning)
-    return GenerationResult([labels.like(o) for o in outs], labels.like(prior.astype(np.float32)), std, meta)
+                     modality=spec.modality, sequence=seqs[0].to_config(),
+                     prior_normalization=prior_params[0] if not names else prior_params,
+                     image_normalization=windows[0] if not names else windows)
+    qcs = [organ_qc(outs[0][c], labels.array, scheme, spec.modality, seq, tissues, prior=priors[c])  # sample 0
+           for c, seq in enumerate(seqs)]
+    meta["qc"] = qcs[0]
+    if names:
+        meta["contrasts"] = [{"name": n, "sequence": seq.to_config()} for n, seq in zip(names, seqs)]
+        meta["qc_contrasts"] = dict(zip(names, qcs))
+    for qc in qcs:
+        warning = qc_warning(qc)
+        if warning:
+            log.warning(warning)
+    first = [labels.like(out[0]) for out in outs]
+    result = GenerationResult(first, labels.like(priors[0].astype(np.float32)), stds[0], meta)
+    if names:
+        result.contrasts = names
+        result.channels = {n: [labels.like(out[c]) for out in outs] for c, n in enumerate(names)}
+        result.channel_priors = {n: labels.like(priors[c].astype(np.float32)) for c, n in enumerate(names)}
+        result.channel_stds = dict(zip(names, stds))
+    return result

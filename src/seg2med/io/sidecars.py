@@ -16,7 +16,8 @@ from typing import Any
 
 from seg2med._version import __version__
 from seg2med.io.files import read_json
-from seg2med.io.nifti import check_nifti_output, nifti_stem, sidecar_path
+from seg2med.errors import InputError
+from seg2med.io.nifti import check_nifti_output, is_nifti_path, nifti_stem, sidecar_path
 from seg2med.io.outputs import check_output_file, digests
 from seg2med.labels import LabelScheme
 
@@ -79,25 +80,52 @@ def generated_provenance(
             "tissue_table": _tissue_table_name(tissues)}
 
 
-def generated_paths(out: str | Path, samples: int) -> dict[str, Path]:
-    """Output names: ``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json``."""
+#: sidecar of a multi-contrast generation written into a folder
+GENERATED_FOLDER_SIDECAR = "generated.json"
+
+
+def generated_paths(out: str | Path, samples: int, contrasts: Sequence[str] = ()) -> dict[str, Path]:
+    """Output names: ``S.nii.gz`` (sample 0), ``S_sample1.nii.gz``…, ``S_std.nii.gz`` and ``S.json``.
+
+    A multi-contrast model (``contrasts``): per contrast C the keys ``C`` (sample 0), ``C_sampleK`` and ``C_std``:
+    ``S_C.nii.gz``… beside ``S.json`` when ``out`` is a NIfTI name ``S.nii.gz``, else ``out/C.nii.gz``… with
+    ``out/generated.json`` (``out`` a folder)."""
     out = Path(out)
-    stem = nifti_stem(out)
-    paths = {"sample0": out, "sidecar": sidecar_path(out)}
-    for k in range(1, samples):
-        paths[f"sample{k}"] = out.with_name(f"{stem}_sample{k}.nii.gz")
-    if samples > 1:
-        paths["std"] = out.with_name(f"{stem}_std.nii.gz")
+    if not contrasts:
+        stem = nifti_stem(out)
+        paths = {"sample0": out, "sidecar": sidecar_path(out)}
+        for k in range(1, samples):
+            paths[f"sample{k}"] = out.with_name(f"{stem}_sample{k}.nii.gz")
+        if samples > 1:
+            paths["std"] = out.with_name(f"{stem}_std.nii.gz")
+        return paths
+    if is_nifti_path(out):
+        name, sidecar = (lambda tail: out.with_name(f"{nifti_stem(out)}_{tail}.nii.gz")), sidecar_path(out)
+    else:
+        name, sidecar = (lambda tail: out / f"{tail}.nii.gz"), out / GENERATED_FOLDER_SIDECAR
+    paths = {}
+    for c in contrasts:
+        paths[c] = name(c)
+        for k in range(1, samples):
+            paths[f"{c}_sample{k}"] = name(f"{c}_sample{k}")
+        if samples > 1:
+            paths[f"{c}_std"] = name(f"{c}_std")
+    paths["sidecar"] = sidecar
     return paths
 
 
-def check_volume_outputs(out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = (), samples: int = 1) -> None:
-    """Before any work: refuse an output that is not a NIfTI name, or any file of its set (the image,
-    its ``.json`` sidecar and, for ``samples`` > 1, ``_sampleK`` / ``_std``) that may not be written
-    (:func:`seg2med.io.outputs.check_output_file`: a folder there, not writable, an input, exists
-    without ``overwrite``, not seg2med's)."""
-    check_nifti_output(out, overwrite, inputs)
-    for p in generated_paths(out, samples).values():
+def check_volume_outputs(out: str | Path, overwrite: bool = False, inputs: Sequence[Any] = (), samples: int = 1,
+                         contrasts: Sequence[str] = ()) -> None:
+    """Before any work: refuse an output that is not a NIfTI name (a multi-contrast model: or a folder), or any file
+    of its set (the image, its ``.json`` sidecar and, for ``samples`` > 1, ``_sampleK`` / ``_std``; per contrast)
+    that may not be written (:func:`seg2med.io.outputs.check_output_file`: a folder there, not writable, an input,
+    exists without ``overwrite``, not seg2med's)."""
+    if not contrasts or is_nifti_path(out):
+        check_nifti_output(out, overwrite, inputs)
+    elif Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{out}: exists and is not a folder (a model of {len(contrasts)} contrasts writes one file "
+                         "per contrast into --out)")
+    for p in generated_paths(out, samples, contrasts).values():
         check_output_file(p, overwrite, inputs)
 
 

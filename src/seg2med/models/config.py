@@ -100,16 +100,20 @@ class ModelConfig:
 
     @property
     def condition_channels(self) -> int:
-        return 1 + 2 * int(self.neighbours)
+        """One prior per image channel, each with its +-k neighbouring slices (contrast-major)."""
+        return int(self.image_channels) * (1 + 2 * int(self.neighbours))
 
     # The diffusion's sample space. Images and the condition are in the networks' range [-1, 1] (CT: both
     # in the same HU window; MR: each in its own percentile window). A ``residual`` model diffuses
     # ``(image - prior) / 2`` (in [-1, 1] again, so the schedulers' clipping still holds): a zero output is
     # the prior itself, and a prior-anchored start (SDEdit) starts from zero.
     def prior_centre(self, cond: Any) -> Any:
-        """The condition's centre slice (the prior of the slice generated), one per image channel."""
-        k = int(self.neighbours)
-        return cond[:, k : k + 1].expand(-1, self.image_channels, -1, -1)
+        """The condition's centre slice (the prior of the slice generated), one per image channel: of a
+        multi-contrast condition (``image_channels`` priors, contrast-major) each contrast's own."""
+        k, c = int(self.neighbours), int(self.image_channels)
+        if c == 1 or cond.shape[1] == 1 + 2 * k:  # one prior for every image channel
+            return cond[:, k : k + 1].expand(-1, c, -1, -1)
+        return cond.reshape(cond.shape[0], c, 1 + 2 * k, *cond.shape[2:])[:, :, k]
 
     def to_sample(self, image: Any, cond: Any) -> Any:
         """Image ``[B, C, H, W]`` in [-1, 1] -> what the diffusion generates."""

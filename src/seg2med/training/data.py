@@ -28,6 +28,12 @@ def open_split(data_dir: str | Path, split: str, neighbours: int) -> SliceDatase
     return SliceDataset(data_dir, split=split, neighbours=neighbours)
 
 
+def check_channels(ds: SliceDataset, image_channels: int) -> None:
+    """The network's image channels are the dataset's contrasts (1 for single-contrast data)."""
+    if ds.channels != int(image_channels):
+        raise ConfigError(f"{ds.root} holds {ds.channels} image channel(s) (contrasts); the model has {image_channels}")
+
+
 def check_slice_size(ds: SliceDataset, levels: int) -> None:
     """The UNet halves the slices ``levels - 1`` times: they must divide evenly."""
     size = ds.manifest["config"]["size"]
@@ -158,6 +164,11 @@ def batch_transforms(cfg: TrainConfig, data_dir: str | Path | None, method: str)
     if data_dir is None:
         raise ConfigError("training: augmentation needs the training dataset's folder (the data block has no path)")
     root = Path(data_dir).resolve()
+    contrasts = load_dataset_manifest(root)["config"].get("contrasts") if cfg.augments_prior else None
+    if contrasts:
+        raise ConfigError(f"training: re-simulating the prior is for single-contrast data; {root} holds "
+                          f"{len(contrasts)} contrasts (use the geometry augmentation only)")
+
     manifest = root / "manifest.json"
     stamp = manifest.stat().st_mtime_ns if manifest.is_file() else 0
     settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in ((k, getattr(cfg, k)) for k in AUGMENT_FIELDS))
@@ -194,6 +205,7 @@ def data_summary(data_dir: str | Path, train: SliceDataset, val: SliceDataset, n
         ct_window=cfg.get("ct_window"),
         mr_percentiles=cfg.get("mr_percentiles"),
         neighbours=int(neighbours),
+        contrasts=tuple(cfg["contrasts"]) if cfg.get("contrasts") else None,
         image_normalization=image_window(m, train.subjects),
         train={"subjects": train.subjects, "slices": len(train)},
         val={"subjects": val.subjects, "slices": len(val)},
@@ -207,8 +219,19 @@ def image_window(manifest: Mapping[str, Any], subjects: list[str]) -> dict[str, 
     percentile window and the median is the natural choice for new anatomies.
     """
     recs = [r for r in manifest["subjects"] if r["id"] in set(subjects)]
-    params = [r.get("normalization", {}).get("image", {}) for r in recs]
-    params = [p for p in params if "low" in p and "high" in p]
+    contrasts = manifest["config"].get("contrasts")
+    if contrasts:  # one window per contrast: {"channels": [...]} in channel order
+        windows = [_median_window([(r.get("normalization", {}).get("image") or [{}] * len(contrasts))[c]
+                                   for r in recs]) for c in range(len(contrasts))]
+        if any(w is None for w in windows):
+            return None
+        return {"channels": windows, "names": [c["name"] for c in contrasts],
+                "source": f"median over {len(recs)} training subjects, per contrast"}
+    return _median_window([r.get("normalization", {}).get("image", {}) for r in recs])
+
+
+def _median_window(params: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    params = [p for p in params if isinstance(p, Mapping) and "low" in p and "high" in p]
     if not params:
         return None
     low = float(np.median([p["low"] for p in params]))

@@ -32,6 +32,7 @@ from seg2med.training.data import (
     StepBatches,
     augment_step,
     batches,
+    check_channels,
     check_slice_size,
     ddpm_activation_bytes,
 )
@@ -153,7 +154,7 @@ def diffusion_recipe(model_cfg: ModelConfig, sched_cfg: SchedulerConfig, cfg: Tr
     return Recipe(
         method="ddpm", cfg=cfg, neighbours=model_cfg.neighbours, optimizers=(SINGLE_OPTIMIZER,), multi_process=True,
         activation_bytes=ddpm_activation_bytes(model_cfg.channels, model_cfg.num_res_blocks),
-        check_data=lambda ds: check_slice_size(ds, len(model_cfg.channels)),
+        check_data=lambda ds: (check_slice_size(ds, len(model_cfg.channels)), check_channels(ds, model_cfg.image_channels)),
         check_resumable=lambda stored: check_resumable(stored, model_cfg, sched_cfg, cfg),
         build=lambda ctx: DiffusionLearner(ctx, model_cfg, sched_cfg, cfg),
         describe=describe,

@@ -95,6 +95,12 @@ def train_method(
         blocks = check_blocks(blocks)
         blocks = {**blocks, "training": {**options, **dict(blocks.get("training") or {})}}
     m = resolve_method(method, blocks, base)
+    contrasts = load_dataset_manifest(data_dir)["config"].get("contrasts")
+    if contrasts:  # a multi-contrast dataset: one image channel per contrast
+        if m != "ddpm":
+            raise ConfigError(f"{data_dir}: a dataset of {len(contrasts)} contrasts; method {m} trains one image "
+                              "channel (train the multi-contrast model with --method ddpm)")
+        model = {"image_channels": len(contrasts), **dict(model or {})}
     recipe = build_recipe(get_method(m), preset, blocks, model=model, scheduler=scheduler, training=training, base=base)
     if recipe.cfg.init_from and m != "ddpm":
         raise ConfigError(f"--init-from starts a diffusion run from another one; method {m} has no such start")

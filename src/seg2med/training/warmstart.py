@@ -52,6 +52,9 @@ def check_compatible(folder: Path, config: dict[str, Any], model_cfg: ModelConfi
         raise ConfigError(f"--init-from {folder}: its scheduler has {bad[0]} = {s_src.get(bad[0])!r}, this run "
                           f"{s_dst.get(bad[0])!r}")
     k0 = int(src["neighbours"])
+    if k0 != model_cfg.neighbours and model_cfg.image_channels != 1:
+        raise ConfigError(f"--init-from {folder}: inflating to more neighbouring slices is for single-contrast models; "
+                          f"this one has {model_cfg.image_channels} image channels")
     if k0 > model_cfg.neighbours:
         raise ConfigError(f"--init-from {folder}: it uses {k0} neighbouring slices, this run {model_cfg.neighbours}; "
                           "a run can only start from one with as many or fewer")

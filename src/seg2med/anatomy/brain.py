@@ -1,0 +1,69 @@
+"""Brain label maps: tumour compartments over the brain, in one scheme (``brats_medddpm``: 1 necrotic core, 2 oedema,
+3 enhancing tumour, 4 all other brain).
+
+A BraTS segmentation labels the tumour only; the physics prior also needs the brain around it (else the tumour sits in
+air or in the body's generic soft tissue). :func:`brain_label_map` puts the tumour compartments of any brain-tumour
+scheme (through its crosswalk, e.g. BraTS 2021 4 -> 3) over a brain mask: the mask of a skull-stripped image
+(:func:`brain_mask_from_images`), a FreeSurfer ``aseg`` map, or the map's own brain class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from seg2med.errors import InputError
+from seg2med.io import Volume, check_same_grid
+from seg2med.labels import LabelScheme, get_scheme
+from seg2med.labels.crosswalk import get_crosswalk
+
+#: The scheme of seg2med's brain label maps (tumour compartments + the rest of the brain).
+BRAIN_SCHEME = "brats_medddpm"
+BRAIN_CLASS = "non_tumour_brain"
+
+
+def brain_mask_from_images(images: Sequence[Volume]) -> np.ndarray:
+    """The brain of skull-stripped images: voxels non-zero in any of them, holes filled slice by slice (bool)."""
+    if not images:
+        raise InputError("no images to take the brain mask from")
+    ref = images[0]
+    mask = np.zeros(ref.shape, dtype=bool)
+    for img in images:
+        check_same_grid(ref, img)
+        mask |= np.asarray(img.array) != 0
+    for z in range(mask.shape[2]):
+        mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
+    if not mask.any():
+        raise InputError(f"{ref.name}: the images are zero everywhere (no brain to label)")
+    return mask
+
+
+def brain_label_map(tumour: Volume, scheme: str | LabelScheme, brain: Volume | np.ndarray | None = None) -> Volume:
+    """Tumour compartments of ``tumour`` (labels in ``scheme``, a brain scheme with a crosswalk to ``brats_medddpm``)
+    over ``brain`` (a mask, or an ``aseg`` label volume: every structure is brain; None: the map's own brain class,
+    when its scheme has one) -> labels in ``brats_medddpm`` on the tumour map's grid (uint8).
+
+    Tumour voxels keep their compartment wherever they lie; every other brain voxel becomes ``non_tumour_brain``.
+    """
+    src = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    out = np.asarray(tumour.array)
+    if src.name != BRAIN_SCHEME:
+        out, _, _ = get_crosswalk(src.name, BRAIN_SCHEME).apply(out, src)
+    out = np.asarray(out, dtype=np.uint8).copy()
+    dst = get_scheme(BRAIN_SCHEME)
+    if brain is not None:
+        if isinstance(brain, Volume):
+            check_same_grid(tumour, brain)
+            brain = brain.array
+        inside = np.asarray(brain) != 0
+        if inside.shape != out.shape:
+            raise InputError(f"{tumour.name}: brain mask shape {inside.shape} != label map shape {out.shape}")
+        out[inside & (out == 0)] = dst.id_of(BRAIN_CLASS)
+    if not (out == dst.id_of(BRAIN_CLASS)).any():
+        raise InputError(f"{tumour.name}: no brain around the tumour (give a brain mask or skull-stripped images)")
+    return tumour.like(out)
+
+
+__all__ = ["BRAIN_CLASS", "BRAIN_SCHEME", "brain_label_map", "brain_mask_from_images"]

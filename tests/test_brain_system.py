@@ -1,0 +1,163 @@
+"""The four-contrast brain path on the shared BraTS data: tumour + brain label maps, a multi-contrast slice dataset
+(one image and one prior channel per contrast), a diffusion model with four image channels, and generation of T1,
+T1ce, T2 and FLAIR on the mask's grid."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cli_helpers import run_cli
+from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+from seg2med.io import Volume, load_volume, save_volume
+
+CONTRASTS = {"t1": "mprage", "t1ce": "t1ce", "t2": {"name": "space", "tr": 5000.0, "te": 100.0}, "flair": "flair"}
+NAMES = tuple(CONTRASTS)
+TCGA_FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
+
+
+def _crop(vol: Volume, z0: int, z1: int) -> Volume:
+    shift = np.eye(4)
+    shift[2, 3] = z0
+    return Volume(np.ascontiguousarray(vol.array[:, :, z0:z1]), vol.affine @ shift)
+
+
+@pytest.fixture(scope="module")
+def brain_subjects(data_dir, tmp_path_factory):
+    """Two shared subjects as label maps in brats_medddpm + their four real contrasts, cut to a few slices through
+    the tumour: Med-DDPM's BraTS 2021 case (its own brain class) and TCGA-DU-7294 (BraTS-Toolkit fusion in the
+    BraTS 2021 convention over the brain of its skull-stripped images)."""
+    from seg2med.api import ContrastSubject
+
+    d = tmp_path_factory.mktemp("brain")
+    mdd = data_dir / "med-ddpm" / "brats2021"
+    seg = load_volume(mdd / "seg" / "BraTS2021_01306_seg.nii.gz", kind="labels")
+    a = {"labels": save_volume(_crop(seg, 70, 78), d / "a_labels.nii.gz")}
+    a_images = {n: save_volume(_crop(load_volume(mdd / n / f"BraTS2021_01306_{n}.nii.gz"), 70, 78), d / f"a_{n}.nii.gz")
+                for n in NAMES}
+    tc = data_dir / "brainlesion-tutorials" / "TCGA-DU-7294"
+    raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in TCGA_FILES.items()}
+    tumour = load_volume(tc / "fusion" / "mav.nii.gz", kind="labels")
+    labels = brain_label_map(tumour, "brats2021", brain_mask_from_images(list(raw.values())))
+    b = {"labels": save_volume(_crop(labels, 108, 116), d / "b_labels.nii.gz")}
+    b_images = {n: save_volume(_crop(v, 108, 116), d / f"b_{n}.nii.gz") for n, v in raw.items()}
+    subjects = [ContrastSubject("A", a_images, a["labels"], split="train"),
+                ContrastSubject("B", b_images, b["labels"], split="val")]
+    return subjects, labels, tumour
+
+
+def test_a_brats_fusion_over_the_skull_stripped_brain_is_one_label_map(brain_subjects):
+    _, labels, tumour = brain_subjects
+    arr, t = np.asarray(labels.array), np.asarray(tumour.array)
+    assert np.array_equal(arr == 1, t == 1) and np.array_equal(arr == 2, t == 2)  # NCR / oedema keep their voxels
+    assert not (arr == 3).any()  # this fusion has no enhancing tumour
+    brain = arr == 4
+    assert 1.0e6 < brain.sum() < 1.3e6 and not (brain & (t > 0)).any()  # 1.24 M non-zero voxels minus the tumour
+
+
+@pytest.fixture(scope="module")
+def brain_dataset(brain_subjects, tmp_path_factory):
+    from seg2med.api import prepare_contrasts
+
+    subjects, _, _ = brain_subjects
+    out = tmp_path_factory.mktemp("ds") / "brain"
+    prepare_contrasts(subjects, out, CONTRASTS, scheme=BRAIN_SCHEME, spacing=4.0, size=48, mr_percentiles=(0.5, 99.5))
+    return out
+
+
+def test_the_dataset_holds_one_channel_per_contrast_each_in_its_own_window(brain_dataset, brain_subjects):
+    from seg2med.data import SliceDataset
+    from seg2med.data.prepare import get_subject, load_manifest, read_subject_slices, restore_volume
+
+    m = load_manifest(brain_dataset)
+    assert [c["name"] for c in m["config"]["contrasts"]] == list(NAMES)
+    assert m["config"]["contrasts"][1]["sequence"]["gd_dose"] == 1.0
+    rec = get_subject(m, "B")
+    assert len(rec["normalization"]["image"]) == 4 and len(rec["normalization"]["prior"]) == 4
+    highs = [p["high"] for p in rec["normalization"]["image"]]
+    assert len(set(highs)) == 4  # raw TCGA intensities: each contrast its own window
+    ds = SliceDataset(brain_dataset, split="val", neighbours=1)
+    item = ds[len(ds) // 2]
+    assert ds.channels == 4 and item["image"].shape == (4, 48, 48) and item["prior"].shape == (12, 48, 48)
+    i = item["index"]
+    priors = read_subject_slices(brain_dataset, rec, "axial", key="prior")  # [n, 4, 48, 48]
+    for c in range(4):  # contrast-major: the centre prior of contrast c at channel 3c + 1
+        assert np.array_equal(item["prior"][3 * c + 1].numpy(), priors[i, c])
+    # every contrast comes back on its grid in its own units: the medians of oedema and brain within 5 % of the real
+    # image's (measured <= 3.5 %; the small necrotic core, partial-volumed by the 4 mm slices, is off by up to 10 %)
+    images = read_subject_slices(brain_dataset, rec, "axial", key="image")
+    lab = np.asarray(load_volume(brain_subjects[0][1].labels).array)
+    for c, name in enumerate(NAMES):
+        back = restore_volume(images, rec, "axial", channel=c)
+        real = np.asarray(load_volume(brain_subjects[0][1].images[name]).array, dtype=np.float32)
+        assert back.shape == real.shape
+        for i in (2, 4):
+            assert float(np.median(back[lab == i])) == pytest.approx(float(np.median(real[lab == i])), rel=0.05)
+        assert np.corrcoef(back[lab > 0], real[lab > 0])[0, 1] > 0.7  # 4 mm slices on the 1 mm grid (T2: 0.75)
+
+
+@pytest.fixture(scope="module")
+def brain_run(brain_dataset, tmp_path_factory):
+    """A tiny four-channel diffusion model, 3 steps: what the generation path needs (not a quality test)."""
+    from seg2med.training.methods import train_method
+
+    out = tmp_path_factory.mktemp("run") / "brain-tiny"
+    train_method("ddpm", brain_dataset, out, preset="tiny", scheduler={"prediction_type": "v_prediction"},
+                 training={"steps": 3, "batch": 2, "val_every": 0, "device": "cpu"}, progress=False)
+    return out
+
+
+def test_the_model_has_four_image_channels_and_records_the_contrasts(brain_run):
+    cfg = json.loads((brain_run / "config.json").read_text())
+    assert cfg["model"]["image_channels"] == 4
+    assert [c["name"] for c in cfg["data"]["contrasts"]] == list(NAMES)
+    assert [w["low"] < w["high"] for w in cfg["data"]["image_normalization"]["channels"]] == [True] * 4
+
+
+def test_generate_writes_the_four_contrasts_on_the_mask_grid(brain_run, brain_subjects, tmp_path, capsys, monkeypatch):
+    subjects, _, _ = brain_subjects
+    labels = subjects[1].labels
+    out = tmp_path / "synth"
+    res = run_cli(["generate", "--model", brain_run, "--labels", labels, "--scheme", BRAIN_SCHEME, "--out", out,
+                   "--steps", "2", "--seed", "3"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    ref = nib.load(labels)
+    side = json.loads((out / "generated.json").read_text())
+    assert [c["name"] for c in side["contrasts"]] == list(NAMES) and set(side["qc_contrasts"]) == set(NAMES)
+    lab = np.asarray(ref.dataobj)
+    arrays = {}
+    for n in NAMES:
+        img = nib.load(out / f"{n}.nii.gz")
+        assert img.shape == ref.shape and np.array_equal(img.affine, ref.affine)
+        arrays[n] = np.asarray(img.dataobj)
+        assert np.isfinite(arrays[n]).all()
+        window = side["image_normalization"][NAMES.index(n)]
+        # background outside the body (the labels' closed hull, a little more than the labelled voxels)
+        assert np.isclose(arrays[n][lab == 0], window["low"]).mean() > 0.9
+    assert len({float(np.median(a[lab == 4])) for a in arrays.values()}) == 4  # four different images
+    assert set(side["files"]) == {f"{n}.nii.gz" for n in NAMES}
+    # the same seed gives the same four volumes; a NIfTI name gives S_<contrast>.nii.gz beside S.json
+    res = run_cli(["generate", "--model", brain_run, "--labels", labels, "--scheme", BRAIN_SCHEME, "--out",
+                   tmp_path / "s.nii.gz", "--steps", "2", "--seed", "3"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    for n in NAMES:
+        assert np.array_equal(np.asarray(nib.load(tmp_path / f"s_{n}.nii.gz").dataobj), arrays[n])
+    assert (tmp_path / "s.json").is_file()
+
+
+def test_multi_contrast_models_refuse_what_they_cannot_do_on_one_line(brain_run, brain_subjects, brain_dataset,
+                                                                      tmp_path, capsys, monkeypatch):
+    labels = brain_subjects[0][1].labels
+    res = run_cli(["generate", "--model", brain_run, "--labels", labels, "--scheme", BRAIN_SCHEME, "--out",
+                   tmp_path / "x", "--tri-planar"], capsys, monkeypatch)
+    assert res.code == 2 and "--tri-planar" in res.err and "t1, t1ce, t2, flair" in res.err
+    assert not (tmp_path / "x").exists()
+    res = run_cli(["train", "--data", brain_dataset, "--out", tmp_path / "u", "--method", "unet", "--steps", "1"],
+                  capsys, monkeypatch)
+    assert res.code == 2 and "4 contrasts" in res.err and not (tmp_path / "u").exists()
+    res = run_cli(["train", "--data", brain_dataset, "--out", tmp_path / "r", "--preset", "tiny", "--steps", "1",
+                   "--augment", "robust"], capsys, monkeypatch)
+    assert res.code == 2 and "single-contrast" in res.err and not (tmp_path / "r").exists()
