@@ -64,7 +64,7 @@ def brain_dataset(brain_subjects, tmp_path_factory):
 
     subjects, _, _ = brain_subjects
     out = tmp_path_factory.mktemp("ds") / "brain"
-    prepare_contrasts(subjects, out, CONTRASTS, scheme=BRAIN_SCHEME, spacing=4.0, size=48, mr_percentiles=(0.5, 99.5))
+    prepare_contrasts(subjects, out, CONTRASTS, scheme=BRAIN_SCHEME, spacing=4.0, size=64, mr_percentiles=(0.5, 99.5))
     return out
 
 
@@ -81,9 +81,9 @@ def test_the_dataset_holds_one_channel_per_contrast_each_in_its_own_window(brain
     assert len(set(highs)) == 4  # raw TCGA intensities: each contrast its own window
     ds = SliceDataset(brain_dataset, split="val", neighbours=1)
     item = ds[len(ds) // 2]
-    assert ds.channels == 4 and item["image"].shape == (4, 48, 48) and item["prior"].shape == (12, 48, 48)
+    assert ds.channels == 4 and item["image"].shape == (4, 64, 64) and item["prior"].shape == (12, 64, 64)
     i = item["index"]
-    priors = read_subject_slices(brain_dataset, rec, "axial", key="prior")  # [n, 4, 48, 48]
+    priors = read_subject_slices(brain_dataset, rec, "axial", key="prior")  # [n, 4, 64, 64]
     for c in range(4):  # contrast-major: the centre prior of contrast c at channel 3c + 1
         assert np.array_equal(item["prior"][3 * c + 1].numpy(), priors[i, c])
     # every contrast comes back on its grid in its own units: the medians of oedema and brain within 5 % of the real
@@ -161,3 +161,36 @@ def test_multi_contrast_models_refuse_what_they_cannot_do_on_one_line(brain_run,
     res = run_cli(["train", "--data", brain_dataset, "--out", tmp_path / "r", "--preset", "tiny", "--steps", "1",
                    "--augment", "robust"], capsys, monkeypatch)
     assert res.code == 2 and "single-contrast" in res.err and not (tmp_path / "r").exists()
+
+
+def test_a_resnet_unet_segmenter_takes_the_four_contrasts_and_segments_on_the_input_grid(brain_dataset, brain_subjects,
+                                                                                        tmp_path, capsys, monkeypatch):
+    """`train-segmenter --backbone resnet10` on the four-contrast dataset: a MONAI FlexibleUNet (random init, nothing
+    downloaded) with four input channels; it segments four real volumes back on their grid (3 steps: plumbing only)."""
+    from seg2med.inference.segment import load_segmenter, segment_volume, volume_features
+
+    run = tmp_path / "seg"
+    res = run_cli(["train-segmenter", "--data", brain_dataset, "--out", run, "--steps", "3", "--batch", "4",
+                   "--backbone", "resnet10", "--device", "cpu"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    cfg = json.loads((run / "config.json").read_text())
+    net = cfg["model"]["network"]
+    assert net["class"] == "FlexibleUNet" and net["args"]["in_channels"] == 4 and net["args"]["pretrained"] is False
+    assert cfg["model"]["classes"][:5] == [0, 1, 2, 3, 4]  # + seg2med's body class where the hull filled gaps
+    seg = load_segmenter(run)
+    subject = brain_subjects[0][1]
+    vols = [load_volume(subject.images[n]) for n in NAMES]
+    body = np.asarray(load_volume(subject.labels).array) > 0
+    out = segment_volume(vols, seg, body=body)
+    assert out.shape == vols[0].shape and np.array_equal(out.affine, vols[0].affine)
+    assert set(np.unique(out.array)) <= set(cfg["model"]["classes"])
+    assert (out.array[~body] != 0).mean() < 0.02  # labels only in the body (up to the 4 mm slices' edge)
+    feats = volume_features(vols, seg, body=body)
+    assert feats.shape[1] == 512 and np.isfinite(feats).all()  # resnet10's deepest stage, pooled
+    from seg2med.errors import InputError
+
+    with pytest.raises(InputError, match="takes 4 image"):
+        segment_volume(vols[:1], seg, body=body)
+    res = run_cli(["train-segmenter", "--data", brain_dataset, "--out", tmp_path / "bad", "--steps", "1",
+                   "--backbone", "vgg16"], capsys, monkeypatch)
+    assert res.code == 2 and "resnet10" in res.err and "Traceback" not in res.err

@@ -465,17 +465,20 @@ def train_segmenter_cmd(
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     ckpt_every: Annotated[int, typer.Option("--ckpt-every", help="Checkpoint every N steps (0: at the end).")] = 500,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", help="resnet10 | resnet18 | resnet34 | resnet50: a U-Net with that ResNet encoder (MONAI FlexibleUNet, randomly initialised; default: the plain MONAI UNet).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in --out.")] = False,
 ) -> None:
-    """Train the auxiliary 2D segmenter (MONAI UNet, DiceCE) on real image slices -> labels, for Dice / Fréchet-Seg."""
+    """Train the auxiliary 2D segmenter (MONAI UNet, DiceCE) on real image slices -> labels, for Dice / Fréchet-Seg.
+    A multi-contrast dataset (the brain's four contrasts) gives it one input channel per contrast."""
     from seg2med.training import train_segmenter
-    from seg2med.training.segmenter import default_train_config
+    from seg2med.training.segmenter import SegmenterConfig, default_train_config
 
     cfg = default_train_config(steps=steps, batch=batch, lr=lr, seed=seed, ckpt_every=ckpt_every, val_every=ckpt_every,
                                device=device)
-    summary = train_segmenter(data, out, train_cfg=cfg, resume=resume, overwrite=overwrite)
+    summary = train_segmenter(data, out, net_cfg=SegmenterConfig(backbone=backbone), train_cfg=cfg, resume=resume,
+                              overwrite=overwrite)
     loss, val = (("-" if v is None else f"{v:.4f}") for v in (summary["final_loss"], summary["val_loss"]))
     out_console.print(f"{out}: step {summary['step']}, {len(summary['classes'])} classes, loss {loss}, val loss {val}")
 

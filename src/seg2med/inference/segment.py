@@ -15,6 +15,7 @@ nearest neighbour, so the labels lie on the input grid (same affine and shape).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from seg2med.data.codec import SliceCodec
 from seg2med.data.spec import DataSpec
 from seg2med.errors import ConfigError, InputError
-from seg2med.io import Volume
+from seg2med.io import Volume, check_same_grid
 from seg2med.io.checkpoints import WEIGHTS, load_weights_into, read_checkpoint_config
 from seg2med.io.nifti import smallest_int_dtype
 from seg2med.models.baselines import build_network, downsampling
@@ -35,24 +36,34 @@ log = logging.getLogger(__name__)
 
 
 def _bottleneck(net: torch.nn.Module) -> torch.nn.Module:
-    """The deepest block of a MONAI ``UNet`` (inside the nested skip connections)."""
+    """The deepest block of a MONAI ``UNet`` (inside the nested skip connections); of a ``FlexibleUNet`` its encoder
+    (whose last output is the deepest stage)."""
     from monai.networks.layers import SkipConnection
 
+    if hasattr(net, "encoder") and not hasattr(net, "model"):
+        return net.encoder
     m = net.model
     while isinstance(m, torch.nn.Sequential) and len(m) == 3 and isinstance(m[1], SkipConnection):
         m = m[1].submodule
     return m
 
 
-def _as_batch(slices: Any) -> torch.Tensor:
-    """[N, H, W] or [N, 1, H, W] (numpy or torch) -> float32 tensor [N, 1, H, W]."""
+def _as_batch(slices: Any, channels: int = 1) -> torch.Tensor:
+    """[N, H, W] or [N, C, H, W] (numpy or torch) -> float32 tensor [N, C, H, W] (``C`` = ``channels``)."""
     x = slices.detach().cpu() if isinstance(slices, torch.Tensor) else torch.from_numpy(np.asarray(slices))
     x = x.float()
-    if x.ndim == 3:
+    if x.ndim == 3 and channels == 1:
         x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise InputError(f"expected image slices [N, H, W] or [N, 1, H, W], got shape {tuple(x.shape)}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise InputError(f"expected image slices [N, {channels}, H, W]{' or [N, H, W]' if channels == 1 else ''}, "
+                         f"got shape {tuple(x.shape)}")
     return x
+
+
+def _pooled(out: Any) -> torch.Tensor:
+    """Global average pool of a block's output (an encoder's list of stages: its deepest)."""
+    deepest = out[-1] if isinstance(out, (list, tuple)) else out
+    return deepest.float().mean(dim=(-2, -1)).cpu()
 
 
 @dataclass
@@ -79,6 +90,11 @@ class Segmenter:
     def factor(self) -> int:
         return downsampling(self.config["model"]["network"])
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels: one per contrast of a multi-contrast segmenter (its data block's ``contrasts``), else 1."""
+        return int(self.config["model"]["network"]["args"].get("in_channels", 1))
+
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         """Zero-pad H and W (bottom/right) up to a multiple of the down-sampling factor."""
         f, (h, w) = self.factor, x.shape[-2:]
@@ -88,13 +104,13 @@ class Segmenter:
     @torch.no_grad()
     def logits(self, slices: Any) -> torch.Tensor:
         """Class logits ``[N, C, H, W]`` (CPU) for image slices in [0, 1] normalised like the training data."""
-        x, h, w = self._padded(_as_batch(slices))
+        x, h, w = self._padded(_as_batch(slices, self.in_channels))
         return self.network(x.to(self.device)).float().cpu()[..., :h, :w]
 
     @torch.no_grad()
     def predict(self, slices: Any, batch: int = 16) -> np.ndarray:
         """Label ids ``[N, H, W]`` (argmax over the classes) for image slices in [0, 1]."""
-        x = _as_batch(slices)
+        x = _as_batch(slices, self.in_channels)
         lut = torch.as_tensor(self.classes, dtype=torch.int64)
         out = [lut[self.logits(x[i : i + batch]).argmax(1)] for i in range(0, x.shape[0], max(1, batch))]
         return torch.cat(out).numpy() if out else np.zeros((0, *x.shape[-2:]), np.int64)
@@ -109,10 +125,9 @@ class Segmenter:
         (dataset window, 0 outside the body), any size: they are zero-padded
         to a multiple of the down-sampling factor. float64 output.
         """
-        x = _as_batch(slices)
+        x = _as_batch(slices, self.in_channels)
         feats: list[torch.Tensor] = []
-        hook = _bottleneck(self.network).register_forward_hook(
-            lambda mod, inp, out: feats.append(out.float().mean(dim=(-2, -1)).cpu()))
+        hook = _bottleneck(self.network).register_forward_hook(lambda mod, inp, out: feats.append(_pooled(out)))
         try:
             for i in range(0, x.shape[0], max(1, batch)):
                 xb, _, _ = self._padded(x[i : i + batch])
@@ -175,22 +190,36 @@ def _body_mask(volume: Volume, modality: str) -> np.ndarray:
     return body_mask_from_mr(arr, volume.spacing, affine=volume.affine)
 
 
-def _segmenter_slices(volume: Volume, segmenter: Segmenter, axis: str, body: np.ndarray | None
+def _segmenter_slices(volume: Volume | Sequence[Volume], segmenter: Segmenter, axis: str, body: np.ndarray | None
                       ) -> tuple[dict[str, np.ndarray], SliceCodec]:
-    """The segmenter's input slices of ``volume``: its training normalisation, reorientation, resampling and size."""
-    arr = np.asarray(volume.array, dtype=np.float32)
+    """The segmenter's input slices of ``volume`` (a multi-contrast segmenter: one volume per contrast, in its
+    order): its training normalisation (each contrast on its own), reorientation, resampling and size; ``image``
+    ``[N, H, W]``, or ``[N, C, H, W]`` for several contrasts."""
+    vols = [volume] if isinstance(volume, Volume) else list(volume)
+    spec = segmenter.spec
+    if len(vols) != segmenter.in_channels:
+        names = f" ({', '.join(spec.contrast_names)})" if spec.contrasts else ""
+        raise InputError(f"segment: the segmenter {segmenter.path.name} takes {segmenter.in_channels} image(s){names}, "
+                         f"got {len(vols)}")
+    ref = vols[0]
+    arr = np.asarray(ref.array, dtype=np.float32)
     if arr.ndim != 3:
         raise InputError(f"segment: expected a 3D volume, got shape {arr.shape}")
-    spec = segmenter.spec
-    body = _body_mask(volume, spec.modality) if body is None else np.asarray(body, dtype=bool)
+    for v in vols[1:]:
+        check_same_grid(ref, v)
+    body = _body_mask(ref, spec.modality) if body is None else np.asarray(body, dtype=bool)
     if body.shape != arr.shape:
         raise InputError(f"segment: body mask shape {body.shape} does not match the image {arr.shape}")
-    norm, _ = spec.normalize(arr, body, blank_outside=True)
-    codec = spec.codec(volume.affine, arr.shape, axis)
-    return codec.encode({"image": norm}, body), codec
+    norms = [spec.normalize(np.asarray(v.array, dtype=np.float32), body, blank_outside=True)[0] for v in vols]
+    codec = spec.codec(ref.affine, arr.shape, axis)
+    sliced = codec.encode({f"image{c}": n for c, n in enumerate(norms)}, body)
+    images = [sliced.pop(f"image{c}") for c in range(len(norms))]
+    sliced["image"] = images[0] if len(images) == 1 else np.stack(images, axis=1)
+    return sliced, codec
 
 
-def volume_features(volume: Volume, segmenter: Segmenter, body: np.ndarray | None = None, *, axis: str = "axial",
+def volume_features(volume: Volume | Sequence[Volume], segmenter: Segmenter, body: np.ndarray | None = None, *,
+                    axis: str = "axial",
                     batch: int = 16) -> np.ndarray:
     """Segmenter features ``[N, C]`` of the slices of ``volume`` that hold body, prepared exactly as for segmentation.
 
@@ -199,12 +228,12 @@ def volume_features(volume: Volume, segmenter: Segmenter, body: np.ndarray | Non
     sliced, _ = _segmenter_slices(volume, segmenter, axis, body)
     keep = sliced["mask"].reshape(len(sliced["mask"]), -1).any(1)
     if not keep.any():
-        raise InputError(f"{volume.name}: no slice holds any body voxel")
+        raise InputError(f"{(volume if isinstance(volume, Volume) else volume[0]).name}: no slice holds any body voxel")
     return segmenter.features(sliced["image"][keep], batch=batch)
 
 
 def segment_volume(
-    volume: Volume,
+    volume: Volume | Sequence[Volume],
     segmenter: Segmenter,
     batch: int = 16,
     *,
@@ -213,7 +242,8 @@ def segment_volume(
 ) -> Volume:
     """Integer label volume (the dataset's label ids) on ``volume``'s grid (see module docstring).
 
-    ``volume`` is in image units (HU for CT). ``body`` (bool, same shape) is
+    ``volume`` is in image units (HU for CT); a multi-contrast segmenter takes one volume per contrast, in the order
+    of its data block's ``contrasts``. ``body`` (bool, same shape) is
     the body mask used for the MR window and outside which every label is 0;
     without it the body contour is computed from the image.
     """
@@ -221,7 +251,8 @@ def segment_volume(
     pred = segmenter.predict(sliced["image"], batch=batch)
     pred[sliced["mask"] == 0] = 0
     labels = codec.decode(pred.astype(np.int32), order=0, fill=0)
-    return volume.like(labels.astype(smallest_int_dtype(np.asarray(segmenter.classes))))
+    ref = volume if isinstance(volume, Volume) else volume[0]
+    return ref.like(labels.astype(smallest_int_dtype(np.asarray(segmenter.classes))))
 
 
 def slice_features(segmenter: Segmenter, slices: Any, batch: int = 16) -> np.ndarray:

@@ -35,7 +35,11 @@ from seg2med.data.normalize import to_signed, to_unit
 from seg2med.errors import ConfigError
 from seg2med.models.registry import BASELINE_METHODS, REGISTRY, check_method
 
-NETWORK_CLASSES = ("AttentionUnet", "UNet", "PatchDiscriminator")
+NETWORK_CLASSES = ("AttentionUnet", "UNet", "PatchDiscriminator", "FlexibleUNet")
+#: Encoders of the segmenter's ``FlexibleUNet`` (MONAI ResNets, randomly initialised: nothing is downloaded)
+SEGMENTER_BACKBONES = ("resnet10", "resnet18", "resnet34", "resnet50")
+#: Down-sampling of a FlexibleUNet (its encoders halve the slices five times)
+FLEXIBLE_UNET_FACTOR = 32
 OUTPUT_ACTIVATIONS = ("none", "tanh")
 
 #: Networks of each baseline method (names in config.json "model.networks"), from the method registry.
@@ -90,6 +94,8 @@ def build_network(spec: Mapping[str, Any]) -> torch.nn.Module:
 
 def downsampling(spec: Mapping[str, Any]) -> int:
     """Total down-sampling factor of a U-Net spec (slices must be divisible by it)."""
+    if spec.get("class") == "FlexibleUNet":
+        return FLEXIBLE_UNET_FACTOR
     f = 1
     for s in spec["args"].get("strides", ()):
         f *= int(s)
@@ -133,14 +139,22 @@ def discriminator_spec(in_channels: int, channels: int, num_layers_d: int,
 
 
 def segmenter_spec(n_classes: int, channels: tuple[int, ...] = (16, 32, 64, 128), strides: tuple[int, ...] | None = None,
-                   num_res_units: int = 2) -> dict[str, Any]:
-    """The auxiliary segmenter: a 2D MONAI ``UNet`` image slice (1 channel) -> ``n_classes`` logits."""
+                   num_res_units: int = 2, in_channels: int = 1, backbone: str | None = None) -> dict[str, Any]:
+    """The auxiliary segmenter: a 2D MONAI ``UNet`` image slice (``in_channels``: one per contrast) -> ``n_classes``
+    logits; with ``backbone`` a ``FlexibleUNet`` with that ResNet encoder (``pretrained`` off: nothing is downloaded)
+    and ``channels`` as its decoder widths (five, deepest first; the default ``UNet`` widths are not used)."""
     if n_classes < 2:
         raise ConfigError(f"segmenter: need at least 2 classes (background and one label), got {n_classes}")
+    if backbone is not None:
+        if backbone not in SEGMENTER_BACKBONES:
+            raise ConfigError(f"segmenter: backbone must be one of {', '.join(SEGMENTER_BACKBONES)}, got {backbone!r}")
+        decoder = tuple(int(c) for c in channels) if len(channels) == 5 else (128, 64, 32, 16, 8)
+        return network_spec("FlexibleUNet", in_channels=int(in_channels), out_channels=int(n_classes), backbone=backbone,
+                            pretrained=False, spatial_dims=2, decoder_channels=decoder)
     chans = tuple(int(c) for c in channels)
     if len(chans) < 2:
         raise ConfigError(f"segmenter: need at least 2 channel levels, got {list(chans)}")
-    return network_spec("UNet", spatial_dims=2, in_channels=1, out_channels=int(n_classes), channels=chans,
+    return network_spec("UNet", spatial_dims=2, in_channels=int(in_channels), out_channels=int(n_classes), channels=chans,
                         strides=tuple(strides) if strides is not None else (2,) * (len(chans) - 1),
                         num_res_units=int(num_res_units))
 

@@ -54,15 +54,18 @@ OPTIMIZER = "model"
 
 @dataclass
 class SegmenterConfig:
-    """The segmenter's U-Net (the number of classes comes from the dataset)."""
+    """The segmenter's U-Net (the number of classes and of input channels come from the dataset). ``backbone``
+    (``resnet10`` ... ``resnet50``): a ``FlexibleUNet`` with that ResNet encoder, ``channels`` its five decoder widths
+    (default (128, 64, 32, 16, 8) when ``channels`` has another length)."""
 
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] | None = None  # default: 2 per level
     num_res_units: int = 2
+    backbone: str | None = None
 
-    def spec(self, n_classes: int) -> dict[str, Any]:
+    def spec(self, n_classes: int, in_channels: int = 1) -> dict[str, Any]:
         return segmenter_spec(n_classes, tuple(self.channels), tuple(self.strides) if self.strides else None,
-                              self.num_res_units)
+                              self.num_res_units, in_channels=in_channels, backbone=self.backbone)
 
 
 def default_train_config(**overrides: Any) -> TrainConfig:
@@ -146,9 +149,11 @@ class SegmenterLearner(Learner):
 
     def run_config(self, tracker: Tracker) -> dict[str, Any]:
         model = {"network": self.spec, "classes": self.classes, "class_names": self.names,
-                 "input": "image slice [1, H, W] in [0, 1]: the dataset's normalisation, 0 outside the body",
+                 "input": "image slice [C, H, W] in [0, 1] (C: 1, or one channel per contrast of data.contrasts): the "
+                          "dataset's normalisation, 0 outside the body",
                  "output": "logits [C, H, W]; channel c = label id classes[c]",
-                 "features": "global average pool of the bottleneck block (channels[-1] values per slice)"}
+                 "features": "global average pool of the bottleneck block (UNet: channels[-1] values per slice; "
+                             "FlexibleUNet: the encoder's deepest stage)"}
         training = {"config": self.cfg.to_dict(), "objective": "DiceCE (softmax, one-hot targets, Dice + CE weights 1)",
                     **self.training_info(tracker)}
         return {"method": SEGMENTER, "model": model, "data": self.data, "training": training, "weights": {"model": WEIGHTS}}
@@ -222,7 +227,7 @@ def segmenter_recipe(net_cfg: SegmenterConfig, cfg: TrainConfig) -> tuple[Recipe
         classes = dataset_classes(ds.root, ds.manifest)
         if len(classes) < 2:
             raise InputError(f"{ds.root}: the stored labels hold only background (nothing to segment)")
-        spec = net_cfg.spec(len(classes))
+        spec = net_cfg.spec(len(classes), ds.channels)
         size = ds.manifest["config"]["size"]
         h, w = (size, size) if isinstance(size, int) else size
         f = downsampling(spec)
