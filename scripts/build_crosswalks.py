@@ -39,7 +39,7 @@ OUT = REPO / "src" / "seg2med" / "resources" / "crosswalks"
 FAMILIES = {
     "body": ("total", "total_v1", "total_mr", "amos", "maisi"),
     "tissue types": ("tissue_types", "tissue_types_mr"),
-    "brain": ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg"),
+    "brain": ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg"),  # = labels.schemes.BRAIN_SCHEMES
 }
 
 #: What each scheme labels (the reason a class it lacks is dropped).

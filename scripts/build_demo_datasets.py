@@ -9,6 +9,10 @@ slices the model never trains on:
   (= z 82-111) with the full ``example_seg`` labels and the tissue-type masks, train.
 * MR (subject C, 3 mm, 20 slices, ``example_mr_sm`` + ``example_seg_mr``, VIBE in-phase prior):
   z 0-7 and 13-19 train, z 12 val, z 8-11 test.
+* Brain (``--only brain``; four contrasts T1, T1ce, T2, FLAIR at 1.5 mm, 128 px, labels in ``brats_medddpm``):
+  Med-DDPM's BraTS 2021 case 01306 (z 0-59 and 65-143 train, z 60-64 val) and TCGA-DU-7294 (BraTS-Toolkit fusion
+  over the brain of its skull-stripped images; z 0-99 and 121-154 train, z 100-115 test: the tumour's upper part,
+  z 116-120 val).
 
 Usage: python scripts/build_demo_datasets.py [--data ../shared/data] [--out runs/datasets] [--overwrite]
        [--axes axial,coronal,sagittal --only ct --name ct-demo-3ax]   (the tri-planar model's dataset)
@@ -57,17 +61,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/datasets"))
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--axes", default="axial", help="slicing axes, comma-separated (prepare --axes)")
-    ap.add_argument("--only", choices=("ct", "mr"), help="build only this modality's dataset")
+    ap.add_argument("--only", choices=("ct", "mr", "brain"), help="build only this dataset")
     ap.add_argument("--name", help="dataset folder name (default ct-demo / mr-demo)")
     args = ap.parse_args()
     axes = tuple(a.strip() for a in args.axes.split(",") if a.strip())
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ts = args.data / "totalsegmentator"
 
-    if args.only != "mr":
+    if args.only in (None, "ct"):
         build_ct(ts, args.out / (args.name or "ct-demo"), axes, args.overwrite)
-    if args.only != "ct":
+    if args.only in (None, "mr"):
         build_mr(ts, args.out / (args.name or "mr-demo"), axes, args.overwrite)
+    if args.only in (None, "brain"):
+        build_brain(args.data, args.out / (args.name or "brain-demo"), axes, args.overwrite)
 
 
 def build_ct(ts: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> None:
@@ -86,6 +92,36 @@ def build_mr(ts: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> Non
     cfg = PrepareConfig(modality="mr", spacing=SPACING, size=SIZE, sequence=seg2med.get_sequence("vibe-in").to_config(),
                         scheme="total_mr", axes=axes)
     prepare_dataset(mr, out, cfg, overwrite=overwrite)
+
+
+#: The brain model's contrasts and the sequences of their priors (1.5 T defaults; T2: TSE at a brain TR)
+BRAIN_CONTRASTS = {"t1": "mprage", "t1ce": "t1ce", "t2": {"name": "space", "field": 1.5, "tr": 5000.0, "te": 100.0},
+                   "flair": "flair"}
+BRAIN_SPACING, BRAIN_SIZE = 1.5, 128
+
+
+def build_brain(data: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> None:
+    from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+    from seg2med.api import ContrastSubject, prepare_contrasts
+
+    mdd = data / "med-ddpm" / "brats2021"
+    seg = load_volume(mdd / "seg" / "BraTS2021_01306_seg.nii.gz", kind="labels")
+    a = {n: load_volume(mdd / n / f"BraTS2021_01306_{n}.nii.gz") for n in BRAIN_CONTRASTS}
+    tc = data / "brainlesion-tutorials" / "TCGA-DU-7294"
+    files = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
+    b = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in files.items()}
+    b_labels = brain_label_map(load_volume(tc / "fusion" / "mav.nii.gz", kind="labels"), "brats2021",
+                               brain_mask_from_images(list(b.values())))
+    subjects = []
+    for name, images, labels, blocks in (
+            ("brats01306", a, seg, [(0, 60, "train"), (60, 65, "val"), (65, 144, "train")]),
+            ("tcga7294", b, b_labels, [(0, 100, "train"), (100, 116, "test"), (116, 121, "val"), (121, 155, "train")])):
+        for z0, z1, split in blocks:
+            subjects.append(ContrastSubject(f"{name}_z{z0:03d}-{z1 - 1:03d}",
+                                            {n: crop_z(v, z0, z1) for n, v in images.items()}, crop_z(labels, z0, z1),
+                                            split=split, extra={"z_range": [z0, z1]}))
+    prepare_contrasts(subjects, out, BRAIN_CONTRASTS, scheme=BRAIN_SCHEME, axes=axes, spacing=BRAIN_SPACING,
+                      size=BRAIN_SIZE, mr_percentiles=(0.5, 99.5), overwrite=overwrite)
 
 
 if __name__ == "__main__":

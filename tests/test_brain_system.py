@@ -194,3 +194,22 @@ def test_a_resnet_unet_segmenter_takes_the_four_contrasts_and_segments_on_the_in
     res = run_cli(["train-segmenter", "--data", brain_dataset, "--out", tmp_path / "bad", "--steps", "1",
                    "--backbone", "vgg16"], capsys, monkeypatch)
     assert res.code == 2 and "resnet10" in res.err and "Traceback" not in res.err
+
+
+def test_lesion_regenerates_the_four_contrasts_of_the_edited_mask(brain_run, brain_subjects, tmp_path, capsys,
+                                                                  monkeypatch):
+    """`lesion --model`: the edited mask and the four contrasts generated from it, side by side, on the mask's grid."""
+    labels = brain_subjects[0][1].labels
+    out, images = tmp_path / "edited.nii.gz", tmp_path / "images"
+    res = run_cli(["lesion", "--labels", labels, "--out", out, "--insert", "--radius", "6", "--edema", "3", "--seed",
+                   "1", "--model", brain_run, "--images-out", images, "--steps", "2"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    edited = nib.load(out)
+    for n in NAMES:
+        img = nib.load(images / f"{n}.nii.gz")
+        assert img.shape == edited.shape and np.array_equal(img.affine, edited.affine)
+    side = json.loads((images / "generated.json").read_text())
+    assert side["scheme"].startswith("brats_medddpm")
+    res = run_cli(["lesion", "--labels", labels, "--out", tmp_path / "e2.nii.gz", "--scale", "2", "--model", brain_run],
+                  capsys, monkeypatch)
+    assert res.code == 2 and "--images-out" in res.err and not (tmp_path / "e2.nii.gz").exists()

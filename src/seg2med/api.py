@@ -120,6 +120,75 @@ def save_label_volume(lv: LabelVolume, path: str | Path, overwrite: bool = False
     return out
 
 
+def edit_lesion(
+    labels: str | Path | Volume,
+    *,
+    scheme: str | None = None,
+    brain: str | Path | Volume | None = None,
+    insert: bool = False,
+    centre_mm: Sequence[float] | None = None,
+    radius: float | None = None,
+    edema: float | None = None,
+    core_fraction: float | None = None,
+    move_mm: Sequence[float] | None = None,
+    scale: float | None = None,
+    seed: int = 0,
+) -> LabelVolume:
+    """A brain label map with a tumour inserted (``insert``: at ``centre_mm``, RAS+ millimetres, or at a random place
+    deep in the brain; ``radius`` / ``edema`` mm and ``core_fraction`` fixed or drawn, seeded), the existing tumour
+    moved by ``move_mm`` or scaled by ``scale`` (:mod:`seg2med.anatomy.lesion`). The map is read in ``scheme``
+    (default ``brats_medddpm``; another brain-tumour scheme is put over ``brain``, a mask on its grid). The result is in
+    ``brats_medddpm`` on the input grid; its report records the edit and the compartment volumes (mL) before and
+    after."""
+    from seg2med.anatomy import check_known_ids
+    from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map
+    from seg2med.anatomy.lesion import (compartment_volumes, insert_tumour, move_tumour, sample_tumour,
+                                        scale_tumour)
+    from seg2med.labels import get_scheme
+
+    seed = check_seed(seed)
+    edits = [name for name, on in (("--insert", insert), ("--move", move_mm is not None), ("--scale", scale is not None))
+             if on]
+    if len(edits) != 1:
+        raise ConfigError(f"lesion: give one edit (--insert, --move or --scale), got {', '.join(edits) or 'none'}")
+    if not insert and any(v is not None for v in (centre_mm, radius, edema, core_fraction)):
+        raise ConfigError("lesion: --centre, --radius, --edema and --core-fraction go with --insert")
+    vol = labels if isinstance(labels, Volume) else load_volume(labels, kind="labels")
+    name = scheme or BRAIN_SCHEME
+    if name != BRAIN_SCHEME:
+        mask = None if brain is None else (brain if isinstance(brain, Volume) else load_volume(brain, kind="labels"))
+        vol = brain_label_map(vol, name, mask)
+    else:
+        check_known_ids(vol, get_scheme(BRAIN_SCHEME), strict=True)  # a map of another numbering fails here
+    before = compartment_volumes(vol)
+    record: dict[str, Any] = {"edit": edits[0].lstrip("-"), "seed": seed}
+    if insert:
+        centre = None
+        if centre_mm is not None:
+            if len(centre_mm) != 3:
+                raise ConfigError(f"lesion: --centre takes x,y,z in mm, got {list(centre_mm)}")
+            centre = tuple(np.linalg.solve(vol.affine, np.array([*map(float, centre_mm), 1.0]))[:3])
+        params = sample_tumour(vol, seed, centre=centre)
+        fixed = {k: float(v) for k, v in (("radius_mm", radius), ("edema_mm", edema), ("core_fraction", core_fraction))
+                 if v is not None}
+        from dataclasses import replace as _replace
+
+        params = _replace(params, **fixed)
+        out = insert_tumour(vol, params)
+        record["tumour"] = params.to_dict()
+        record["tumour"]["centre_mm"] = [float(c) for c in (vol.affine @ np.array([*params.centre, 1.0]))[:3]]
+    elif move_mm is not None:
+        if len(move_mm) != 3:
+            raise ConfigError(f"lesion: --move takes dx,dy,dz in mm, got {list(move_mm)}")
+        out = move_tumour(vol, tuple(float(v) for v in move_mm))
+        record["move_mm"] = [float(v) for v in move_mm]
+    else:
+        out = scale_tumour(vol, float(scale))
+        record["scale"] = float(scale)
+    record["volumes_ml"] = {"before": before, "after": compartment_volumes(out)}
+    return LabelVolume(out, get_scheme(BRAIN_SCHEME), {"source": "lesion", "lesion": record})
+
+
 def crosswalk(labels: str | Path | Volume | Mapping[str, Volume] | LabelVolume, to: str,
               scheme: str | LabelScheme | None = None, strict: bool = False) -> LabelVolume:
     """A label map (TotalSegmentator output as for :func:`build_anatomy`, MAISI, AMOS, BraTS, or a seg2med label
@@ -927,6 +996,7 @@ __all__ = [
     "build_anatomy",
     "check_volume_outputs",
     "ContrastSubject",
+    "edit_lesion",
     "model_contrasts",
     "prepare_contrasts",
     "convert",

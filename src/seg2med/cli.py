@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from seg2med._version import __version__
-from seg2med.errors import Seg2MedError, clear_interrupt, interrupt_seen, note_interrupt
+from seg2med.errors import ConfigError, Seg2MedError, clear_interrupt, interrupt_seen, note_interrupt
 from seg2med.models.registry import DEFAULT_METHOD, DEFAULT_SLICE_CORRELATION, DEFAULT_STEPS, GENERATORS, methods_help
 
 try:  # typer >= 0.2x ships its own copy of click
@@ -135,6 +135,57 @@ def anatomy_cmd(
     classes = [k for k, v in rep.get("class_voxels", {}).items() if v]
     out_console.print(f"wrote {out} and {api.sidecar_path(out)}: scheme {lv.scheme.name} ({lv.classes_read_by}), "
                       f"{len(classes)} classes, body contour from {lv.body_contour}")
+
+
+# --------------------------------------------------------------------------- lesion
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
+@app.command("lesion")
+def lesion_cmd(
+    labels: Annotated[Path, typer.Option("--labels", help="Brain label map (brats_medddpm: 1 necrotic core, 2 oedema, 3 enhancing, 4 other brain; or --scheme with --brain).")],
+    out: Annotated[Path, typer.Option("--out", help="Edited label map (.nii.gz); its label table and the edit go into the .json beside it.")],
+    insert: Annotated[bool, typer.Option("--insert", help="Insert a tumour (necrotic core, enhancing rim, oedema around both) at --centre or at a random place deep in the brain.")] = False,
+    centre: Annotated[Optional[str], typer.Option("--centre", help="x,y,z of the new tumour's centre, RAS+ mm (default: random, seeded).")] = None,
+    radius: Annotated[Optional[float], typer.Option("--radius", help="Radius of the enhancing tumour's outer boundary, mm (default: drawn from 8-22).")] = None,
+    edema: Annotated[Optional[float], typer.Option("--edema", help="Thickness of the oedema around it, mm (default: drawn from 4-15).")] = None,
+    core_fraction: Annotated[Optional[float], typer.Option("--core-fraction", help="Necrotic core radius / tumour radius (default: drawn from 0.3-0.7).")] = None,
+    move: Annotated[Optional[str], typer.Option("--move", help="Move the existing tumour by dx,dy,dz mm (RAS+).")] = None,
+    scale: Annotated[Optional[float], typer.Option("--scale", help="Scale the existing tumour about its centroid by this factor.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="Scheme of --labels (default brats_medddpm; another brain-tumour scheme needs --brain).")] = None,
+    brain: Annotated[Optional[Path], typer.Option("--brain", help="Brain mask on the labels' grid, for a tumour-only map.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Also regenerate the images of the edited map with this multi-contrast model (run folder or shipped name) into --images-out.")] = None,
+    images_out: Annotated[Optional[Path], typer.Option("--images-out", help="Folder for the regenerated contrasts (with --model).")] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Sampling steps of the regeneration.")] = DEFAULT_STEPS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (only seg2med's).")] = False,
+) -> None:
+    """Edit a brain tumour mask (insert, move, scale; seeded), and optionally regenerate its four contrasts: every
+    synthetic lesion comes with its ground truth."""
+    from seg2med import api
+
+    if (model is None) != (images_out is None):
+        raise ConfigError("--model and --images-out go together")
+    inputs = [labels, brain]
+    api.check_volume_outputs(out, overwrite, inputs)
+    if model is not None:
+        api.check_volume_outputs(images_out, overwrite, inputs, 1, api.model_contrasts(model))
+    lv = api.edit_lesion(labels, scheme=scheme, brain=brain, insert=insert, centre_mm=_floats(centre, "--centre"),
+                         radius=radius, edema=edema, core_fraction=core_fraction, move_mm=_floats(move, "--move"),
+                         scale=scale, seed=seed)
+    api.save_label_volume(lv, out, overwrite=overwrite, inputs=inputs)
+    after = lv.report["lesion"]["volumes_ml"]["after"]
+    out_console.print(f"wrote {out}: " + ", ".join(f"{k} {v:.1f} mL" for k, v in after.items()))
+    if model is not None:
+        result = api.generate(lv, model=model, steps=steps, seed=seed)
+        written = api.save_generated(result, images_out, overwrite=overwrite, inputs=[*inputs, out])
+        out_console.print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 
 # --------------------------------------------------------------------------- crosswalk

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from seg2med.errors import InputError
+from seg2med.errors import ConfigError, InputError
 from seg2med.io import Volume, check_same_grid
 from seg2med.labels import LabelScheme, get_scheme
 from seg2med.labels.crosswalk import get_crosswalk
@@ -50,7 +50,10 @@ def brain_label_map(tumour: Volume, scheme: str | LabelScheme, brain: Volume | n
     src = get_scheme(scheme) if isinstance(scheme, str) else scheme
     out = np.asarray(tumour.array)
     if src.name != BRAIN_SCHEME:
-        out, _, _ = get_crosswalk(src.name, BRAIN_SCHEME).apply(out, src)
+        try:
+            out, _, _ = get_crosswalk(src.name, BRAIN_SCHEME).apply(out, src)
+        except ConfigError as exc:
+            raise ConfigError(f"{tumour.name}: {exc}") from None
     out = np.asarray(out, dtype=np.uint8).copy()
     dst = get_scheme(BRAIN_SCHEME)
     if brain is not None:

@@ -36,7 +36,7 @@ from seg2med.anatomy.priority import TISSUE_PRIORITY
 from seg2med.anatomy.reports import AnatomyReport
 from seg2med.anatomy.tissues import add_tissues
 from seg2med.io.nifti import Volume
-from seg2med.labels.schemes import LabelScheme, canonical_scheme, get_scheme
+from seg2med.labels.schemes import BRAIN_SCHEMES, LabelScheme, base_scheme_name, canonical_scheme, get_scheme
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def build_label_volume(
     if tissues is not None:
         labels, labelled = add_tissues(labels, labelled, tissues, ref, canon, report, strict)
     mask = body_contour(ref, labelled, report, image=image, modality=modality, body=body,
-                        has_tissues=tissues is not None)
+                        has_tissues=tissues is not None or base_scheme_name(scheme) in BRAIN_SCHEMES)
     labels = fill_body(labels, mask, canon, report)
     return Volume(labels, ref.affine.copy(), ref.header, None), report
 
