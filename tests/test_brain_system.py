@@ -213,3 +213,42 @@ def test_lesion_regenerates_the_four_contrasts_of_the_edited_mask(brain_run, bra
     res = run_cli(["lesion", "--labels", labels, "--out", tmp_path / "e2.nii.gz", "--scale", "2", "--model", brain_run],
                   capsys, monkeypatch)
     assert res.code == 2 and "--images-out" in res.err and not (tmp_path / "e2.nii.gz").exists()
+
+
+def test_evaluate_brain_scores_the_segmenter_on_synthetic_and_real_contrasts(brain_run, brain_dataset, brain_subjects,
+                                                                             tmp_path, capsys, monkeypatch):
+    """`evaluate --brain`: Dice per BraTS region of the segmenter on the generated contrasts vs the input mask, beside
+    its Dice on the real contrasts, and SSIM / PSNR per contrast inside the brain. The real images scored as the
+    'synthetic' ones must get exactly the real Dice and SSIM 1 (consistency)."""
+    from seg2med.metrics import dice_per_region
+
+    seg = tmp_path / "seg"
+    assert run_cli(["train-segmenter", "--data", brain_dataset, "--out", seg, "--steps", "2", "--batch", "4",
+                    "--device", "cpu"], capsys, monkeypatch).code == 0
+    subject = brain_subjects[0][1]
+    real = tmp_path / "real"
+    real.mkdir()
+    for n in NAMES:
+        save_volume(load_volume(subject.images[n]), real / f"{n}.nii.gz")
+    synth = tmp_path / "synth"
+    assert run_cli(["generate", "--model", brain_run, "--labels", subject.labels, "--scheme", BRAIN_SCHEME, "--out",
+                    synth, "--steps", "2"], capsys, monkeypatch).code == 0
+    for pred, name in ((synth, "rep"), (real, "self")):
+        res = run_cli(["evaluate", "--brain", "--pred", pred, "--labels", subject.labels, "--ref", real, "--segmenter",
+                       seg, "--out", tmp_path / name], capsys, monkeypatch)
+        assert res.code == 0, res.err
+    rep = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    own = json.loads((tmp_path / "self" / "summary.json").read_text())
+    assert set(rep["regions"]) == {"whole_tumor", "tumor_core", "enhancing_tumor"} and set(rep["contrasts"]) == set(NAMES)
+    for r, v in own["regions"].items():
+        assert v["synthetic"] == v["real"]  # None (JSON null) where the region is in neither map
+        assert v["real"] == rep["regions"][r]["real"]
+    assert all(v["ssim"] == pytest.approx(1.0) and v["psnr"] is None for v in own["contrasts"].values())  # inf
+    assert all(-1.0 <= v["ssim"] < 0.999 for v in rep["contrasts"].values())
+    assert (tmp_path / "rep" / "regions.csv").read_text().startswith("region,dice_synthetic,dice_real")
+    assert "Dice" in res.out and "SSIM" in res.out
+    # the regions are unions of compartments
+    a = np.array([[0, 1, 2], [3, 4, 0]])
+    d = dice_per_region(a, a, {"wt": [1, 2, 3], "et": [3], "none": [7]})
+    assert d["wt"] == 1.0 and d["et"] == 1.0 and np.isnan(d["none"])
+    assert dice_per_region(np.array([[1, 0]]), np.array([[2, 0]]), {"wt": [1, 2], "c": [1]}) == {"wt": 1.0, "c": 0.0}

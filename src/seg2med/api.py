@@ -954,6 +954,71 @@ def evaluate_unpaired(
     return write_unpaired_report(ev, out, overwrite=overwrite, inputs=inputs)
 
 
+def _contrast_files(folder: str | Path, what: str) -> dict[str, Path]:
+    """contrast -> file of a folder holding one NIfTI per contrast (``t1.nii.gz`` ...: what generate writes)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"{d}: {what} must be a folder with one file per contrast (t1.nii.gz, t1ce.nii.gz, ...)")
+    return {nifti_stem(p): p for p in list_nifti(d)}
+
+
+def evaluate_brain(
+    pred: str | Path,
+    labels: str | Path,
+    out: str | Path,
+    *,
+    ref: str | Path | None = None,
+    segmenter: str | Path | None = None,
+    scheme: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Four-contrast brain outputs (``pred``: a folder with one file per contrast, as ``generate`` writes) judged against
+    the mask they were made from (``labels``, ``brats_medddpm`` or ``scheme``): the segmenter's Dice per BraTS region on
+    them beside its Dice on the real images (``ref``: a folder with the same contrast names), and SSIM / PSNR per
+    contrast inside the brain. Writes ``summary.json``, ``regions.csv`` and ``contrasts.csv`` into ``out``."""
+    import csv as _csv
+
+    from seg2med._version import __version__
+    from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+    from seg2med.evaluation.brain import evaluate_brain as _evaluate
+    from seg2med.io.outputs import replace_folder
+    from seg2med.labels import get_scheme
+
+    check_output_dir(out, "evaluation", overwrite, [pred, labels, ref, segmenter])
+    files = _contrast_files(pred, "--pred")
+    real_files = _contrast_files(ref, "--ref") if ref is not None else None
+    vols = {c: load_volume(p, kind="image") for c, p in files.items()}
+    lab = load_volume(labels, kind="labels")
+    name = scheme or BRAIN_SCHEME
+    if name != BRAIN_SCHEME:
+        lab = brain_label_map(lab, name, brain_mask_from_images(list(vols.values())))
+    seg, order = None, None
+    if segmenter is not None:
+        from seg2med.inference.segment import load_segmenter
+
+        seg = load_segmenter(segmenter)
+        order = list(seg.spec.contrast_names) or None
+    real = {c: load_volume(p, kind="image") for c, p in real_files.items()} if real_files else None
+    ev = _evaluate(vols, lab, get_scheme(BRAIN_SCHEME), seg, real, order)
+    summary = {**ev.to_dict(), "pred": {c: str(p) for c, p in files.items()}, "labels": str(labels),
+               "ref": {c: str(p) for c, p in (real_files or {}).items()} or None,
+               "segmenter": None if segmenter is None else str(segmenter), "seg2med_version": __version__}
+    with replace_folder(out, "evaluation", overwrite, [pred, labels, ref, segmenter]) as tmp:
+        write_json(tmp / "summary.json", summary)
+        with open(tmp / "regions.csv", "w", newline="") as f:
+            w = _csv.writer(f)
+            w.writerow(["region", "dice_synthetic", "dice_real"])
+            for r, v in ev.regions.items():
+                w.writerow([r, v["synthetic"], v["real"]])
+        with open(tmp / "contrasts.csv", "w", newline="") as f:
+            w = _csv.writer(f)
+            w.writerow(["contrast", "ssim", "psnr_db"])
+            for c, v in ev.contrasts.items():
+                w.writerow([c, v["ssim"], v["psnr"]])
+    root = Path(out)
+    return {"summary": root / "summary.json", "regions": root / "regions.csv", "contrasts": root / "contrasts.csv"}
+
+
 def benchmark(
     data: str | Path,
     out: str | Path,
@@ -996,6 +1061,7 @@ __all__ = [
     "build_anatomy",
     "check_volume_outputs",
     "ContrastSubject",
+    "evaluate_brain",
     "edit_lesion",
     "model_contrasts",
     "prepare_contrasts",

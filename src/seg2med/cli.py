@@ -6,6 +6,7 @@ stderr with a non-zero exit code and no traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -542,6 +543,7 @@ def evaluate_cmd(
     ref: Annotated[Optional[Path], typer.Option("--ref", help="Real volume (file) or folder of them (paired by file name); with --unpaired a reference set (any patient, any grid).")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Label map(s): body mask and Dice reference; with --unpaired the maps the outputs were made from.")] = None,
     unpaired: Annotated[bool, typer.Option("--unpaired", help="No same-patient real image: per-organ check, re-segmentation Dice vs --labels, Fréchet distances to --ref.")] = False,
+    brain: Annotated[bool, typer.Option("--brain", help="Four-contrast brain outputs (--pred: a folder of t1/t1ce/t2/flair.nii.gz): the segmenter's Dice per BraTS region vs --labels beside its Dice on the real images (--ref: a folder of the same contrasts), SSIM / PSNR per contrast inside the brain.")] = False,
     ref_labels: Annotated[Optional[Path], typer.Option("--ref-labels", help="--unpaired: label maps of the --ref volumes (the segmenter's Dice on real images).")] = None,
     sequence: Annotated[Optional[str], typer.Option("--sequence", help="--unpaired, MR: the sequence of the tissue-order check (default: the outputs' sidecars).")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="--unpaired: label scheme of --labels / --ref-labels (default: detected).")] = None,
@@ -558,6 +560,20 @@ def evaluate_cmd(
     from seg2med import api
     from seg2med.errors import ConfigError
 
+    if brain:
+        if unpaired or labels is None or len(pred) != 1:
+            raise ConfigError("--brain takes one --pred folder and its --labels (and not --unpaired)")
+        written = api.evaluate_brain(pred[0].split("=", 1)[-1], labels, out, ref=ref, segmenter=segmenter, scheme=scheme,
+                                     overwrite=overwrite)
+        summary = json.loads(written["summary"].read_text())
+        fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731  (None: not scored / absent from both)
+        for region, v in summary["regions"].items():
+            out_console.print(f"{region}: Dice {fmt(v['synthetic'])} synthetic, {fmt(v['real'])} real")
+        for c, v in summary["contrasts"].items():
+            psnr = "inf" if v["psnr"] is None else f"{v['psnr']:.2f}"  # JSON holds no inf: identical images
+            out_console.print(f"{c}: SSIM {v['ssim']:.3f}, PSNR {psnr} dB")
+        out_console.print(f"wrote {written['summary']} ({written['regions'].name}, {written['contrasts'].name})")
+        return
     if unpaired:
         if labels is None:
             raise ConfigError("--unpaired needs --labels: the label map(s) the outputs were made from")

@@ -4,7 +4,7 @@
   :func:`ms_ssim`, :func:`histcc`, :func:`fsim` (``similarity``)
 * distribution distances: :func:`frechet_distance`, :func:`feature_statistics`,
   :func:`frechet_from_features`, :func:`fid`, :func:`inception_features` (``frechet``)
-* segmentation fidelity: :func:`dice_per_class`, :func:`hd95_per_class` (``segmentation``)
+* segmentation fidelity: :func:`dice_per_class`, :func:`dice_per_region`, :func:`hd95_per_class` (``segmentation``)
 * statistics: :func:`mean_sd`, :func:`mann_whitney`, :func:`per_subject_means`,
   :class:`MetricAccumulator` (``stats``)
 
@@ -22,7 +22,7 @@ from seg2med.metrics.frechet import (
     resolve_fid_weights,
 )
 from seg2med.metrics.image import mae, psnr, ssim
-from seg2med.metrics.segmentation import dice_per_class, hd95_per_class
+from seg2med.metrics.segmentation import dice_per_class, dice_per_region, hd95_per_class
 from seg2med.metrics.similarity import (
     MS_SSIM_WEIGHTS,
     fsim,
@@ -48,6 +48,7 @@ __all__ = [
     "MetricAccumulator",
     "count_valid",
     "dice_per_class",
+    "dice_per_region",
     "feature_statistics",
     "fid",
     "frechet_distance",

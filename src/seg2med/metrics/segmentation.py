@@ -19,7 +19,7 @@ marks a class that was missed or hallucinated entirely.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,6 +70,18 @@ def dice_per_class(pred_labels: np.ndarray, ref_labels: np.ndarray, classes: Ite
     p, r, cls = _labels(pred_labels, ref_labels, classes)
     return _per_class(p, r, cls, 0.0, lambda pm, rm: float(
         compute_dice(_binary(pm), _binary(rm), include_background=True, ignore_empty=False)[0, 0]))
+
+
+def dice_per_region(pred_labels: np.ndarray, ref_labels: np.ndarray,
+                    regions: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """Dice of each region = a union of label ids (BraTS: whole tumour, tumour core, enhancing tumour), as
+    :func:`dice_per_class` scores a class (NaN when the region is absent from both maps, 0 when from one)."""
+    p, r, _ = _labels(pred_labels, ref_labels, [])
+    out: dict[str, float] = {}
+    for name, ids in regions.items():
+        ids = [int(i) for i in ids]
+        out[name] = dice_per_class(np.isin(p, ids).astype(np.uint8), np.isin(r, ids).astype(np.uint8), [1])[1]
+    return out
 
 
 def hd95_per_class(
