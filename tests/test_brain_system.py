@@ -252,3 +252,23 @@ def test_evaluate_brain_scores_the_segmenter_on_synthetic_and_real_contrasts(bra
     d = dice_per_region(a, a, {"wt": [1, 2, 3], "et": [3], "none": [7]})
     assert d["wt"] == 1.0 and d["et"] == 1.0 and np.isnan(d["none"])
     assert dice_per_region(np.array([[1, 0]]), np.array([[2, 0]]), {"wt": [1, 2], "c": [1]}) == {"wt": 1.0, "c": 0.0}
+
+
+def test_the_demo_brain_case_writes_a_phantom_mask_its_four_contrasts_and_a_preview(brain_run, tmp_path, monkeypatch):
+    """`demo --brain` with a brain model (here the 3-step test run in place of the shipped brain-demo): a brain phantom
+    with a seeded random tumour, its four contrasts on the phantom's grid and one preview."""
+    import seg2med.inference as inference
+    from seg2med import api
+    from seg2med.anatomy.lesion import brain_phantom
+
+    monkeypatch.setattr(api, "BRAIN_DEMO", str(brain_run))
+    monkeypatch.setattr(inference, "list_models", lambda: (str(brain_run),))  # the body models are not "shipped"
+    out = tmp_path / "demo"
+    names = api.run_demo(out, steps=2, seed=4, brain=True, device="cpu")
+    mask = nib.load(names["brain_labels"])
+    assert np.array_equal(np.asarray(mask.dataobj), np.asarray(brain_phantom(seed=4).array))
+    for n in NAMES:
+        img = nib.load(out / f"brain_{n}.nii.gz")
+        assert img.shape == mask.shape and np.array_equal(img.affine, mask.affine)
+    assert names["brain_preview"].is_file() and (out / "brain.json").is_file()
+    assert "ct_synthetic" not in names and (out / "ct_prior.nii.gz").is_file()

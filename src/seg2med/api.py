@@ -509,6 +509,10 @@ def prepare_dataset(
 #: percentiles (MR has no absolute scale).
 DEMO_CT_WINDOW = (-400.0, 600.0)
 
+#: the shipped four-contrast brain model the demo uses when it is there
+BRAIN_DEMO = "brain-demo"
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -520,6 +524,7 @@ def run_demo(
     steps: int = 10,
     synthesize: bool = True,
     convert_ct: bool = False,
+    brain: bool = False,
     device: str = "auto",
     precision: str = "auto",
     overwrite: bool = False,
@@ -532,6 +537,8 @@ def run_demo(
     MR generated from them (DDIM, ``steps`` steps, on ``device`` in ``precision``), plus PNG
     previews in three planes (prior | synthetic). ``convert_ct``: the synthetic CT is also converted to MR
     image to image (:func:`convert` with ``mr-demo`` and the demo's labels: ``ct_to_mr.nii.gz``, ``preview_convert.png``).
+    ``brain`` (with the shipped ``brain-demo``): also a brain phantom with a random tumour (seeded; ``brain_labels.nii.gz``)
+    and its four contrasts (``brain_t1.nii.gz`` ... ``brain_flair.nii.gz``, ``preview_brain.png``).
     """
     from seg2med.inference import list_models
     from seg2med.inference.generate import pick_device
@@ -554,6 +561,12 @@ def run_demo(
     convert_ct = convert_ct and {"ct-demo", "mr-demo"} <= shipped
     if convert_ct:
         names["ct_to_mr"], names["convert_preview"] = out / "ct_to_mr.nii.gz", out / "preview_convert.png"
+    brain = brain and BRAIN_DEMO in shipped
+    brain_paths: dict[str, Path] = {}
+    if brain:
+        names["brain_labels"], names["brain_preview"] = out / "brain_labels.nii.gz", out / "preview_brain.png"
+        brain_paths = generated_paths(out / "brain.nii.gz", 1, model_contrasts(BRAIN_DEMO))
+        names.update({f"brain_{k}": p for k, p in brain_paths.items()})
     sidecars = [sidecar_path(p) for p in names.values() if p.name.endswith(".nii.gz")]
     models = {}
     if shipped:  # refuse what this device or the models cannot run before any work; each model is loaded once
@@ -563,6 +576,8 @@ def run_demo(
         dev = pick_device(device)
         precision = resolve_precision(precision, dev, inference=True)
         models = {model: load_model(model, device=dev) for _, _, model in plan if model in shipped}
+        if brain:
+            models[BRAIN_DEMO] = load_model(BRAIN_DEMO, device=dev)
         for lm in models.values():
             check_sampling(lm, steps, None)
     inputs = [labels, tissue_masks, body]
@@ -596,6 +611,19 @@ def run_demo(
         save_preview([Panel("CT (synthetic, ct-demo)", ct_synthetic, window=DEMO_CT_WINDOW),
                       Panel("MR converted from it (mr-demo)", conv.samples[0])], names["convert_preview"],
                      overwrite=overwrite, inputs=inputs, title="seg2med demo: image-to-image conversion CT -> MR")
+    if brain:
+        from seg2med.anatomy.lesion import brain_phantom
+        from seg2med.labels import get_scheme
+
+        step("brain phantom -> T1, T1ce, T2, FLAIR (brain-demo)")
+        blv = LabelVolume(brain_phantom(seed=seed), get_scheme("brats_medddpm"), {"source": "brain phantom"})
+        save_label_volume(blv, names["brain_labels"], overwrite=overwrite, inputs=inputs)
+        res = generate(blv, model=models[BRAIN_DEMO], steps=steps, seed=seed, batch=8, device=device,
+                       precision=precision)
+        save_generated(res, out / "brain.nii.gz", overwrite=overwrite, inputs=inputs)
+        save_preview([Panel("tumour mask (1 core, 2 oedema, 3 enhancing, 4 brain)", blv.volume, kind="labels"),
+                      *(Panel(f"{c} (brain-demo)", res.channels[c][0]) for c in res.contrasts)], names["brain_preview"],
+                     overwrite=overwrite, inputs=inputs, title="seg2med demo: four contrasts from one tumour mask")
     return names
 
 

@@ -376,6 +376,7 @@ def demo_cmd(
     steps: Annotated[int, typer.Option("--steps", help="DDIM steps of the synthesis (quality vs steps: benchmarks/results/sampling-cpu.md).")] = 10,
     no_synthesis: Annotated[bool, typer.Option("--priors-only", help="Only simulate the priors.")] = False,
     convert: Annotated[bool, typer.Option("--convert", help="Also convert the synthetic CT to MR, image to image (seg2med convert with mr-demo).")] = False,
+    brain: Annotated[bool, typer.Option("--brain", help="Also a brain phantom with a random tumour and its T1, T1ce, T2 and FLAIR (brain-demo).")] = False,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16 (CUDA only), as for generate.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
@@ -384,11 +385,13 @@ def demo_cmd(
     from seg2med import api
     from seg2med.inference import list_models
 
-    shipped = {"ct-demo", "mr-demo"} & set(list_models())
-    n = 3 + (0 if no_synthesis else len(shipped) + int(convert and len(shipped) == 2))
+    models = set(list_models())
+    shipped = {"ct-demo", "mr-demo"} & models
+    n = 3 + (0 if no_synthesis else len(shipped) + int(convert and len(shipped) == 2)
+             + int(brain and api.BRAIN_DEMO in models))
     with _progress(n, "demo") as advance:
         written = api.run_demo(out, labels=labels, scheme=scheme, tissue_masks=tissue_masks, body=body, seed=seed,
-                               steps=steps, synthesize=not no_synthesis, convert_ct=convert,
+                               steps=steps, synthesize=not no_synthesis, convert_ct=convert, brain=brain,
                                device=device, precision=precision, overwrite=overwrite, progress=advance)
     for name, path in written.items():
         out_console.print(f"{name}: {path}")

@@ -170,6 +170,20 @@ def scale_tumour(labels: Volume, factor: float) -> Volume:
     return labels.like(_paint(cleared, scaled, brain).astype(arr.dtype))
 
 
+def brain_phantom(seed: int = 0, spacing: float = 1.5, shape: tuple[int, int, int] = (128, 128, 80),
+                  semi_axes_mm: tuple[float, float, float] = (66.0, 80.0, 55.0)) -> Volume:
+    """A brain label map without any patient data (the demo's): an ellipsoidal brain (semi-axes R-L, A-P, S-I in mm,
+    about an adult brain's) centred on an RAS+ grid of ``shape`` at ``spacing`` mm, with one random tumour inserted
+    (:func:`sample_tumour`, seeded), in ``brats_medddpm``."""
+    spacing = float(spacing)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-(n - 1) * spacing / 2 for n in shape]
+    idx = np.indices(shape, dtype=np.float32)
+    r = sum(((idx[a] - (shape[a] - 1) / 2) * spacing / semi_axes_mm[a]) ** 2 for a in range(3))
+    labels = Volume(np.where(r <= 1.0, BRAIN, 0).astype(np.uint8), affine)
+    return insert_tumour(labels, sample_tumour(labels, seed))
+
+
 def compartment_volumes(labels: Volume) -> dict[str, float]:
     """Millilitres of each tumour compartment and of the brain."""
     arr = np.asarray(labels.array)
@@ -177,5 +191,5 @@ def compartment_volumes(labels: Volume) -> dict[str, float]:
     return {_S.name_of(i): float((arr == i).sum()) * voxel_ml for i in (NCR, ED, ET, BRAIN)}
 
 
-__all__ = ["TumourParameters", "compartment_volumes", "insert_tumour", "move_tumour", "sample_tumour", "scale_tumour",
+__all__ = ["TumourParameters", "brain_phantom", "compartment_volumes", "insert_tumour", "move_tumour", "sample_tumour", "scale_tumour",
            "tumour_compartments"]
