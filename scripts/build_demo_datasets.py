@@ -94,15 +94,12 @@ def build_mr(ts: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> Non
     prepare_dataset(mr, out, cfg, overwrite=overwrite)
 
 
-#: The brain model's contrasts and the sequences of their priors (1.5 T defaults; T2: TSE at a brain TR)
-BRAIN_CONTRASTS = {"t1": "mprage", "t1ce": "t1ce", "t2": {"name": "space", "field": 1.5, "tr": 5000.0, "te": 100.0},
-                   "flair": "flair"}
 BRAIN_SPACING, BRAIN_SIZE = 1.5, 128
 
 
 def build_brain(data: Path, out: Path, axes: tuple[str, ...], overwrite: bool) -> None:
     from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
-    from seg2med.api import ContrastSubject, prepare_contrasts
+    from seg2med.api import BRAIN_CONTRASTS, ContrastSubject, prepare_contrasts
 
     mdd = data / "med-ddpm" / "brats2021"
     seg = load_volume(mdd / "seg" / "BraTS2021_01306_seg.nii.gz", kind="labels")

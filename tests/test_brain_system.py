@@ -14,7 +14,7 @@ from cli_helpers import run_cli
 from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
 from seg2med.io import Volume, load_volume, save_volume
 
-CONTRASTS = {"t1": "mprage", "t1ce": "t1ce", "t2": {"name": "space", "tr": 5000.0, "te": 100.0}, "flair": "flair"}
+from seg2med.api import BRAIN_CONTRASTS as CONTRASTS  # noqa: E402  (the brain system's four contrasts)
 NAMES = tuple(CONTRASTS)
 TCGA_FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
 
@@ -272,3 +272,36 @@ def test_the_demo_brain_case_writes_a_phantom_mask_its_four_contrasts_and_a_prev
         assert img.shape == mask.shape and np.array_equal(img.affine, mask.affine)
     assert names["brain_preview"].is_file() and (out / "brain.json").is_file()
     assert "ct_synthetic" not in names and (out / "ct_prior.nii.gz").is_file()
+
+
+def test_prepare_reads_a_brats_layout_folder_and_tells_each_masks_convention(brain_subjects, tmp_path, capsys,
+                                                                            monkeypatch):
+    """`prepare --brats DIR`: one folder per case (BraTS 2021 names, BraTS-Toolkit's _t1c / _fla); the Med-DDPM mask
+    (3 and 4) and the BraTS-Toolkit fusion (1, 2: the 2017-2021 convention) are each read in their own scheme."""
+    from seg2med.data.prepare import load_manifest
+
+    subjects = brain_subjects[0]
+    root = tmp_path / "brats"
+    for s, case, names in ((subjects[0], "BraTS2021_01306", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair"}),
+                           (subjects[1], "TCGA-DU-7294", TCGA_FILES)):
+        d = root / case
+        d.mkdir(parents=True)
+        for n, f in names.items():
+            save_volume(load_volume(s.images[n]), d / f"{case}_{f}.nii.gz")
+        lab = load_volume(s.labels, kind="labels")
+        arr = np.asarray(lab.array)
+        if case.startswith("TCGA"):  # the original fusion: tumour only, BraTS 2017-2021 ids
+            arr = np.where(arr == 4, 0, arr)
+        save_volume(lab.like(arr.astype(np.uint8)), d / f"{case}_seg.nii.gz")
+    out = tmp_path / "ds"
+    res = run_cli(["prepare", "--brats", root, "--out", out, "--spacing", "4", "--size", "64"], capsys, monkeypatch)
+    assert res.code == 0, res.err
+    m = load_manifest(out)
+    assert {r["id"]: r["extra"]["scheme"] for r in m["subjects"]} == {"BraTS2021_01306": "brats_medddpm",
+                                                                      "TCGA-DU-7294": "brats2021"}
+    assert [c["name"] for c in m["config"]["contrasts"]] == list(NAMES) and m["config"]["scheme"] == BRAIN_SCHEME
+    (root / "TCGA-DU-7294" / "TCGA-DU-7294_fla.nii.gz").unlink()
+    res = run_cli(["prepare", "--brats", root, "--out", tmp_path / "ds2"], capsys, monkeypatch)
+    assert res.code == 2 and "TCGA-DU-7294: no flair file" in res.err and not (tmp_path / "ds2").exists()
+    res = run_cli(["prepare", "--brats", root, "--images", root, "--out", tmp_path / "ds3"], capsys, monkeypatch)
+    assert res.code == 2 and "do not apply" in res.err

@@ -437,6 +437,86 @@ def prepare_contrasts(
     return _prepare(inputs, out, config, overwrite=overwrite, inputs=[*files, tissues])
 
 
+#: The brain system's contrasts in channel order and the sequences of their priors (1.5 T defaults; T2: turbo spin
+#: echo at a brain TR; T1ce: the MPRAGE after a standard dose of gadobutrol)
+BRAIN_CONTRASTS: dict[str, Any] = {"t1": "mprage", "t1ce": "t1ce",
+                                   "t2": {"name": "space", "field": 1.5, "tr": 5000.0, "te": 100.0}, "flair": "flair"}
+#: File-name endings of each contrast and of the mask in a BraTS case folder (2017-2021: _t1, _t1ce, _t2, _flair,
+#: _seg; 2023: -t1n, -t1c, -t2w, -t2f, -seg; BraTS-Toolkit: _t1c, _fla)
+BRATS_SUFFIXES: dict[str, tuple[str, ...]] = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"),
+                                              "flair": ("flair", "fla", "t2f"), "labels": ("seg",)}
+
+
+def brats_cases(folder: str | Path) -> dict[str, dict[str, Path]]:
+    """Case id -> {t1, t1ce, t2, flair, labels: file} of a BraTS-layout folder (one sub-folder per case, files named
+    ``<case>_<contrast>.nii.gz`` or ``<case>-<contrast>.nii.gz``; see :data:`BRATS_SUFFIXES`). A case that lacks a
+    contrast or its mask is a one-line error naming it."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of BraTS cases")
+    cases = {}
+    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+        found: dict[str, Path] = {}
+        for f in list_nifti(case) if any(is_nifti_path(x) for x in case.iterdir()) else []:
+            tail = nifti_stem(f).replace("-", "_").lower().rsplit("_", 1)[-1]
+            for key, endings in BRATS_SUFFIXES.items():
+                if tail in endings:
+                    if key in found:
+                        raise InputError(f"{case}: two files for {key} ({found[key].name}, {f.name})")
+                    found[key] = f
+        missing = [k for k in BRATS_SUFFIXES if k not in found]
+        if missing:
+            raise InputError(f"{case}: no {', '.join(missing)} file (expected names ending in "
+                             f"{', '.join('_' + BRATS_SUFFIXES[k][0] for k in missing)}.nii.gz)")
+        cases[case.name] = found
+    if not cases:
+        raise InputError(f"{root}: holds no case folders (one folder per case with its four contrasts and _seg)")
+    return cases
+
+
+def brats_scheme(labels: Volume) -> str:
+    """The BraTS convention of a mask, from its ids: 3 and a dominant 4 -> Med-DDPM's, 4 -> BraTS 2017-2021, 3 ->
+    BraTS 2023 (ids 1, 2 only: 2021)."""
+    ids = set(np.unique(np.asarray(labels.array)).tolist()) - {0}
+    if ids - {1, 2, 3, 4}:
+        raise InputError(f"{labels.name}: ids {sorted(ids - {1, 2, 3, 4})} are not BraTS tumour labels")
+    if {3, 4} <= ids:
+        return "brats_medddpm"
+    return "brats2023" if 3 in ids else "brats2021"
+
+
+def prepare_brats(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    scheme: str | None = None,
+    axes: Sequence[str] = ("axial",),
+    spacing: float = 1.5,
+    size: int = 128,
+    mr_percentiles: tuple[float, float] = (0.5, 99.5),
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """A folder of BraTS cases (:func:`brats_cases`) -> the four-contrast slice dataset of the brain system: each
+    mask (``scheme``, default: read from its ids, :func:`brats_scheme`) is put over the brain of its skull-stripped
+    images (:func:`seg2med.anatomy.brain.brain_label_map`), then :func:`prepare_contrasts` with
+    :data:`BRAIN_CONTRASTS`. Subjects are split by case."""
+    from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+
+    subjects = []
+    for case, files in brats_cases(folder).items():
+        images = {c: load_volume(files[c], kind="image") for c in BRAIN_CONTRASTS}
+        mask = load_volume(files["labels"], kind="labels")
+        name = scheme or brats_scheme(mask)
+        labels = mask if name == BRAIN_SCHEME else brain_label_map(mask, name, brain_mask_from_images(list(images.values())))
+        subjects.append(ContrastSubject(case, images, labels, extra={"mask": str(files["labels"]), "scheme": name}))
+    return prepare_contrasts(subjects, out, BRAIN_CONTRASTS, scheme=BRAIN_SCHEME, axes=axes, spacing=spacing, size=size,
+                             mr_percentiles=mr_percentiles, split=split, seed=seed, overwrite=overwrite,
+                             progress=progress)
+
+
 def prepare_dataset(
     images: str | Path | Sequence[str | Path],
     labels: str | Path | Sequence[str | Path],
@@ -1087,6 +1167,9 @@ __all__ = [
     "benchmark",
     "evaluate_unpaired",
     "build_anatomy",
+    "BRAIN_CONTRASTS",
+    "brats_cases",
+    "prepare_brats",
     "check_volume_outputs",
     "ContrastSubject",
     "evaluate_brain",

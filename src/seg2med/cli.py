@@ -331,9 +331,10 @@ def phantom_cmd(
 # --------------------------------------------------------------------------- prepare
 @app.command("prepare")
 def prepare_cmd(
-    images: Annotated[list[str], typer.Option("--images", help="Image files or a folder (repeat or comma-separate).")],
-    labels: Annotated[list[str], typer.Option("--labels", help="Label files or a folder, paired with --images.")],
     out: Annotated[Path, typer.Option("--out", help="Dataset folder (shards + manifest.json).")],
+    images: Annotated[Optional[list[str]], typer.Option("--images", help="Image files or a folder (repeat or comma-separate).")] = None,
+    labels: Annotated[Optional[list[str]], typer.Option("--labels", help="Label files or a folder, paired with --images.")] = None,
+    brats: Annotated[Optional[Path], typer.Option("--brats", help="A folder of BraTS cases (one folder per case: _t1, _t1ce, _t2, _flair, _seg; or 2023's -t1n, -t1c, -t2w, -t2f, -seg): the four-contrast dataset of the brain system (priors T1 mprage, T1ce, T2 TSE, FLAIR; masks over the skull-stripped brain).")] = None,
     sequence: Annotated[str, typer.Option("--sequence", help="Prior sequence (ct for CT data, e.g. vibe-in for MR).")] = "ct",
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="Label scheme (default total for CT, total_mr for MR).")] = None,
     tissue_masks: Annotated[Optional[list[str]], typer.Option("--tissue-masks", help="Tissue-type masks per subject.")] = None,
@@ -346,7 +347,7 @@ def prepare_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the subject split.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
-    """Real images + label maps -> priors -> normalised slice dataset with a manifest."""
+    """Real images + label maps -> priors -> normalised slice dataset with a manifest (--brats: four contrasts)."""
     from seg2med import api
     from seg2med.errors import ConfigError
 
@@ -354,11 +355,25 @@ def prepare_cmd(
         p_lo, p_hi = (float(v) for v in percentiles.split(","))
     except ValueError:
         raise ConfigError(f"--percentiles: expected two numbers like 10,90, got {percentiles!r}") from None
+    ax = [a.strip() for a in axes.split(",") if a.strip()]
+    if brats is not None:
+        if images or labels or sequence != "ct" or tissue_masks or tissues or field is not None:
+            raise ConfigError("--brats prepares the four BraTS contrasts from its case folders: --images, --labels, "
+                              "--sequence, --tissue-masks, --tissues and --field do not apply")
+        with _bar(SpinnerColumn(), TextColumn("{task.description}")) as prog:
+            task = prog.add_task("prepare", total=None)
+            manifest = api.prepare_brats(brats, out, scheme=scheme, axes=ax, spacing=spacing, size=size,
+                                         mr_percentiles=(p_lo, p_hi), seed=seed, overwrite=overwrite,
+                                         progress=lambda msg: prog.update(task, description=f"prepare {msg}"))
+        out_console.print(f"wrote {out} ({len(manifest.get('subjects', []))} cases, four contrasts)")
+        return
+    if not images or not labels:
+        raise ConfigError("prepare needs --images and --labels (or --brats FOLDER)")
     n = len(api.expand_paths(images))
     with _progress(2 * n, "prepare") as advance:  # one step for the prior, one for the slices
         manifest = api.prepare_dataset(
             images, labels, out, sequence=sequence, scheme=scheme, tissue_masks=tissue_masks, tissues=tissues,
-            field=field, axes=[a.strip() for a in axes.split(",") if a.strip()], spacing=spacing, size=size,
+            field=field, axes=ax, spacing=spacing, size=size,
             mr_percentiles=(p_lo, p_hi), seed=seed, overwrite=overwrite, progress=advance,
         )
     out_console.print(f"wrote {out} ({len(manifest.get('subjects', []))} subjects)")
