@@ -39,7 +39,7 @@ OUT = REPO / "src" / "seg2med" / "resources" / "crosswalks"
 FAMILIES = {
     "body": ("total", "total_v1", "total_mr", "amos", "maisi"),
     "tissue types": ("tissue_types", "tissue_types_mr"),
-    "brain": ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg"),  # = labels.schemes.BRAIN_SCHEMES
+    "brain": ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg", "aseg_tumor"),  # = schemes.BRAIN_SCHEMES
 }
 
 #: What each scheme labels (the reason a class it lacks is dropped).
@@ -57,6 +57,7 @@ SCOPE = {
     "brats2023": "BraTS 2023 labels the three tumour sub-regions only",
     "brats_medddpm": "Med-DDPM's BraTS convention has the three tumour sub-regions and one class for all other brain",
     "aseg": "FreeSurfer aseg labels normal brain anatomy only (no tumour compartments)",
+    "aseg_tumor": "aseg with tumour compartments has no class for it",
 }
 
 #: Classes without anatomy (dropped from any target), with the reason.
@@ -74,6 +75,7 @@ RENAME = {
                   "surrounding_flair_hyperintensity": "edema"},
     "brats_medddpm": {"necrotic_tumor_core": "necrotic_and_non_enhancing_core", "peritumoral_edema": "edema",
                       "non_tumour_brain": "brain"},
+    "aseg_tumor": {"necrotic_tumor_core": "necrotic_and_non_enhancing_core", "peritumoral_edema": "edema"},
 }
 
 #: concept -> the concept it is part of (one level; chains are followed).

@@ -185,3 +185,28 @@ def test_simulate_writes_a_t1ce_prior_with_its_gadolinium_in_the_sidecar(medddpm
     res = run_cli(["simulate", "--labels", d / "seg" / "BraTS2021_01306_seg.nii.gz", "--scheme", "brats_medddpm",
                    "--sequence", "flair", "--gd-dose", "1", "--out", tmp_path / "f.nii.gz"], capsys, monkeypatch)
     assert res.code == 2 and "--gd-dose" in res.err and "flair" in res.err
+
+
+def test_a_tumour_over_an_aseg_map_keeps_the_normal_tissue_around_it(data_dir):
+    """voxelmorph's aseg + a synthetic tumour -> aseg_tumor: the tumour overrides the tissue it covers, grey / white
+    matter and CSF stay elsewhere, and the FLAIR prior shows oedema brighter than white matter and CSF dark."""
+    from seg2med.anatomy.brain import tumour_over_aseg
+    from seg2med.anatomy.lesion import ED, NCR, TumourParameters, tumour_compartments
+    from seg2med.io import Volume
+
+    scan = np.load(data_dir / "voxelmorph" / "test_scan.npz")
+    aseg = Volume(scan["seg"].astype(np.int16), np.eye(4))
+    wm = np.argwhere(aseg.array == 2)
+    centre = tuple(float(c) for c in wm[len(wm) // 2])
+    tum = tumour_compartments(aseg.shape, aseg.spacing, TumourParameters(centre=centre, radius_mm=8.0, edema_mm=6.0))
+    tum[aseg.array == 0] = 0
+    tumour = aseg.like(np.where(tum == 3, 4, tum).astype(np.uint8))  # BraTS 2021 ids: enhancing = 4
+    out = tumour_over_aseg(tumour, "brats2021", aseg)
+    arr = np.asarray(out.array)
+    scheme = canonical_scheme("aseg_tumor")
+    assert np.array_equal(arr == scheme.id_of("necrotic_tumor_core"), tum == NCR)
+    assert np.array_equal(arr == scheme.id_of("enhancing_tumor"), tum == 3)
+    assert np.array_equal(arr[tum == 0], np.asarray(aseg.array)[tum == 0])  # the rest is the aseg map
+    lut = prior_lut(scheme, get_sequence("flair"))
+    assert lut[scheme.id_of("peritumoral_edema")] > lut[scheme.id_of("left_cerebral_white_matter")] > lut[scheme.id_of("csf")]
+    assert (tum == ED).sum() > 0

@@ -23,7 +23,7 @@ BODY_FAMILY = ("total", "total_v1", "total_mr", "amos", "maisi")
 
 def test_every_scheme_of_a_family_has_a_crosswalk_to_every_other_that_covers_each_of_its_classes():
     pairs = set(list_crosswalks())
-    for family in (BODY_FAMILY, ("tissue_types", "tissue_types_mr"), ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg")):
+    for family in (BODY_FAMILY, ("tissue_types", "tissue_types_mr"), ("brats2021", "brats2015", "brats2023", "brats_medddpm", "aseg", "aseg_tumor")):
         for s in family:
             for t in family:
                 if s != t:

@@ -69,4 +69,29 @@ def brain_label_map(tumour: Volume, scheme: str | LabelScheme, brain: Volume | n
     return tumour.like(out)
 
 
-__all__ = ["BRAIN_CLASS", "BRAIN_SCHEME", "brain_label_map", "brain_mask_from_images"]
+#: aseg with the tumour compartments: normal tissue around a tumour
+ASEG_TUMOUR_SCHEME = "aseg_tumor"
+
+
+def tumour_over_aseg(tumour: Volume, scheme: str | LabelScheme, aseg: Volume) -> Volume:
+    """Tumour compartments of ``tumour`` (a brain-tumour scheme) painted over the FreeSurfer / SynthSeg ``aseg`` map
+    of the same brain (same grid) -> labels in ``aseg_tumor`` (aseg ids, tumour at 901-903; int32): the prior then has
+    grey and white matter, ventricles and CSF around the tumour instead of one brain class."""
+    check_same_grid(tumour, aseg)
+    src = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    try:
+        tum, _, _ = get_crosswalk(src.name, ASEG_TUMOUR_SCHEME).apply(np.asarray(tumour.array), src)
+    except ConfigError as exc:
+        raise ConfigError(f"{tumour.name}: {exc}") from None
+    base = np.asarray(aseg.array)
+    unknown = get_scheme("aseg").unknown_ids(base)
+    if unknown:
+        raise ConfigError(f"{aseg.name}: ids not in scheme 'aseg': {', '.join(map(str, sorted(unknown)[:8]))}")
+    out = base.astype(np.int32).copy()
+    tum = np.asarray(tum)
+    out[tum != 0] = tum[tum != 0]
+    return tumour.like(out)
+
+
+__all__ = ["ASEG_TUMOUR_SCHEME", "BRAIN_CLASS", "BRAIN_SCHEME", "brain_label_map", "brain_mask_from_images",
+           "tumour_over_aseg"]

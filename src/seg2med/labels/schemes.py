@@ -185,11 +185,11 @@ def canonical_scheme(base: str | LabelScheme) -> LabelScheme:
 
 #: Built-in schemes of brain label maps (tumour compartments, brain anatomy): their labelled structures are the head's
 #: content, so the closed hull of the labels misses no body wall or fat (no warning about a missing body contour).
-BRAIN_SCHEMES = ("brats2015", "brats2021", "brats2023", "brats_medddpm", "aseg")
+BRAIN_SCHEMES = ("brats2015", "brats2021", "brats2023", "brats_medddpm", "aseg", "aseg_tumor")
 
 #: Built-in organ schemes in the order a guess prefers them on ties.
 GUESS_ORDER = ("total", "total_mr", "total_v1", "amos", "tissue_types", "brats2021", "brats2015", "brats2023",
-               "brats_medddpm", "aseg")
+               "brats_medddpm", "aseg", "aseg_tumor")
 
 
 def guess_scheme(label_ids: Iterable[int]) -> str:
