@@ -78,7 +78,7 @@ def test_fused_attention_network_computes_monais_explicit_attention_with_shipped
     explicit.load_state_dict(lm.network.state_dict())
     fused_blocks = [m for m in lm.network.modules() if getattr(m, "use_flash_attention", False)]
     assert fused_blocks, "no attention block uses the fused kernel"
-    x = torch.randn(2, 2, 128, 128, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, c.image_channels + c.condition_channels, 128, 128, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([900, 50])
     with torch.inference_mode():
         a, b = lm.network(x.contiguous(memory_format=torch.channels_last), t), explicit(x, t)

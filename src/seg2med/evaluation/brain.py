@@ -3,8 +3,9 @@ real images (Med-DDPM's tumour Dice 0.62 synthetic vs 0.65 real), and SSIM / PSN
 
 Regions are the BraTS evaluation regions of the label scheme (``regions`` of ``brats_medddpm``: whole tumour = necrotic
 core + oedema + enhancing, tumour core = core + enhancing, enhancing tumour). Image similarity: each contrast (BraTS
-images are not quantitative) is mapped to [0, 1] through the real image's 0.5-99.5th percentiles inside the brain, the
-synthetic one through the same window, and compared inside the brain (axial SSIM, PSNR at data range 1).
+images are not quantitative, and a model's output units are those of its training images) is mapped to [0, 1] through
+its own 0.5-99.5th percentiles inside the brain, the real and the synthetic image each, and the two are compared inside
+the brain (axial SSIM, PSNR at data range 1): the per-image normalisation BraTS pipelines apply.
 """
 
 from __future__ import annotations
@@ -35,14 +36,18 @@ def _unit(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((np.asarray(image, np.float64) - low) / max(high - low, 1e-12), 0.0, 1.0)
 
 
+def unit_in_brain(image: Volume | np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``image`` in [0, 1] through its own :data:`WINDOW_PERCENTILES` inside ``brain``."""
+    arr = np.asarray(image.array if isinstance(image, Volume) else image, np.float64)
+    low, high = (float(v) for v in np.percentile(arr[brain], WINDOW_PERCENTILES))
+    return _unit(arr, low, high)
+
+
 def contrast_similarity(pred: Volume, real: Volume, brain: np.ndarray) -> dict[str, float]:
-    """SSIM (axial) and PSNR (dB, data range 1) inside ``brain`` after the real image's percentile window."""
+    """SSIM (axial) and PSNR (dB, data range 1) inside ``brain``, each image in its own percentile window."""
     check_same_grid(real, pred)
-    ref = np.asarray(real.array, np.float64)
-    low, high = (float(v) for v in np.percentile(ref[brain], WINDOW_PERCENTILES))
-    p, r = _unit(pred.array, low, high), _unit(ref, low, high)
-    return {"ssim": ssim(p, r, 1.0, mask=brain, axis=2), "psnr": psnr(p, r, 1.0, mask=brain), "window_low": low,
-            "window_high": high}
+    p, r = unit_in_brain(pred, brain), unit_in_brain(real, brain)
+    return {"ssim": ssim(p, r, 1.0, mask=brain, axis=2), "psnr": psnr(p, r, 1.0, mask=brain)}
 
 
 @dataclass
@@ -95,4 +100,5 @@ def evaluate_brain(pred: Mapping[str, Volume], labels: Volume, scheme: LabelSche
     return ev
 
 
-__all__ = ["BrainEvaluation", "WINDOW_PERCENTILES", "contrast_similarity", "evaluate_brain", "region_ids"]
+__all__ = ["BrainEvaluation", "WINDOW_PERCENTILES", "contrast_similarity", "evaluate_brain", "region_ids",
+           "unit_in_brain"]
