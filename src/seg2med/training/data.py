@@ -221,6 +221,11 @@ def image_window(manifest: Mapping[str, Any], subjects: list[str]) -> dict[str, 
     recs = [r for r in manifest["subjects"] if r["id"] in set(subjects)]
     contrasts = manifest["config"].get("contrasts")
     if contrasts:  # one window per contrast: {"channels": [...]} in channel order
+        if manifest["config"].get("modality") == "mr":  # non-quantitative MR (BraTS): outputs in normalised units
+            unit = {"method": "window", "low": 0.0, "high": 1.0}
+            return {"channels": [dict(unit) for _ in contrasts], "names": [c["name"] for c in contrasts],
+                    "source": "normalised units: each training image was mapped to [0, 1] by its own percentile "
+                              "window inside the body (MR of several scanners has no common intensity scale)"}
         windows = [_median_window([(r.get("normalization", {}).get("image") or [{}] * len(contrasts))[c]
                                    for r in recs]) for c in range(len(contrasts))]
         if any(w is None for w in windows):
