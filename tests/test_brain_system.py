@@ -86,6 +86,13 @@ def test_the_dataset_holds_one_channel_per_contrast_each_in_its_own_window(brain
     priors = read_subject_slices(brain_dataset, rec, "axial", key="prior")  # [n, 4, 64, 64]
     for c in range(4):  # contrast-major: the centre prior of contrast c at channel 3c + 1
         assert np.array_equal(item["prior"][3 * c + 1].numpy(), priors[i, c])
+    # every prior channel keeps every tissue above the background's 0 and the tissues apart (the signal window
+    # [0, p99.5]; a percentile window put the darkest tissue, brain in T2 / FLAIR, onto the background)
+    assert m["config"]["prior_window"] == "signal" and rec["normalization"]["prior"][0]["method"] == "signal"
+    lab_slices = read_subject_slices(brain_dataset, rec, "axial", key="labels")
+    for c in range(4):
+        values = {int(k): float(np.median(priors[:, c][lab_slices == k])) for k in (1, 2, 4)}
+        assert min(values.values()) > 0.05 and len({round(v, 3) for v in values.values()}) == 3
     # every contrast comes back on its grid in its own units: the medians of oedema and brain within 5 % of the real
     # image's (measured <= 3.5 %; the small necrotic core, partial-volumed by the 4 mm slices, is off by up to 10 %)
     images = read_subject_slices(brain_dataset, rec, "axial", key="image")

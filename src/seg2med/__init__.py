@@ -10,7 +10,8 @@ from seg2med._version import __version__
 _API = (
     "LabelVolume", "Prior", "benchmark", "build_anatomy", "convert", "crosswalk", "evaluate", "generate", "get_sequence", "load_tissue_table",
     "make_phantom", "prepare_dataset", "resolve_scheme", "run_demo", "save_generated", "save_label_volume",
-    "save_prior", "simulate_prior",
+    "save_prior", "simulate_prior", "evaluate_unpaired", "evaluate_brain", "edit_lesion", "prepare_brats",
+    "prepare_contrasts",
 )
 
 

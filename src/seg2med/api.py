@@ -416,6 +416,7 @@ def prepare_contrasts(
     out = check_output_dir(out, "dataset", overwrite, [*files, tissues])
     config = PrepareConfig(modality=modality, spacing=spacing, size=size, axes=tuple(axes), scheme=scheme,
                            contrasts=[{"name": n, "sequence": q.to_config()} for n, q in seqs.items()],
+                           prior_window="signal" if modality == "mr" else None,
                            mr_percentiles=tuple(mr_percentiles), split=tuple(split), split_seed=seed).validate()
     inputs = []
     for s in subjects:

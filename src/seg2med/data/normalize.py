@@ -148,6 +148,35 @@ def fit_percentile_window(
     return _PercentileFitted(low, high, (lo_p, hi_p), mask is not None)
 
 
+class _SignalFitted(IntensityWindow):
+    """A window ``[0, percentile]`` fitted by :func:`fit_signal_window` (remembers how)."""
+
+    method = "signal"
+
+    def __init__(self, high: float, percentile: float) -> None:
+        super().__init__(0.0, high)
+        self.percentile = percentile
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**super().params, "percentile": self.percentile}
+
+
+def fit_signal_window(img: Any, mask: np.ndarray | None = None, upper: float = 99.5) -> IntensityWindow:
+    """``[0, p]`` with ``p`` the ``upper`` percentile of ``img`` inside ``mask``: for a physics prior (a non-negative
+    signal, one value per tissue) every tissue keeps its ratio to the others and stays above the background's 0 (a
+    percentile window maps the darkest tissue onto the background)."""
+    arr = np.asarray(img.detach().cpu().numpy() if hasattr(img, "detach") else img, dtype=np.float64)
+    if mask is not None:
+        arr = arr[np.asarray(mask, dtype=bool)]
+    if arr.size == 0:
+        raise InputError("cannot compute a signal window: the mask is empty")
+    high = float(np.percentile(arr, float(upper)))
+    if not high > 0:
+        raise InputError(f"cannot compute a signal window: the signal's {upper:g}th percentile is {high:g}, not > 0")
+    return _SignalFitted(high, float(upper))
+
+
 class PercentileWindow:
     """MR normalisation: per-volume percentile window (p10-p90 default, p1-p99 option).
 

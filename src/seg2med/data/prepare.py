@@ -71,6 +71,9 @@ class PrepareConfig:
     #: multi-contrast data: one ``{"name", "sequence"}`` per image channel (the images and priors of a subject are
     #: given in this order; each channel is normalised on its own, MR percentiles inside the body)
     contrasts: list[dict[str, Any]] | None = None
+    #: "signal": each prior in [0, its upper MR percentile] inside the body (tissues stay above the background and keep
+    #: their ratios; used for multi-contrast MR); None: normalised as the images
+    prior_window: str | None = None
     scheme: str | None = None
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
     mr_percentiles: tuple[float, float] = DEFAULT_MR_PERCENTILES
@@ -97,6 +100,8 @@ class PrepareConfig:
         if self.shard_format not in SHARD_FORMATS:
             raise ConfigError(f"unknown shard format {self.shard_format!r} (expected {' or '.join(SHARD_FORMATS)})")
         SliceGeometry.plan((1, 1, 1), (1.0, 1.0, 1.0), self.axes[0], self.spacing, self.size)
+        if self.prior_window not in (None, "signal"):
+            raise ConfigError(f"prior_window must be null or 'signal', got {self.prior_window!r}")
         if self.contrasts is not None:
             self.contrasts = [dict(c) for c in self.contrasts] if isinstance(self.contrasts, (list, tuple)) else self.contrasts
             DataSpec.from_dict({"contrasts": self.contrasts}, block="prepare")  # the one check of the layout
@@ -112,12 +117,13 @@ class PrepareConfig:
         """The data block of the datasets these options prepare."""
         return DataSpec(modality=self.modality, sequence=self.sequence, scheme=self.scheme, spacing=self.spacing,
                         size=self.size, axes=self.axes, ct_window=self.ct_window, mr_percentiles=self.mr_percentiles,
-                        contrasts=tuple(self.contrasts) if self.contrasts else None)
+                        contrasts=tuple(self.contrasts) if self.contrasts else None, prior_window=self.prior_window)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["contrasts"] is None:
-            del d["contrasts"]  # single-contrast manifests stay as they were
+        for key in ("contrasts", "prior_window"):
+            if d[key] is None:
+                del d[key]  # single-contrast manifests stay as they were
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -271,12 +277,13 @@ def _normalise_subject(s: SubjectInput, body: np.ndarray, spec: DataSpec) -> tup
     window) and their window parameters (multi-contrast: a list per key, in channel order)."""
     arrays, params = {}, {}
     for key, vols in (("image", channel_volumes(s.image)), ("prior", channel_volumes(s.prior))):
+        fn = spec.normalize_prior if key == "prior" else spec.normalize
         if spec.contrasts is None:
-            arrays[key], params[key] = spec.normalize(vols[0].array, body, blank_outside=True)
+            arrays[key], params[key] = fn(vols[0].array, body, blank_outside=True)
             continue
         params[key] = []
         for c, vol in enumerate(vols):
-            arrays[_channel_key(key, c)], p = spec.normalize(vol.array, body, blank_outside=True)
+            arrays[_channel_key(key, c)], p = fn(vol.array, body, blank_outside=True)
             params[key].append(p)
     return arrays, params
 

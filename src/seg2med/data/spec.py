@@ -53,6 +53,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         isinstance(c, Mapping) and isinstance(c.get("name"), str) and isinstance(c.get("sequence"), Mapping)
         for c in v) and len({c["name"] for c in v}) == len(v)),
         "a non-empty list of {name, sequence} with distinct names (the image channels)"),
+    "prior_window": (lambda v: v is None or v == "signal", "null (as the images) or 'signal' ([0, upper percentile])"),
     "image_normalization": (lambda v: v is None or isinstance(v, Mapping), "a mapping (low, high)"),
     "train": (lambda v: v is None or isinstance(v, Mapping), "a mapping"),
     "val": (lambda v: v is None or isinstance(v, Mapping), "a mapping"),
@@ -60,7 +61,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 
 
 #: keys a block built here leaves out while they hold None (single-contrast data blocks stay as they were)
-_OMITTED_WHEN_NONE = ("contrasts",)
+_OMITTED_WHEN_NONE = ("contrasts", "prior_window")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class DataSpec:
     mr_percentiles: tuple[float, float] = DEFAULT_MR_PERCENTILES  # (lower, upper), %
     neighbours: int = 0  # 2.5D: prior slices on each side
     contrasts: tuple[Mapping[str, Any], ...] | None = None  # multi-contrast: one {name, sequence} per image channel
+    prior_window: str | None = None  # "signal": priors in [0, upper MR percentile] (None: normalised as the images)
     image_normalization: Mapping[str, Any] | None = None  # window mapping [0, 1] back to image units
     train: Mapping[str, Any] | None = None  # {"subjects", "slices"} of the training split
     val: Mapping[str, Any] | None = None
@@ -142,6 +144,18 @@ class DataSpec:
     def sequences(self) -> list[Mapping[str, Any] | None]:
         """The prior's sequence config of each image channel."""
         return [c["sequence"] for c in self.contrasts] if self.contrasts else [self.sequence]
+
+    def normalize_prior(self, volume: Any, body: np.ndarray, *, blank_outside: bool = False
+                        ) -> tuple[np.ndarray, dict[str, Any]]:
+        """A physics prior -> float32 in [0, 1] and its window params: as :meth:`normalize`, or with ``prior_window``
+        ``signal`` the window ``[0, upper MR percentile]`` inside ``body`` (every tissue above the background)."""
+        if self.prior_window != "signal":
+            return self.normalize(volume, body, blank_outside=blank_outside)
+        from seg2med.data.normalize import fit_signal_window
+
+        win = fit_signal_window(volume, body, self.mr_percentiles[1])
+        norm = np.asarray(win(volume), dtype=np.float32)
+        return (mask_outside(norm, body) if blank_outside else norm), {**win.params, "modality": self.modality}
 
     def image_window(self, channel: int = 0) -> dict[str, Any]:
         """Parameters that map a model's [0, 1] output (of image ``channel``) back to image units (HU for CT)."""

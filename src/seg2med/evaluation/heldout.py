@@ -49,7 +49,7 @@ def evaluate_split(
         image_params = subj["normalization"]["image"]
         real01 = _to01(real, image_params)
         gen01 = _to01(res.samples[0].array, image_params)
-        prior01 = np.asarray(spec.normalize(res.prior.array, body)[0], dtype=np.float64)
+        prior01 = np.asarray(spec.normalize_prior(res.prior.array, body)[0], dtype=np.float64)
         row: dict[str, Any] = {"subject": subj["id"], "slices": int(labels.shape[2]), "voxels": int(body.sum())}
         for name, pred in (("model", gen01), ("prior", prior01)):
             row[f"{name}_ssim"] = ssim(pred, real01, data_range=1.0, mask=body)

@@ -691,7 +691,7 @@ def generate_volume(
         raise ConfigError(f"--tri-planar samples single-contrast models; {model.path.name} generates {', '.join(names)}")
     priors = [simulate_prior(labels.array, scheme, seq, tissues) for seq in seqs]
     body = labels.array != 0
-    normed = [spec.normalize(p, body) for p in priors]
+    normed = [spec.normalize_prior(p, body) for p in priors]
     norms, prior_params = [n for n, _ in normed], [p for _, p in normed]
     margin = guidance.margin_px(model)
     if guidance.tri_planar:

@@ -206,6 +206,7 @@ def data_summary(data_dir: str | Path, train: SliceDataset, val: SliceDataset, n
         mr_percentiles=cfg.get("mr_percentiles"),
         neighbours=int(neighbours),
         contrasts=tuple(cfg["contrasts"]) if cfg.get("contrasts") else None,
+        prior_window=cfg.get("prior_window"),
         image_normalization=image_window(m, train.subjects),
         train={"subjects": train.subjects, "slices": len(train)},
         val={"subjects": val.subjects, "slices": len(val)},
