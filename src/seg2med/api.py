@@ -1072,7 +1072,7 @@ def _contrast_files(folder: str | Path, what: str) -> dict[str, Path]:
 
 
 def evaluate_brain(
-    pred: str | Path,
+    pred: str | Path | Sequence[str | Path],
     labels: str | Path,
     out: str | Path,
     *,
@@ -1093,6 +1093,10 @@ def evaluate_brain(
     from seg2med.io.outputs import replace_folder
     from seg2med.labels import get_scheme
 
+    methods = _methods(pred)  # one --pred folder ([NAME=]PATH)
+    if len(methods) != 1:
+        raise ConfigError("--brain takes one --pred folder and its --labels (and not --unpaired)")
+    pred = next(iter(methods.values()))
     check_output_dir(out, "evaluation", overwrite, [pred, labels, ref, segmenter])
     files = _contrast_files(pred, "--pred")
     real_files = _contrast_files(ref, "--ref") if ref is not None else None

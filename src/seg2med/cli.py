@@ -579,9 +579,9 @@ def evaluate_cmd(
     from seg2med.errors import ConfigError
 
     if brain:
-        if unpaired or labels is None or len(pred) != 1:
+        if unpaired or labels is None:
             raise ConfigError("--brain takes one --pred folder and its --labels (and not --unpaired)")
-        written = api.evaluate_brain(pred[0].split("=", 1)[-1], labels, out, ref=ref, segmenter=segmenter, scheme=scheme,
+        written = api.evaluate_brain(pred, labels, out, ref=ref, segmenter=segmenter, scheme=scheme,
                                      overwrite=overwrite)
         summary = json.loads(written["summary"].read_text())
         fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731  (None: not scored / absent from both)

@@ -24,6 +24,15 @@ BRAIN_SCHEME = "brats_medddpm"
 BRAIN_CLASS = "non_tumour_brain"
 
 
+def _crosswalked(tumour: Volume, src: LabelScheme, target: str) -> np.ndarray:
+    """The tumour map's ids in ``target`` through the built-in crosswalk (its errors name the file)."""
+    try:
+        out, _, _ = get_crosswalk(src.name, target).apply(np.asarray(tumour.array), src)
+    except ConfigError as exc:
+        raise ConfigError(f"{tumour.name}: {exc}") from None
+    return np.asarray(out)
+
+
 def brain_mask_from_images(images: Sequence[Volume]) -> np.ndarray:
     """The brain of skull-stripped images: voxels non-zero in any of them, holes filled slice by slice (bool)."""
     if not images:
@@ -50,10 +59,7 @@ def brain_label_map(tumour: Volume, scheme: str | LabelScheme, brain: Volume | n
     src = get_scheme(scheme) if isinstance(scheme, str) else scheme
     out = np.asarray(tumour.array)
     if src.name != BRAIN_SCHEME:
-        try:
-            out, _, _ = get_crosswalk(src.name, BRAIN_SCHEME).apply(out, src)
-        except ConfigError as exc:
-            raise ConfigError(f"{tumour.name}: {exc}") from None
+        out = _crosswalked(tumour, src, BRAIN_SCHEME)
     out = np.asarray(out, dtype=np.uint8).copy()
     dst = get_scheme(BRAIN_SCHEME)
     if brain is not None:
@@ -79,16 +85,12 @@ def tumour_over_aseg(tumour: Volume, scheme: str | LabelScheme, aseg: Volume) ->
     grey and white matter, ventricles and CSF around the tumour instead of one brain class."""
     check_same_grid(tumour, aseg)
     src = get_scheme(scheme) if isinstance(scheme, str) else scheme
-    try:
-        tum, _, _ = get_crosswalk(src.name, ASEG_TUMOUR_SCHEME).apply(np.asarray(tumour.array), src)
-    except ConfigError as exc:
-        raise ConfigError(f"{tumour.name}: {exc}") from None
+    tum = _crosswalked(tumour, src, ASEG_TUMOUR_SCHEME)
     base = np.asarray(aseg.array)
     unknown = get_scheme("aseg").unknown_ids(base)
     if unknown:
         raise ConfigError(f"{aseg.name}: ids not in scheme 'aseg': {', '.join(map(str, sorted(unknown)[:8]))}")
     out = base.astype(np.int32).copy()
-    tum = np.asarray(tum)
     out[tum != 0] = tum[tum != 0]
     return tumour.like(out)
 

@@ -136,23 +136,22 @@ def insert_tumour(labels: Volume, params: TumourParameters) -> Volume:
     return labels.like(_paint(arr, tumour, _brain(arr)).astype(arr.dtype))
 
 
-def _existing(arr: np.ndarray, name: str) -> np.ndarray:
+def _retransform_tumour(labels: Volume, transform) -> Volume:
+    """``labels`` with its tumour (every compartment) replaced by ``transform(tumour)`` (same grid): the old place
+    given back to the brain, the new tumour painted inside the brain only."""
+    arr = np.asarray(labels.array)
     tumour = np.where(np.isin(arr, TUMOUR), arr, 0).astype(np.uint8)
     if not tumour.any():
-        raise InputError(f"{name}: the label map has no tumour to move or scale")
-    return tumour
+        raise InputError(f"{labels.name}: the label map has no tumour to move or scale")
+    cleared = np.where(np.isin(arr, TUMOUR), BRAIN, arr)
+    return labels.like(_paint(cleared, transform(tumour), _brain(arr)).astype(arr.dtype))
 
 
 def move_tumour(labels: Volume, shift_mm: tuple[float, float, float]) -> Volume:
     """The existing tumour (every compartment) moved by ``shift_mm`` (RAS+ millimetres, through the affine), its old
     place given back to the brain; it is cut where it would leave the brain."""
-    arr = np.asarray(labels.array)
-    tumour = _existing(arr, labels.name)
-    brain = _brain(arr)
     step = np.linalg.solve(labels.affine[:3, :3], np.asarray(shift_mm, dtype=np.float64))  # mm -> voxels
-    moved = ndimage.shift(tumour, step, order=0, mode="constant", cval=0)
-    cleared = np.where(np.isin(arr, TUMOUR), BRAIN, arr)
-    return labels.like(_paint(cleared, moved, brain).astype(arr.dtype))
+    return _retransform_tumour(labels, lambda t: ndimage.shift(t, step, order=0, mode="constant", cval=0))
 
 
 def scale_tumour(labels: Volume, factor: float) -> Volume:
@@ -160,14 +159,13 @@ def scale_tumour(labels: Volume, factor: float) -> Volume:
     place given back to the brain; it is cut where it would leave the brain."""
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.1 <= factor <= 5.0:
         raise ConfigError(f"lesion: --scale must be in [0.1, 5], got {factor!r}")
-    arr = np.asarray(labels.array)
-    tumour = _existing(arr, labels.name)
-    brain = _brain(arr)
-    c = np.array(ndimage.center_of_mass(tumour > 0))
     matrix = np.eye(3) / float(factor)
-    scaled = ndimage.affine_transform(tumour, matrix, offset=c - matrix @ c, order=0, mode="constant", cval=0)
-    cleared = np.where(np.isin(arr, TUMOUR), BRAIN, arr)
-    return labels.like(_paint(cleared, scaled, brain).astype(arr.dtype))
+
+    def scaled(tumour: np.ndarray) -> np.ndarray:
+        c = np.array(ndimage.center_of_mass(tumour > 0))
+        return ndimage.affine_transform(tumour, matrix, offset=c - matrix @ c, order=0, mode="constant", cval=0)
+
+    return _retransform_tumour(labels, scaled)
 
 
 def brain_phantom(seed: int = 0, spacing: float = 1.5, shape: tuple[int, int, int] = (128, 128, 80),

@@ -139,11 +139,11 @@ def _pairs(scheme: LabelScheme) -> list[tuple[str, str, str, float]]:
 def scheme_evidence(cents: Mapping[int, tuple[np.ndarray, int]], scheme: LabelScheme,
                     ignore_ids: Sequence[int] = ()) -> Evidence:
     """Score reading ids with ``scheme``: its unknown ids and the broken relations of :data:`RELATIONS`."""
-    id_to_name = scheme.id_to_name
-    unknown = {i: c for i, (_, c) in cents.items() if i not in id_to_name and i not in set(ignore_ids)}
+    id_to_name, ignore = scheme.id_to_name, set(ignore_ids)
+    unknown = {i: c for i, (_, c) in cents.items() if i not in id_to_name and i not in ignore}
     named = {id_to_name[i]: v for i, v in cents.items() if i in id_to_name}
     broken, checked = [], 0
-    total = sum(c for i, (_, c) in cents.items() if i not in set(ignore_ids))
+    total = sum(c for i, (_, c) in cents.items() if i not in ignore)
     for name, rule, fraction in SIZE_RULES:
         if name in named and total:
             checked += 1
