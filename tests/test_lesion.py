@@ -128,3 +128,29 @@ def test_cli_bad_edits_are_one_line_errors(seg_path, tmp_path, capsys, monkeypat
     assert res.code == 2, res.err
     assert message in res.err and "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_random_tumour_in_an_aseg_map_is_centred_in_cerebral_white_matter(data_dir):
+    """An aseg map (voxelmorph's FreeSurfer segmentation) edited with --insert: the random centre lies in cerebral
+    white matter (where gliomas arise) for every seed, and the report says so; a BraTS map keeps 'deep in the brain'."""
+    from seg2med.api import edit_lesion
+    from seg2med.io import Volume
+    from seg2med.labels import get_scheme
+
+    scan = np.load(data_dir / "voxelmorph" / "test_scan.npz")
+    aseg = Volume(scan["seg"].astype(np.int16), np.eye(4))
+    wm_ids = [get_scheme("aseg").id_of(n) for n in ("left_cerebral_white_matter", "right_cerebral_white_matter")]
+    for seed in (0, 1, 2):
+        lv = edit_lesion(aseg, scheme="aseg", insert=True, seed=seed)
+        rec = lv.report["lesion"]
+        assert rec["placed"] == "random, in white matter"
+        centre = tuple(int(round(c)) for c in rec["tumour"]["centre"])
+        assert np.asarray(aseg.array)[centre] in wm_ids
+        arr = np.asarray(lv.volume.array)
+        assert (arr == NCR).any() and lv.scheme.name == "brats_medddpm" and lv.volume.shape == aseg.shape
+    brats = edit_lesion(seg_path_volume(data_dir), insert=True, seed=0).report["lesion"]
+    assert brats["placed"] == "random, deep in the brain"
+
+
+def seg_path_volume(data_dir):
+    return load_volume(data_dir / "med-ddpm" / "brats2021" / "seg" / "BraTS2021_01306_seg.nii.gz", kind="labels")

@@ -137,7 +137,8 @@ def edit_lesion(
     """A brain label map with a tumour inserted (``insert``: at ``centre_mm``, RAS+ millimetres, or at a random place
     deep in the brain; ``radius`` / ``edema`` mm and ``core_fraction`` fixed or drawn, seeded), the existing tumour
     moved by ``move_mm`` or scaled by ``scale`` (:mod:`seg2med.anatomy.lesion`). The map is read in ``scheme``
-    (default ``brats_medddpm``; another brain-tumour scheme is put over ``brain``, a mask on its grid). The result is in
+    (default ``brats_medddpm``; another brain-tumour scheme is put over ``brain``, a mask on its grid; in an ``aseg`` /
+    ``aseg_tumor`` map a random tumour is centred in cerebral white matter, as gliomas arise). The result is in
     ``brats_medddpm`` on the input grid; its report records the edit and the compartment volumes (mL) before and
     after."""
     from seg2med.anatomy import check_known_ids
@@ -155,6 +156,11 @@ def edit_lesion(
         raise ConfigError("lesion: --centre, --radius, --edema and --core-fraction go with --insert")
     vol = labels if isinstance(labels, Volume) else load_volume(labels, kind="labels")
     name = scheme or BRAIN_SCHEME
+    white = None  # a map with white matter (aseg, aseg_tumor): a random tumour starts inside it
+    if name in ("aseg", "aseg_tumor"):
+        src = get_scheme(name)
+        wm_ids = [i for n, i in src.classes.items() if n.endswith("cerebral_white_matter")]
+        white = np.isin(np.asarray(vol.array), wm_ids)
     if name != BRAIN_SCHEME:
         mask = None if brain is None else (brain if isinstance(brain, Volume) else load_volume(brain, kind="labels"))
         vol = brain_label_map(vol, name, mask)
@@ -168,7 +174,9 @@ def edit_lesion(
             if len(centre_mm) != 3:
                 raise ConfigError(f"lesion: --centre takes x,y,z in mm, got {list(centre_mm)}")
             centre = tuple(np.linalg.solve(vol.affine, np.array([*map(float, centre_mm), 1.0]))[:3])
-        params = sample_tumour(vol, seed, centre=centre)
+        params = sample_tumour(vol, seed, centre=centre, inside=white if white is not None and white.any() else None)
+        if centre is None:
+            record["placed"] = "random, in white matter" if white is not None and white.any() else "random, deep in the brain"
         fixed = {k: float(v) for k, v in (("radius_mm", radius), ("edema_mm", edema), ("core_fraction", core_fraction))
                  if v is not None}
         from dataclasses import replace as _replace

@@ -110,7 +110,8 @@ def sample_tumour(labels: Volume, seed: int, radius_mm: tuple[float, float] = (8
                   centre: tuple[float, float, float] | None = None, inside: np.ndarray | None = None
                   ) -> TumourParameters:
     """Parameters of a random tumour (seeded): radius, oedema and core share drawn uniformly from the ranges, the
-    centre (when not given) a random voxel of ``inside`` (default: the brain at least the radius from its edge)."""
+    centre (when not given) a random voxel of the brain at least the radius from its edge, within ``inside`` (a mask,
+    e.g. white matter) when given (the voxels of ``inside`` nearest that depth when none is deep enough)."""
     rng = np.random.default_rng(seed)
     r = float(rng.uniform(*radius_mm))
     params = {"radius_mm": r, "edema_mm": float(rng.uniform(*edema_mm)),
@@ -118,9 +119,13 @@ def sample_tumour(labels: Volume, seed: int, radius_mm: tuple[float, float] = (8
               "shape_seed": int(rng.integers(2**31))}
     if centre is None:
         arr = np.asarray(labels.array)
-        region = _brain(arr) if inside is None else np.asarray(inside, dtype=bool) & _brain(arr)
-        deep = ndimage.distance_transform_edt(region, sampling=labels.spacing) >= r
-        pick = np.argwhere(deep if deep.any() else region)
+        brain = _brain(arr)
+        depth = ndimage.distance_transform_edt(brain, sampling=labels.spacing)
+        region = brain if inside is None else np.asarray(inside, dtype=bool) & brain
+        deep = region & (depth >= r)
+        if not deep.any() and region.any():
+            deep = region & (depth >= depth[region].max() - 1e-6)  # the deepest voxels of the region
+        pick = np.argwhere(deep)
         if not len(pick):
             raise InputError(f"{labels.name}: no brain voxel to put a tumour in")
         centre = tuple(float(c) for c in pick[rng.integers(len(pick))])
