@@ -30,17 +30,11 @@ import seg2med
 from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
 from seg2med.api import BRAIN_CONTRASTS
 from seg2med.evaluation.brain import WINDOW_PERCENTILES, contrast_similarity, evaluate_brain, unit_in_brain
-from seg2med.io import Volume, load_volume
+from seg2med.io import load_volume
 
 HELD_OUT = (100, 116)
 FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
 COMPARTMENTS = (1, 2, 3, 4)  # brats_medddpm: necrotic core, oedema, enhancing, non-tumour brain
-
-
-def crop_z(vol: Volume, z0: int, z1: int) -> Volume:
-    shift = np.eye(4)
-    shift[2, 3] = z0
-    return Volume(np.ascontiguousarray(vol.array[:, :, z0:z1]), vol.affine @ shift)
 
 
 def main() -> None:
@@ -57,7 +51,7 @@ def main() -> None:
     raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in FILES.items()}
     labels = brain_label_map(load_volume(tc / "fusion" / "mav.nii.gz", kind="labels"), "brats2021",
                              brain_mask_from_images(list(raw.values())))
-    labels, real = crop_z(labels, *HELD_OUT), {n: crop_z(v, *HELD_OUT) for n, v in raw.items()}
+    labels, real = labels.crop(np.s_[:, :, slice(*HELD_OUT)]), {n: v.crop(np.s_[:, :, slice(*HELD_OUT)]) for n, v in raw.items()}
     lab = np.asarray(labels.array)
     brain = lab != 0
     lv = seg2med.build_anatomy(labels, scheme=BRAIN_SCHEME)

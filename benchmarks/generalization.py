@@ -75,13 +75,6 @@ class Case:
 
 
 # --------------------------------------------------------------------------- geometry helpers (exact affines)
-def crop(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
-    """``vol[box]`` with the affine moved to the new first voxel."""
-    shift = np.eye(4)
-    shift[:3, 3] = [s.start or 0 for s in box]
-    return Volume(np.ascontiguousarray(vol.array[box]), vol.affine @ shift, None, vol.path)
-
-
 def resample(vol: Volume, factor: float, order: int) -> Volume:
     """``vol`` on a grid ``factor`` times finer along every axis (voxel centres of the new grid kept exact)."""
     arr = ndimage.zoom(vol.array.astype(np.float32 if order else vol.array.dtype), factor, order=order, mode="nearest",
@@ -110,7 +103,7 @@ def _ct_block(data: Path) -> tuple[Volume, Volume]:
     ts = data / "totalsegmentator"
     img, lab = load_volume(ts / "example_ct.nii.gz"), load_volume(ts / "example_seg_fast_force_split.nii.gz")
     box = (slice(None), slice(None), slice(*CT_TEST_BLOCK))
-    return crop(img, box), crop(lab, box)
+    return img.crop(box), lab.crop(box)
 
 
 def _body_from_ct(img: Volume) -> Volume:
@@ -144,8 +137,8 @@ def build_cases(data: Path, names: list[str]) -> list[Case]:
             out.append(Case(name, "ct", fine_lab, "total", fine_img, note="1.5 mm voxels"))
         elif name == "interior":
             box = interior_box(body.array > 0)
-            c_img = crop(img, box)
-            out.append(Case(name, "ct", crop(lab, box), "total", c_img, body=c_img.like(np.ones(c_img.shape, np.uint8)),
+            c_img = img.crop(box)
+            out.append(Case(name, "ct", lab.crop(box), "total", c_img, body=c_img.like(np.ones(c_img.shape, np.uint8)),
                             note=f"in-plane crop {c_img.shape[0]}x{c_img.shape[1]} inside the body", extra={"box": box}))
         elif name == "sparse":
             s_lab, masks = _sparse(lab, img, body)
@@ -153,7 +146,7 @@ def build_cases(data: Path, names: list[str]) -> list[Case]:
                             note=f"{len(SPARSE_ORGANS)} organs + fat/muscle thresholds + body mask"))
         elif name == "cta-like":
             box = interior_box(fine_body.array > 0)
-            c_img, c_lab = crop(fine_img, box), crop(fine_lab, box)
+            c_img, c_lab = fine_img.crop(box), fine_lab.crop(box)
             c_body = c_img.like(np.ones(c_img.shape, np.uint8))
             s_lab, masks = _sparse(c_lab, c_img, c_body)
             out.append(Case(name, "ct", s_lab, "total", c_img, body=c_body, tissue_masks=masks,
@@ -161,7 +154,7 @@ def build_cases(data: Path, names: list[str]) -> list[Case]:
         elif name == "mr-heldout":
             ts = data / "totalsegmentator"
             box = (slice(None), slice(None), slice(*MR_TEST_BLOCK))
-            m_img, m_lab = crop(load_volume(ts / "example_mr_sm.nii.gz"), box), crop(load_volume(ts / "example_seg_mr.nii.gz"), box)
+            m_img, m_lab = load_volume(ts / "example_mr_sm.nii.gz").crop(box), load_volume(ts / "example_seg_mr.nii.gz").crop(box)
             out.append(Case(name, "mr", m_lab, "total_mr", m_img, note="subject C test z-block"))
         else:
             raise SystemExit(f"unknown case {name!r}")

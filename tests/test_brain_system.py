@@ -12,17 +12,11 @@ import pytest
 
 from cli_helpers import run_cli
 from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
-from seg2med.io import Volume, load_volume, save_volume
+from seg2med.io import load_volume, save_volume
 
 from seg2med.api import BRAIN_CONTRASTS as CONTRASTS  # noqa: E402  (the brain system's four contrasts)
 NAMES = tuple(CONTRASTS)
 TCGA_FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
-
-
-def _crop(vol: Volume, z0: int, z1: int) -> Volume:
-    shift = np.eye(4)
-    shift[2, 3] = z0
-    return Volume(np.ascontiguousarray(vol.array[:, :, z0:z1]), vol.affine @ shift)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +29,15 @@ def brain_subjects(data_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("brain")
     mdd = data_dir / "med-ddpm" / "brats2021"
     seg = load_volume(mdd / "seg" / "BraTS2021_01306_seg.nii.gz", kind="labels")
-    a = {"labels": save_volume(_crop(seg, 70, 78), d / "a_labels.nii.gz")}
-    a_images = {n: save_volume(_crop(load_volume(mdd / n / f"BraTS2021_01306_{n}.nii.gz"), 70, 78), d / f"a_{n}.nii.gz")
+    a = {"labels": save_volume(seg.crop(np.s_[:, :, 70:78]), d / "a_labels.nii.gz")}
+    a_images = {n: save_volume(load_volume(mdd / n / f"BraTS2021_01306_{n}.nii.gz").crop(np.s_[:, :, 70:78]), d / f"a_{n}.nii.gz")
                 for n in NAMES}
     tc = data_dir / "brainlesion-tutorials" / "TCGA-DU-7294"
     raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in TCGA_FILES.items()}
     tumour = load_volume(tc / "fusion" / "mav.nii.gz", kind="labels")
     labels = brain_label_map(tumour, "brats2021", brain_mask_from_images(list(raw.values())))
-    b = {"labels": save_volume(_crop(labels, 108, 116), d / "b_labels.nii.gz")}
-    b_images = {n: save_volume(_crop(v, 108, 116), d / f"b_{n}.nii.gz") for n, v in raw.items()}
+    b = {"labels": save_volume(labels.crop(np.s_[:, :, 108:116]), d / "b_labels.nii.gz")}
+    b_images = {n: save_volume(v.crop(np.s_[:, :, 108:116]), d / f"b_{n}.nii.gz") for n, v in raw.items()}
     subjects = [ContrastSubject("A", a_images, a["labels"], split="train"),
                 ContrastSubject("B", b_images, b["labels"], split="val")]
     return subjects, labels, tumour

@@ -55,14 +55,6 @@ def mr(ts_dir: Path) -> Volume:
     return load_volume(ts_dir / "example_mr_sm.nii.gz")
 
 
-def _crop(vol: Volume, sl: tuple[slice, slice, slice]) -> Volume:
-    """Sub-volume with the affine shifted so that it stays in place physically."""
-    start = np.array([s.start or 0 for s in sl] + [1.0])
-    aff = vol.affine.copy()
-    aff[:, 3] = vol.affine @ start
-    return Volume(np.ascontiguousarray(vol.array[sl]), aff, None, vol.path)
-
-
 def _flip_xy(vol: Volume) -> Volume:
     """Same physical image stored LPS-like (array axes 0 and 1 reversed)."""
     n = vol.shape
@@ -87,7 +79,7 @@ def subjects(ct: Volume, ct_labels: Volume) -> list[SubjectInput]:
     }
     out = []
     for sid, sl in crops.items():
-        img, lab = _crop(ct, sl), _crop(ct_labels, sl)
+        img, lab = ct.crop(sl), ct_labels.crop(sl)
         if sid == "B":
             img, lab = _flip_xy(img), _flip_xy(lab)
         out.append(_subject(sid, img, lab))

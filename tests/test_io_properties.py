@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -141,3 +141,24 @@ def test_declared_size_beyond_the_file_is_an_error_not_a_read(shape, dtype, gz):
             assert "\n" not in str(exc) and str(path) in str(exc)
             return
     assert need <= 2048 and vol.array.size * np.dtype(dtype).itemsize == need
+
+
+@SETTINGS
+@given(st.data())
+def test_a_cropped_volume_stays_in_place_as_nibabels_slicer_puts_it(data):
+    """``Volume.crop(box)``: the same voxels and, for every affine, the affine nibabel's ``img.slicer[box]`` gives (each
+    kept voxel at the same world position)."""
+    from seg2med.io import Volume
+
+    shape = data.draw(st.tuples(*(st.integers(1, 6),) * 3))
+    affine = np.eye(4)
+    affine[:3, :] = data.draw(hnp.arrays(np.float64, (3, 4), elements=st.floats(-50, 50)))
+    assume(abs(np.linalg.det(affine[:3, :3])) > 1e-3)  # a NIfTI image needs an invertible affine
+    box = tuple(slice(*sorted(data.draw(st.tuples(st.integers(0, n), st.integers(0, n))))) for n in shape)
+    box = tuple(s if s.stop > s.start else slice(s.start, s.start + 1) for s in box)
+    box = tuple(slice(min(s.start, n - 1), min(s.stop, n)) for s, n in zip(box, shape))
+    arr = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    out = Volume(arr, affine).crop(box)
+    ref = nib.Nifti1Image(arr, affine).slicer[box]
+    assert np.array_equal(out.array, np.asarray(ref.dataobj))
+    assert np.allclose(out.affine, ref.affine, atol=1e-9)

@@ -110,6 +110,15 @@ class Volume:
             raise ValueError(f"shape {array.shape} does not match grid {self.shape}")
         return Volume(array, self.affine.copy(), self.header, None)
 
+    def crop(self, box: tuple[slice, ...]) -> "Volume":
+        """``self.array[box]`` (step-1 slices, one per leading axis) as a volume that stays in place physically: the
+        affine moved to the new first voxel (as nibabel's ``img.slicer``)."""
+        if len(box) > 3 or any(s.step not in (None, 1) for s in box):
+            raise ValueError(f"crop takes up to three step-1 slices, got {box}")
+        shift = np.eye(4)
+        shift[:len(box), 3] = [s.indices(n)[0] for s, n in zip(box, self.shape)]
+        return Volume(np.ascontiguousarray(self.array[box]), self.affine @ shift, None, self.path)
+
 
 #: Largest label id: int32 is the canonical label dtype (TotalSegmentator ids go to 117, FreeSurfer's to ~14175).
 LABEL_MAX = int(np.iinfo(np.int32).max)
