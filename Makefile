@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/seg2med demo --out demo-out --convert --overwrite
+	$(VENV)/bin/seg2med demo --out demo-out --convert --brain --overwrite
 
 test: $(STAMP)
 	bash .ci/run-tests

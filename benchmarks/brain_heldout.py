@@ -86,8 +86,8 @@ def main() -> None:
                 if (lab == cid).any():
                     medians[n].setdefault(cid, []).append(float(np.median(syn[lab == cid])))
         if seg is not None:
-            ev = evaluate_brain(res.channels, labels, scheme, seg, real=real if seed == seeds[0] else None,
-                                contrasts=order)
+            first = {n: v[0] for n, v in res.channels.items()}
+            ev = evaluate_brain(first, labels, scheme, seg, real=real if seed == seeds[0] else None, contrasts=order)
             add_dice(ev, [("synthetic", "synthetic"), ("real", "real")])
     prior_rows, priors = {}, {}
     for n, seq in BRAIN_CONTRASTS.items():

@@ -710,9 +710,9 @@ def run_demo(
         res = generate(blv, model=models[BRAIN_DEMO], steps=steps, seed=seed, batch=8, device=device,
                        precision=precision)
         save_generated(res, out / "brain.nii.gz", overwrite=overwrite, inputs=inputs)
-        save_preview([Panel("tumour mask (1 core, 2 oedema, 3 enhancing, 4 brain)", blv.volume, kind="labels"),
+        save_preview([Panel("tumour mask", blv.volume, kind="labels"),
                       *(Panel(f"{c} (brain-demo)", res.channels[c][0]) for c in res.contrasts)], names["brain_preview"],
-                     overwrite=overwrite, inputs=inputs, title="seg2med demo: four contrasts from one tumour mask")
+                     overwrite=overwrite, inputs=inputs, title="seg2med demo: four contrasts from one tumour mask (1 core, 2 oedema, 3 enhancing, 4 brain)")
     return names
 
 
