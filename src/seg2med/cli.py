@@ -725,10 +725,27 @@ def _run() -> None:
         raise
 
 
+def _in_import(frame: object) -> bool:
+    """Whether ``frame`` (the interrupted one) runs inside an import (an importlib frame below it)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Ctrl-C: KeyboardInterrupt as Python's own handler raises it, remembered (:func:`note_interrupt`),
-    because a library can swallow it or turn it into its own error (safetensors' loader: a TypeError)."""
+    because a library can swallow it or turn it into its own error (safetensors' loader: a TypeError). Inside a
+    library's lazy import (torch, MONAI: the first command that needs them) it exits at once instead, as the start-up
+    handler does: raised there it can be swallowed by the library's ``except:`` or abort the interpreter (torch's
+    pybind11 code: "terminate called after throwing"); no output is being written while a library imports."""
     note_interrupt()
+    if _in_import(frame):
+        import os
+
+        os.write(2, f"error: {INTERRUPTED}\n".encode())
+        os._exit(130)
     raise KeyboardInterrupt
 
 
