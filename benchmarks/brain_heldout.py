@@ -51,7 +51,8 @@ def main() -> None:
     raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in FILES.items()}
     labels = brain_label_map(load_volume(tc / "fusion" / "mav.nii.gz", kind="labels"), "brats2021",
                              brain_mask_from_images(list(raw.values())))
-    labels, real = labels.crop(np.s_[:, :, slice(*HELD_OUT)]), {n: v.crop(np.s_[:, :, slice(*HELD_OUT)]) for n, v in raw.items()}
+    box = np.s_[:, :, slice(*HELD_OUT)]
+    labels, real = labels.crop(box), {n: v.crop(box) for n, v in raw.items()}
     lab = np.asarray(labels.array)
     brain = lab != 0
     lv = seg2med.build_anatomy(labels, scheme=BRAIN_SCHEME)
@@ -89,12 +90,8 @@ def main() -> None:
             first = {n: v[0] for n, v in res.channels.items()}
             ev = evaluate_brain(first, labels, scheme, seg, real=real if seed == seeds[0] else None, contrasts=order)
             add_dice(ev, [("synthetic", "synthetic"), ("real", "real")])
-    prior_rows, priors = {}, {}
-    for n, seq in BRAIN_CONTRASTS.items():
-        cfg = seq if isinstance(seq, dict) else {"name": seq}
-        prior = seg2med.simulate_prior(lv, cfg["name"], **{k: v for k, v in cfg.items() if k in ("field", "tr", "te")})
-        priors[n] = prior.volume
-        prior_rows[n] = contrast_similarity(prior.volume, real[n], brain)
+    priors = res.channel_priors  # the priors the model was conditioned on (its own sequences; the same every seed)
+    prior_rows = {n: contrast_similarity(priors[n], real[n], brain) for n in BRAIN_CONTRASTS}
     if seg is not None:
         add_dice(evaluate_brain(priors, labels, scheme, seg, contrasts=order), [("prior", "synthetic")])
     lines = [f"# Brain model on held-out slices ({_dt.date.today().isoformat()})", "",

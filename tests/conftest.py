@@ -37,6 +37,22 @@ def ts_dir(data_dir: Path) -> Path:
     return data_dir / "totalsegmentator"
 
 
+@pytest.fixture(scope="session")
+def tcga7294(data_dir: Path) -> dict:
+    """TCGA-DU-7294 (BraTS-Toolkit, skull-stripped, 1 mm): its four real contrasts (``raw``: t1, t1ce, t2, flair), its
+    majority-vote tumour fusion (``tumour``, BraTS 2021 ids) and that fusion over the brain of the images
+    (``labels``, ``brats_medddpm``)."""
+    from seg2med.anatomy.brain import brain_label_map, brain_mask_from_images
+    from seg2med.io import load_volume
+
+    tc = data_dir / "brainlesion-tutorials" / "TCGA-DU-7294"
+    files = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
+    raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in files.items()}
+    tumour = load_volume(tc / "fusion" / "mav.nii.gz", kind="labels")
+    return {"raw": raw, "tumour": tumour,
+            "labels": brain_label_map(tumour, "brats2021", brain_mask_from_images(list(raw.values())))}
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread: tiny models gain nothing from more, and a busy machine loses a lot (oversubscription)."""

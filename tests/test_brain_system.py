@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_cli
-from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+from seg2med.anatomy.brain import BRAIN_SCHEME
 from seg2med.io import load_volume, save_volume
 
 from seg2med.api import BRAIN_CONTRASTS as CONTRASTS  # noqa: E402  (the brain system's four contrasts)
@@ -20,7 +20,7 @@ TCGA_FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
 
 
 @pytest.fixture(scope="module")
-def brain_subjects(data_dir, tmp_path_factory):
+def brain_subjects(data_dir, tcga7294, tmp_path_factory):
     """Two shared subjects as label maps in brats_medddpm + their four real contrasts, cut to a few slices through
     the tumour: Med-DDPM's BraTS 2021 case (its own brain class) and TCGA-DU-7294 (BraTS-Toolkit fusion in the
     BraTS 2021 convention over the brain of its skull-stripped images)."""
@@ -32,10 +32,7 @@ def brain_subjects(data_dir, tmp_path_factory):
     a = {"labels": save_volume(seg.crop(np.s_[:, :, 70:78]), d / "a_labels.nii.gz")}
     a_images = {n: save_volume(load_volume(mdd / n / f"BraTS2021_01306_{n}.nii.gz").crop(np.s_[:, :, 70:78]), d / f"a_{n}.nii.gz")
                 for n in NAMES}
-    tc = data_dir / "brainlesion-tutorials" / "TCGA-DU-7294"
-    raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in TCGA_FILES.items()}
-    tumour = load_volume(tc / "fusion" / "mav.nii.gz", kind="labels")
-    labels = brain_label_map(tumour, "brats2021", brain_mask_from_images(list(raw.values())))
+    raw, tumour, labels = tcga7294["raw"], tcga7294["tumour"], tcga7294["labels"]
     b = {"labels": save_volume(labels.crop(np.s_[:, :, 108:116]), d / "b_labels.nii.gz")}
     b_images = {n: save_volume(v.crop(np.s_[:, :, 108:116]), d / f"b_{n}.nii.gz") for n, v in raw.items()}
     subjects = [ContrastSubject("A", a_images, a["labels"], split="train"),

@@ -9,31 +9,24 @@ import numpy as np
 import pytest
 
 import seg2med
-from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
+from seg2med.anatomy.brain import BRAIN_SCHEME
 from seg2med.api import BRAIN_CONTRASTS
 from seg2med.evaluation.brain import contrast_similarity, evaluate_brain
 from seg2med.inference import list_models, load_model, resolve_model
-from seg2med.io import load_volume
 from seg2med.labels import get_scheme
 
 HELD_OUT = np.s_[:, :, 100:116]
-FILES = {"t1": "t1", "t1ce": "t1c", "t2": "t2", "flair": "fla"}
 
 
 @pytest.fixture(scope="module")
-def held_out(data_dir):
-    tc = data_dir / "brainlesion-tutorials" / "TCGA-DU-7294"
-    raw = {n: load_volume(tc / "raw_bet" / f"TCGA-DU-7294_{f}_bet.nii.gz") for n, f in FILES.items()}
-    labels = brain_label_map(load_volume(tc / "fusion" / "mav.nii.gz", kind="labels"), "brats2021",
-                             brain_mask_from_images(list(raw.values())))
-    return labels.crop(HELD_OUT), {n: v.crop(HELD_OUT) for n, v in raw.items()}
+def held_out(tcga7294):
+    return tcga7294["labels"].crop(HELD_OUT), {n: v.crop(HELD_OUT) for n, v in tcga7294["raw"].items()}
 
 
 @pytest.fixture(scope="module")
 def generated(held_out, one_thread):
     labels, _ = held_out
-    lv = seg2med.build_anatomy(labels, scheme=BRAIN_SCHEME)
-    return lv, seg2med.generate(lv, model="brain-demo", seed=0)  # the defaults: DDIM 8, precision auto
+    return seg2med.generate(seg2med.build_anatomy(labels, scheme=BRAIN_SCHEME), model="brain-demo", seed=0)  # defaults
 
 
 def test_brain_demo_is_shipped_small_and_describes_its_four_contrasts():
@@ -52,16 +45,14 @@ def test_brain_demo_beats_its_priors_on_every_contrast_of_held_out_slices(held_o
     """Inside the brain, each image in its own percentile window: the model's SSIM must beat the prior alone (the
     physics, a baseline the model must beat) on T1, T1ce, T2 and FLAIR, on the mask's exact grid."""
     labels, real = held_out
-    lv, res = generated
+    res = generated
     brain = np.asarray(labels.array) != 0
     assert tuple(res.contrasts) == tuple(BRAIN_CONTRASTS)
-    for n, seq in BRAIN_CONTRASTS.items():
+    for n in BRAIN_CONTRASTS:
         out = res.channels[n][0]
         assert out.shape == labels.shape and np.array_equal(out.affine, labels.affine)
-        cfg = seq if isinstance(seq, dict) else {"name": seq}
-        prior = seg2med.simulate_prior(lv, cfg["name"], **{k: v for k, v in cfg.items() if k in ("field", "tr", "te")})
         s_model = contrast_similarity(out, real[n], brain)["ssim"]
-        s_prior = contrast_similarity(prior.volume, real[n], brain)["ssim"]
+        s_prior = contrast_similarity(res.channel_priors[n], real[n], brain)["ssim"]  # the prior it was given
         assert s_model > s_prior + 0.02, (n, s_model, s_prior)
 
 
@@ -75,7 +66,7 @@ def test_brain_segmenter_finds_the_tumour_in_real_and_synthetic_held_out_slices(
     seg = load_segmenter("brain-seg-demo")
     order = list(seg.spec.contrast_names)
     assert order == list(BRAIN_CONTRASTS)
-    synthetic = {n: v[0] for n, v in generated[1].channels.items()}
+    synthetic = {n: v[0] for n, v in generated.channels.items()}
     ev = evaluate_brain(synthetic, labels, get_scheme(BRAIN_SCHEME), seg, real=real, contrasts=order)
     wt = ev.regions["whole_tumor"]
     assert wt["real"] > 0.7, wt

@@ -156,11 +156,11 @@ def edit_lesion(
         raise ConfigError("lesion: --centre, --radius, --edema and --core-fraction go with --insert")
     vol = labels if isinstance(labels, Volume) else load_volume(labels, kind="labels")
     name = scheme or BRAIN_SCHEME
-    white = None  # a map with white matter (aseg, aseg_tumor): a random tumour starts inside it
+    white = None  # the cerebral white matter of an aseg / aseg_tumor map (None: none): a random tumour starts in it
     if name in ("aseg", "aseg_tumor"):
-        src = get_scheme(name)
-        wm_ids = [i for n, i in src.classes.items() if n.endswith("cerebral_white_matter")]
+        wm_ids = [i for n, i in get_scheme(name).classes.items() if n.endswith("cerebral_white_matter")]
         white = np.isin(np.asarray(vol.array), wm_ids)
+        white = white if white.any() else None
     if name != BRAIN_SCHEME:
         mask = None if brain is None else (brain if isinstance(brain, Volume) else load_volume(brain, kind="labels"))
         vol = brain_label_map(vol, name, mask)
@@ -174,9 +174,9 @@ def edit_lesion(
             if len(centre_mm) != 3:
                 raise ConfigError(f"lesion: --centre takes x,y,z in mm, got {list(centre_mm)}")
             centre = tuple(np.linalg.solve(vol.affine, np.array([*map(float, centre_mm), 1.0]))[:3])
-        params = sample_tumour(vol, seed, centre=centre, inside=white if white is not None and white.any() else None)
+        params = sample_tumour(vol, seed, centre=centre, inside=white)
         if centre is None:
-            record["placed"] = "random, in white matter" if white is not None and white.any() else "random, deep in the brain"
+            record["placed"] = "random, deep in the brain" if white is None else "random, in white matter"
         fixed = {k: float(v) for k, v in (("radius_mm", radius), ("edema_mm", edema), ("core_fraction", core_fraction))
                  if v is not None}
         from dataclasses import replace as _replace
@@ -712,7 +712,8 @@ def run_demo(
         save_generated(res, out / "brain.nii.gz", overwrite=overwrite, inputs=inputs)
         save_preview([Panel("tumour mask", blv.volume, kind="labels"),
                       *(Panel(f"{c} (brain-demo)", res.channels[c][0]) for c in res.contrasts)], names["brain_preview"],
-                     overwrite=overwrite, inputs=inputs, title="seg2med demo: four contrasts from one tumour mask (1 core, 2 oedema, 3 enhancing, 4 brain)")
+                     overwrite=overwrite, inputs=inputs,
+                     title="seg2med demo: four contrasts from one tumour mask (1 core, 2 oedema, 3 enhancing, 4 brain)")
     return names
 
 
