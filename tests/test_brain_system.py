@@ -97,6 +97,81 @@ def test_the_dataset_holds_one_channel_per_contrast_each_in_its_own_window(brain
         assert np.corrcoef(back[lab > 0], real[lab > 0])[0, 1] > 0.7  # 4 mm slices on the 1 mm grid (T2: 0.75)
 
 
+def _resim_batch(brain_dataset, **amplitudes):
+    """The val slices of the brain dataset (TCGA, +-1 neighbour) and their re-simulation under ``amplitudes``."""
+    import torch
+
+    from seg2med.data import PriorResimulation, PriorSource, SliceDataset
+    from seg2med.data.dataset import load_dataset_manifest
+    from seg2med.training.data import collate
+
+    ds = SliceDataset(brain_dataset, split="val", neighbours=1)
+    batch = collate([ds[i] for i in range(len(ds))])
+    resim = PriorResimulation(PriorSource.from_manifest(load_dataset_manifest(brain_dataset), str(brain_dataset)),
+                              **amplitudes)
+    return batch, resim(batch, torch.Generator().manual_seed(0)), resim
+
+
+def test_the_prior_of_every_contrast_is_re_simulated_from_the_stored_brain_labels(brain_dataset):
+    """Prior re-simulation on four contrasts: nothing drawn gives back each contrast's stored prior (its own sequence
+    and window; equal inside the tissues, the stored one was resampled linearly), and a draw changes every contrast,
+    stays in [0, 1] and keeps the background 0."""
+    from seg2med.data.augment import interior
+
+    batch, out, resim = _resim_batch(brain_dataset)
+    assert resim.source.contrasts == NAMES and [s.name for s in resim.source.sequences] == ["mprage", "t1ce", "space", "flair"]
+    stored, again = batch["prior"].numpy(), out["prior"].numpy()
+    assert again.shape == stored.shape == (len(stored), 12, 64, 64)
+    stacks = batch["neighbour_labels"].numpy()
+    inner = np.stack([[interior(lab) for lab in st] for st in stacks])  # [B, 3, H, W]
+    for c in range(4):
+        diff = np.abs(again[:, 3 * c : 3 * c + 3] - stored[:, 3 * c : 3 * c + 3])[inner]
+        assert inner.mean() > 0.1 and float(np.median(diff)) == 0.0 and np.quantile(diff, 0.95) < 1e-4, NAMES[c]
+    assert resim.stored_mismatch(batch) == 0.0
+    _, drawn, _ = _resim_batch(brain_dataset, tissue_spread=0.5, bias_field=0.3, noise=0.02, blur=1.5)
+    p = drawn["prior"].numpy()
+    assert p.min() >= 0.0 and p.max() <= 1.0 and np.all(p[np.tile(stacks == 0, (1, 4, 1, 1))] == 0.0)
+    for c in range(4):
+        assert np.abs(p[:, 3 * c + 1] - stored[:, 3 * c + 1]).mean() > 0.01, NAMES[c]
+
+
+def test_the_contrasts_share_the_tissue_draw(brain_dataset):
+    """One draw per slice for all four priors: a tissue's relaxation times change alike in every contrast, so in the
+    brain (almost no gadolinium) T1 and T1ce change by the same factor; the noise of each contrast is its own."""
+    batch, out, _ = _resim_batch(brain_dataset, tissue_spread=0.5)
+    stored, p = batch["prior"].numpy(), out["prior"].numpy()
+    brain = batch["labels"].numpy()[:, 0] == 4
+    ratio = {c: p[:, 3 * c + 1] / np.maximum(stored[:, 3 * c + 1], 1e-6) for c in range(4)}
+    changed = 0
+    for i in range(len(p)):
+        ok = brain[i] & (p[i, 1] < 0.99) & (p[i, 4] < 0.99) & (stored[i, 1] > 0.05)  # unclipped by the window
+        if ok.sum() < 50:
+            continue
+        r1, r1ce = float(np.median(ratio[0][i][ok])), float(np.median(ratio[1][i][ok]))
+        assert r1 == pytest.approx(r1ce, abs=0.03)  # measured within 0.01 (gadolinium 0.005 mM in brain)
+        changed += abs(r1 - 1.0) > 0.05
+    assert changed >= 1  # the draw did change the brain's T1 (so the equality is not vacuous)
+    _, noisy, _ = _resim_batch(brain_dataset, noise=0.02)
+    n = noisy["prior"].numpy() - _resim_batch(brain_dataset)[1]["prior"].numpy()  # the noise alone (same labels)
+    assert np.abs(n[:, 1][brain]).mean() > 1e-3  # there is noise
+    assert abs(np.corrcoef(n[:, 1][brain], n[:, 4][brain])[0, 1]) < 0.2  # T1 and T1ce noise independent
+
+
+def test_the_robust_preset_trains_the_four_contrast_model_keeping_the_tumour_classes(brain_dataset, tmp_path):
+    """`--augment robust` on a brain dataset: the prior re-simulated for every contrast plus the geometry, and no class
+    drop (the tumour compartments are the classes; the preset's brain values); the run records what it used."""
+    from seg2med.io.checkpoints import read_checkpoint_config
+    from seg2med.training.config import augment_preset
+    from seg2med.training.methods import train_method
+
+    assert augment_preset("robust", "mr", BRAIN_SCHEME)["class_drop"] == 0.0 < augment_preset("robust", "mr")["class_drop"]
+    train_method("ddpm", brain_dataset, tmp_path / "r", preset="tiny", augment="robust",
+                 training={"steps": 2, "batch": 2, "val_every": 0, "device": "cpu"}, progress=False)
+    cfg = read_checkpoint_config(tmp_path / "r")["training"]["config"]
+    assert cfg["prior_spread"] == 0.5 and cfg["prior_noise"] == 0.02 and cfg["class_drop"] == 0.0
+    assert cfg["zoom_range"] == [0.75, 1.5] and cfg["augment_flips"] is True
+
+
 @pytest.fixture(scope="module")
 def brain_run(brain_dataset, tmp_path_factory):
     """A tiny four-channel diffusion model, 3 steps: what the generation path needs (not a quality test)."""
@@ -156,9 +231,10 @@ def test_multi_contrast_models_refuse_what_they_cannot_do_on_one_line(brain_run,
     res = run_cli(["train", "--data", brain_dataset, "--out", tmp_path / "u", "--method", "unet", "--steps", "1"],
                   capsys, monkeypatch)
     assert res.code == 2 and "4 contrasts" in res.err and not (tmp_path / "u").exists()
+    (tmp_path / "phases.yaml").write_text("training:\n  prior_phases: [arterial]\n")
     res = run_cli(["train", "--data", brain_dataset, "--out", tmp_path / "r", "--preset", "tiny", "--steps", "1",
-                   "--augment", "robust"], capsys, monkeypatch)
-    assert res.code == 2 and "single-contrast" in res.err and not (tmp_path / "r").exists()
+                   "--augment", "robust", "--config", tmp_path / "phases.yaml"], capsys, monkeypatch)
+    assert res.code == 2 and "contrast phases" in res.err and not (tmp_path / "r").exists()
 
 
 def test_a_resnet_unet_segmenter_takes_the_four_contrasts_and_segments_on_the_input_grid(brain_dataset, brain_subjects,

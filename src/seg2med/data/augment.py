@@ -13,7 +13,10 @@ transform does both. A training step that seeds ``g`` from ``(seed, step)`` ther
   noise sd uniform in [0, noise], blur sigma uniform in [0, blur] mm), after a class ablation (each
   organ class present is relabelled ``body`` with probability ``class_drop``, each tissue class
   201-204 with probability ``tissue_drop``), then normalised with the subject's stored prior window
-  (see :class:`PriorSource`) and set to 0 where the labels are background, as preparation did.
+  (see :class:`PriorSource`) and set to 0 where the labels are background, as preparation did. A
+  multi-contrast dataset (e.g. T1, T1ce, T2, FLAIR) gets one prior per contrast, each with its own
+  sequence and stored window, from the same draw: the tissues' T1/T2/T2*/PD jitter, the ablation, the
+  blur and the bias field (one receive coil) are shared by the contrasts, the noise is independent.
 * :class:`RandomGeometry`: a random in-plane zoom (a factor on the slice spacing, log-uniform),
   rotation, field-of-view shift and, with probability ``p_inside``, a view centred and scaled so that
   it lies entirely inside the body (mask all ones); one ``affine_grid`` / ``grid_sample`` per batch,
@@ -123,24 +126,26 @@ def interior(labels: np.ndarray, size: int = 3) -> np.ndarray:
 # --------------------------------------------------------------------------- the prior
 @dataclass(frozen=True)
 class PriorSource:
-    """How a dataset's stored priors were made: the canonical label scheme, the sequence and tissue table
-    of the physics, the in-plane slice spacing (mm) and each subject's prior window ``(low, high)``
-    (the manifest's ``subjects`` order, which a batch's ``subject_index`` points into).
+    """How a dataset's stored priors were made: the canonical label scheme, the sequence of each prior
+    channel (one per contrast of a multi-contrast dataset, in channel order; one otherwise), the tissue
+    table of the physics, the in-plane slice spacing (mm) and each subject's prior window ``(low, high)``
+    per channel (the manifest's ``subjects`` order, which a batch's ``subject_index`` points into).
 
     The window is the one preparation stored (``normalization.prior``): the fixed CT window, or for MR
-    the percentile window fitted on the subject's whole prior volume. Re-normalising with it (rather
-    than with each slice's own percentiles) reproduces the stored prior exactly when nothing is drawn,
-    and keeps a bias field or tissue change visible instead of normalising it away. The manifest does
-    not record a ``--tissues`` table: the built-in one is used (a dataset prepared with another table is
-    warned about, see :meth:`PriorResimulation.stored_mismatch`).
+    the percentile (or ``signal``: ``[0, upper percentile]``) window fitted on the subject's whole prior
+    volume. Re-normalising with it (rather than with each slice's own percentiles) reproduces the stored
+    prior exactly when nothing is drawn, and keeps a bias field or tissue change visible instead of
+    normalising it away. The manifest does not record a ``--tissues`` table: the built-in one is used (a
+    dataset prepared with another table is warned about, see :meth:`PriorResimulation.stored_mismatch`).
     """
 
     name: str  # the dataset, as messages name it
     scheme: LabelScheme
-    sequence: ImagingSequence
+    sequences: tuple[ImagingSequence, ...]
     spacing: float
-    windows: tuple[tuple[float, float] | None, ...]
+    windows: tuple[tuple[tuple[float, float] | None, ...], ...]  # [subject][channel]
     tissues: TissueTable = field(default_factory=load_default_tissue_table)
+    contrasts: tuple[str, ...] = ()  # the contrasts' names (multi-contrast data), for messages
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any], name: str, split: str = "train",
@@ -154,28 +159,48 @@ class PriorSource:
             more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
             raise ConfigError(f"{name}: {what}, but the dataset was prepared without labels (subject(s) "
                               f"{', '.join(lacking[:5])}{more}); prepare it with labels (seg2med prepare --labels)")
-        if not cfg.get("scheme") or not isinstance(cfg.get("sequence"), Mapping):
+        contrasts = cfg.get("contrasts") or []
+        configs = [c.get("sequence") if isinstance(c, Mapping) else None for c in contrasts] or [cfg.get("sequence")]
+        if not cfg.get("scheme") or not all(isinstance(c, Mapping) for c in configs):
             raise ConfigError(f"{name}: {what}, but its manifest records no label scheme and sequence of the priors "
                               f"(prepare it again with seg2med prepare)")
         try:
-            scheme, sequence = canonical_scheme(str(cfg["scheme"])), sequence_from_config(cfg["sequence"])
+            scheme, sequences = canonical_scheme(str(cfg["scheme"])), tuple(sequence_from_config(c) for c in configs)
         except ConfigError as exc:
             raise ConfigError(f"{name}: {exc}") from None
+        if len({s.modality for s in sequences}) > 1:
+            raise ConfigError(f"{name}: the contrasts' priors mix modalities ({', '.join(s.modality for s in sequences)})")
         windows = []
         for r in records:
-            p = (r.get("normalization") or {}).get("prior") or {}
-            windows.append((float(p["low"]), float(p["high"])) if "low" in p and "high" in p else None)
-        return cls(name, scheme, sequence, float(cfg.get("spacing", 1.0)), tuple(windows),
-                   tissues or load_default_tissue_table())
+            stored = (r.get("normalization") or {}).get("prior") or {}
+            stored = list(stored) if isinstance(stored, (list, tuple)) else [stored]
+            stored = stored if len(stored) == len(sequences) else [{}] * len(sequences)
+            windows.append(tuple((float(p["low"]), float(p["high"])) if isinstance(p, Mapping) and "low" in p and "high" in p
+                                 else None for p in stored))
+        names = tuple(str(c.get("name")) for c in contrasts)
+        return cls(name, scheme, sequences, float(cfg.get("spacing", 1.0)), tuple(windows),
+                   tissues or load_default_tissue_table(), names)
+
+    @property
+    def sequence(self) -> ImagingSequence:
+        """The sequence of the first (for single-contrast data: the only) prior channel."""
+        return self.sequences[0]
 
     @property
     def modality(self) -> str:
         return self.sequence.modality
 
-    def window(self, subject_index: int) -> tuple[float, float]:
-        win = self.windows[subject_index] if 0 <= subject_index < len(self.windows) else None
+    @property
+    def channels(self) -> int:
+        """Prior channels per slice (contrasts; 1 for single-contrast data)."""
+        return len(self.sequences)
+
+    def window(self, subject_index: int, channel: int = 0) -> tuple[float, float]:
+        wins = self.windows[subject_index] if 0 <= subject_index < len(self.windows) else ()
+        win = wins[channel] if 0 <= channel < len(wins) else None
         if win is None or not win[1] > win[0]:
-            raise ConfigError(f"{self.name}: subject #{subject_index} has no prior normalisation window in the manifest")
+            what = f" (contrast {self.contrasts[channel]})" if channel < len(self.contrasts) else ""
+            raise ConfigError(f"{self.name}: subject #{subject_index} has no prior normalisation window{what} in the manifest")
         return win
 
 
@@ -219,8 +244,12 @@ class PriorResimulation:
         self.class_drop = check_fraction(class_drop, n["class_drop"])
         self.tissue_drop = check_fraction(tissue_drop, n["tissue_drop"])
         self.source = source
-        self.random_prior = RandomPrior(source.sequence, *amplitudes)
+        self.random_priors = tuple(RandomPrior(seq, *amplitudes) for seq in source.sequences)
+        self.random_prior = self.random_priors[0]
         self.phases = check_phases(phases, source.sequence, n["phases"])
+        if self.phases and source.channels > 1:
+            raise ConfigError(f"{n['phases']}: contrast phases apply to single-contrast CT data, not to "
+                              f"{source.channels} contrasts")
         seq = source.sequence.to_config()
         self.phase_priors = {p: RandomPrior(sequence_from_config({**seq, "contrast_phase": p}), *amplitudes)
                              for p in self.phases}
@@ -247,26 +276,31 @@ class PriorResimulation:
         return SliceDraw(params, tuple(i for i, d in zip(organs + tissues, drop) if d), phase)
 
     def prior_stack(self, draw: SliceDraw, stack: np.ndarray, subject_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(prior, labels)`` of one slice stack under ``draw``: the normalised prior ``[1 + 2k, H, W]`` in [0, 1]
-        (0 on background) and the ablated labels."""
+        """``(prior, labels)`` of one slice stack (``[1 + 2k, H, W]`` labels) under ``draw``: the normalised prior
+        ``[C (1 + 2k), H, W]`` in [0, 1] (0 on background; contrast-major as the dataset stores it, C = 1 for
+        single-contrast data) and the ablated labels. Every channel gets its own noise realisation."""
         src = self.source
-        low, high = src.window(subject_index)
         labels = ablate_classes(stack, draw.dropped)
-        prior = np.empty(labels.shape, dtype=np.float32)
-        for c in range(labels.shape[0]):
-            params = draw.prior
-            if params.noise_seed is not None and c:
-                params = dataclasses.replace(params, noise_seed=params.noise_seed + c)
-            raw = self.phase_priors.get(draw.phase, self.random_prior).apply(params, labels[c], src.scheme, src.tissues, (src.spacing, src.spacing))
-            prior[c] = np.where(labels[c] != 0, np.clip((raw - low) / (high - low), 0.0, 1.0), 0.0)
+        n = labels.shape[0]
+        prior = np.empty((src.channels * n, *labels.shape[1:]), dtype=np.float32)
+        priors = (self.phase_priors[draw.phase],) if draw.phase in self.phase_priors else self.random_priors
+        for c, random_prior in enumerate(priors):
+            low, high = src.window(subject_index, c)
+            for j in range(n):
+                params = draw.prior
+                if params.noise_seed is not None and c * n + j:
+                    params = dataclasses.replace(params, noise_seed=params.noise_seed + c * n + j)
+                raw = random_prior.apply(params, labels[j], src.scheme, src.tissues, (src.spacing, src.spacing))
+                prior[c * n + j] = np.where(labels[j] != 0, np.clip((raw - low) / (high - low), 0.0, 1.0), 0.0)
         return prior, labels
 
     def apply(self, batch: Mapping[str, torch.Tensor], draws: Sequence[SliceDraw]) -> dict[str, torch.Tensor]:
         """The batch with ``prior`` re-simulated and ``labels`` (and ``neighbour_labels``) ablated."""
         stacks = _label_stacks(batch)
-        if batch["prior"].shape[1] != stacks.shape[1]:
+        if batch["prior"].shape[1] != self.source.channels * stacks.shape[1]:
+            per = f" x {self.source.channels} contrasts" if self.source.channels > 1 else ""
             raise ConfigError(f"prior re-simulation: the batch has {batch['prior'].shape[1]} prior channels but labels for "
-                              f"{stacks.shape[1]} slices (neighbour labels missing?)")
+                              f"{stacks.shape[1]} slices{per} (neighbour labels missing?)")
         subjects = batch["subject_index"].tolist()
         out = [self.prior_stack(d, s, i) for d, s, i in zip(draws, stacks, subjects)]
         res = dict(batch)
@@ -289,14 +323,17 @@ class PriorResimulation:
         return self.apply(batch, self.sample(batch, g))
 
     def stored_mismatch(self, batch: Mapping[str, torch.Tensor]) -> float:
-        """Median ``|re-simulated - stored|`` centre prior (nothing drawn) over the interior pixels of ``batch``."""
+        """Median ``|re-simulated - stored|`` centre prior of every contrast (nothing drawn) over the interior pixels
+        of ``batch``."""
         stacks = _label_stacks(batch)
-        k = stacks.shape[1] // 2
+        n = stacks.shape[1]
+        k = n // 2
+        centres = [c * n + k for c in range(self.source.channels)]
         diffs = []
         for stack, stored, s in zip(stacks, batch["prior"].numpy(), batch["subject_index"].tolist()):
             prior, _ = self.prior_stack(SliceDraw(PriorParams()), stack[k : k + 1], s)
             inner = interior(stack[k])
-            diffs.append(np.abs(prior[0] - stored[k])[inner])
+            diffs.extend(np.abs(prior[c] - stored[i])[inner] for c, i in enumerate(centres))
         d = np.concatenate(diffs) if diffs else np.zeros(0)
         return float(np.median(d)) if d.size else 0.0
 

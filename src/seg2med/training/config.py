@@ -10,6 +10,7 @@ from typing import Any
 from seg2med.checks import check_int, check_non_negative, check_positive, check_seed
 from seg2med.data.augment import check_fraction, check_phases, check_zoom_range
 from seg2med.errors import ConfigError
+from seg2med.labels.schemes import BRAIN_SCHEMES
 from seg2med.models.config import ModelConfig, SchedulerConfig
 from seg2med.models.registry import GENERATORS
 from seg2med.physics.randomize import MAX_NOISE, check_amplitudes
@@ -159,6 +160,9 @@ class TrainConfig:
 #: 0.3: within about 0.5-2), noise up to 20 HU (CT) / 2 % of the range (MR), blur up to 1.5 mm, organ and
 #: tissue classes dropped to body with probability 0.3 each; zoom 0.75-1.5 x the slice spacing, +-10
 #: degrees, +-10 % field-of-view shift, and 30 % of the slices viewed entirely inside the body.
+#: A brain label map (a scheme of :data:`~seg2med.labels.schemes.BRAIN_SCHEMES`) keeps its classes (``brain``:
+#: class_drop 0): its classes are the tumour compartments, which nothing else in the prior shows, so dropping one
+#: would teach the model to draw a tumour the labels do not have (the tissue draw, noise, blur and geometry apply).
 #: ``none``: every augmentation off (the defaults).
 AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
     "none": {"augment_flips": False, "intensity_jitter": 0.0, "zoom_range": None, "prior_phases": None,
@@ -167,17 +171,20 @@ AUGMENT_PRESETS: dict[str, dict[str, Any]] = {
                "rotate_deg": 10.0, "shift": 0.1, "p_inside": 0.3,
                "ct": {"prior_spread": 1.0, "prior_bias": 0.03, "prior_noise": 20.0,
                       "prior_phases": ["native", "arterial", "portal_venous"]},
-               "mr": {"prior_spread": 0.5, "prior_bias": 0.3, "prior_noise": 0.02}},
+               "mr": {"prior_spread": 0.5, "prior_bias": 0.3, "prior_noise": 0.02},
+               "brain": {"class_drop": 0.0}},
 }
 
 
-def augment_preset(name: str, modality: str) -> dict[str, Any]:
-    """The training options of the augmentation preset ``name`` for a dataset of ``modality`` (``ct`` / ``mr``)."""
+def augment_preset(name: str, modality: str, scheme: str | None = None) -> dict[str, Any]:
+    """The training options of the augmentation preset ``name`` for a dataset of ``modality`` (``ct`` / ``mr``)
+    whose label maps are in ``scheme`` (a brain scheme adds the preset's ``brain`` values)."""
     if name not in AUGMENT_PRESETS:
         raise ConfigError(f"unknown augmentation preset {name!r} (known: {', '.join(AUGMENT_PRESETS)})")
     preset = AUGMENT_PRESETS[name]
-    shared = {k: v for k, v in preset.items() if k not in ("ct", "mr")}
-    return {**shared, **preset.get(str(modality).lower(), {})}
+    shared = {k: v for k, v in preset.items() if k not in ("ct", "mr", "brain")}
+    brain = preset.get("brain", {}) if scheme in BRAIN_SCHEMES else {}
+    return {**shared, **preset.get(str(modality).lower(), {}), **brain}
 
 
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -164,11 +164,6 @@ def batch_transforms(cfg: TrainConfig, data_dir: str | Path | None, method: str)
     if data_dir is None:
         raise ConfigError("training: augmentation needs the training dataset's folder (the data block has no path)")
     root = Path(data_dir).resolve()
-    contrasts = load_dataset_manifest(root)["config"].get("contrasts") if cfg.augments_prior else None
-    if contrasts:
-        raise ConfigError(f"training: re-simulating the prior is for single-contrast data; {root} holds "
-                          f"{len(contrasts)} contrasts (use the geometry augmentation only)")
-
     manifest = root / "manifest.json"
     stamp = manifest.stat().st_mtime_ns if manifest.is_file() else 0
     settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in ((k, getattr(cfg, k)) for k in AUGMENT_FIELDS))

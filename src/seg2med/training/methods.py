@@ -91,7 +91,8 @@ def train_method(
     the run folder is made. Returns the run's summary plus ``method``.
     """
     if augment is not None:
-        options = augment_preset(augment, load_dataset_manifest(data_dir)["config"]["modality"])
+        cfg = load_dataset_manifest(data_dir)["config"]
+        options = augment_preset(augment, cfg["modality"], cfg.get("scheme"))
         blocks = check_blocks(blocks)
         blocks = {**blocks, "training": {**options, **dict(blocks.get("training") or {})}}
     m = resolve_method(method, blocks, base)
