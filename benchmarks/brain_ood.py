@@ -23,7 +23,9 @@ Every model runs on the same cases in one run (ratios, not absolute timings). Ca
 
 Per case and contrast: SSIM (axial) and PSNR inside the brain after each image's own 0.5-99.5th percentile window
 (:mod:`seg2med.evaluation.brain`) for each model (mean +- SD over the seeds) and for the prior alone (the floor a model
-must beat). ``--anchor-scale`` / ``--fov-margin``: the sampling guidance of ``seg2med generate`` for every model
+must beat), and the roughness across slices (:func:`seg2med.metrics.image.roughness_ratio` along the voxel axis
+nearest superior-inferior, both images in their windows: 1 = as smooth as the real image; a slice-wise model's
+independent slices streak, > 1). ``--anchor-scale`` / ``--fov-margin``: the sampling guidance of ``seg2med generate`` for every model
 (default: each model's own ``sampling`` block). With ``--segmenter``: whole-tumour and tumour-core Dice on each model's synthetic contrasts, on the real
 ones where they exist, and on the priors alone.
 """
@@ -43,8 +45,9 @@ import numpy as np
 import seg2med
 from seg2med.anatomy.brain import BRAIN_SCHEME, brain_label_map, brain_mask_from_images
 from seg2med.api import BRAIN_CONTRASTS
-from seg2med.evaluation.brain import WINDOW_PERCENTILES, contrast_similarity, evaluate_brain
+from seg2med.evaluation.brain import WINDOW_PERCENTILES, contrast_similarity, evaluate_brain, unit_in_brain
 from seg2med.io import Volume, load_volume
+from seg2med.metrics.image import roughness_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generalization import interior_box, resample  # noqa: E402  (one resampler and one interior crop for both suites)
@@ -143,6 +146,7 @@ def main() -> None:
     order = list(seg.spec.contrast_names) if seg is not None else None
     ssim: dict[tuple[str, str, str], list[float]] = {}  # (case, contrast, model or "prior") -> values
     psnr: dict[tuple[str, str, str], list[float]] = {}
+    rough: dict[tuple[str, str, str], list[float]] = {}
     dice: dict[tuple[str, str, str], list[float]] = {}  # (case, region, model / "real" / "prior")
     seconds: dict[str, list[float]] = {}
 
@@ -157,6 +161,10 @@ def main() -> None:
         for case in cases:
             lv = seg2med.build_anatomy(case.labels, scheme=case.scheme)
             brain = np.asarray(case.labels.array) != 0
+            axial = int(np.argmax(np.abs(case.labels.affine[2, :3])))  # the voxel axis across axial slices
+
+            def roughness(vol: Volume, ref: Volume) -> float:
+                return roughness_ratio(unit_in_brain(vol, brain), unit_in_brain(ref, brain), brain, axis=axial)
             for seed in seeds:
                 t0 = time.perf_counter()
                 res = seg2med.generate(lv, model=model, steps=args.steps, seed=seed, precision="auto",
@@ -166,6 +174,7 @@ def main() -> None:
                     sim = contrast_similarity(res.channels[n][0], ref, brain)
                     ssim.setdefault((case.name, n, name), []).append(sim["ssim"])
                     psnr.setdefault((case.name, n, name), []).append(sim["psnr"])
+                    rough.setdefault((case.name, n, name), []).append(roughness(res.channels[n][0], ref))
                 if seg is not None and case.scheme == BRAIN_SCHEME:
                     first = {n: v[0] for n, v in res.channels.items()}
                     real = case.real if len(case.real) == len(BRAIN_CONTRASTS) and name == models[0] and seed == seeds[0] else None
@@ -177,6 +186,7 @@ def main() -> None:
                 for n, ref in case.real.items():
                     sim = contrast_similarity(res.channel_priors[n], ref, brain)
                     ssim[(case.name, n, "prior")], psnr[(case.name, n, "prior")] = [sim["ssim"]], [sim["psnr"]]
+                    rough[(case.name, n, "prior")] = [roughness(res.channel_priors[n], ref)]
                 if seg is not None and case.scheme == BRAIN_SCHEME:
                     add_dice(case, evaluate_brain(res.channel_priors, case.labels, get_scheme(BRAIN_SCHEME), seg,
                                                   contrasts=order), "prior")
@@ -193,12 +203,12 @@ def main() -> None:
                                                        f"voxels)" for c in cases) + ".", "",
              "Seconds per volume (four contrasts, mean over cases and seeds): "
              + ", ".join(f"`{m}` {np.mean(seconds[m]):.1f}" for m in models) + ".", ""]
-    for title, table in (("SSIM", ssim), ("PSNR dB", psnr)):
+    for title, table in (("SSIM", ssim), ("PSNR dB", psnr), ("Roughness across slices (1 = as the real image)", rough)):
         lines += [f"## {title}", "", "| case | contrast | prior alone | " + " | ".join(f"`{m}`" for m in models) + " |",
                   "|---|---|---|" + "---|" * len(models)]
         for case in cases:
             for n in case.real:
-                digits = 3 if title == "SSIM" else 2
+                digits = 2 if title == "PSNR dB" else 3
                 lines.append(f"| {case.name} | {n} | {_cell(table[(case.name, n, 'prior')], digits)} | "
                              + " | ".join(_cell(table[(case.name, n, m)], digits) for m in models) + " |")
         lines.append("")
