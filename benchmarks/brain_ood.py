@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/brain_ood.py --models brain-demo,runs/brain-demo-resim [--segmenter brain-seg-demo]
         [--data ../shared/data] [--cases heldout,spacing,interior,aseg,aseg-tumour] [--seeds 0,1] [--steps 8]
-        [--anchor-scale MM] [--fov-margin MM] [--out benchmarks/results/brain-ood-cpu.md]
+        [--anchor-scale MM] [--fov-margin MM] [--slice-noise independent|shared] [--out benchmarks/results/brain-ood-cpu.md]
 
 Every model runs on the same cases in one run (ratios, not absolute timings). Cases, built from the shared data only:
 
@@ -25,8 +25,8 @@ Per case and contrast: SSIM (axial) and PSNR inside the brain after each image's
 (:mod:`seg2med.evaluation.brain`) for each model (mean +- SD over the seeds) and for the prior alone (the floor a model
 must beat), and the roughness across slices (:func:`seg2med.metrics.image.roughness_ratio` along the voxel axis
 nearest superior-inferior, both images in their windows: 1 = as smooth as the real image; a slice-wise model's
-independent slices streak, > 1). ``--anchor-scale`` / ``--fov-margin``: the sampling guidance of ``seg2med generate`` for every model
-(default: each model's own ``sampling`` block). With ``--segmenter``: whole-tumour and tumour-core Dice on each model's synthetic contrasts, on the real
+independent slices streak, > 1). ``--anchor-scale`` / ``--fov-margin`` / ``--slice-noise``: the sampling options of ``seg2med
+generate`` for every model (default: each model's own ``sampling`` block). With ``--segmenter``: whole-tumour and tumour-core Dice on each model's synthetic contrasts, on the real
 ones where they exist, and on the priors alone.
 """
 
@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--anchor-scale", type=float, default=None)
     ap.add_argument("--fov-margin", type=float, default=None)
+    ap.add_argument("--slice-noise", default=None, choices=("independent", "shared"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/brain-ood-cpu.md"))
     args = ap.parse_args()
     from seg2med.inference import load_model
@@ -168,7 +169,8 @@ def main() -> None:
             for seed in seeds:
                 t0 = time.perf_counter()
                 res = seg2med.generate(lv, model=model, steps=args.steps, seed=seed, precision="auto",
-                                       anchor_scale=args.anchor_scale, fov_margin=args.fov_margin)
+                                       anchor_scale=args.anchor_scale, fov_margin=args.fov_margin,
+                                       **({"slice_noise": args.slice_noise} if args.slice_noise else {}))
                 seconds.setdefault(name, []).append(time.perf_counter() - t0)
                 for n, ref in case.real.items():
                     sim = contrast_similarity(res.channels[n][0], ref, brain)
@@ -196,6 +198,7 @@ def main() -> None:
              + f" --cases {args.cases} --seeds {args.seeds} --steps {args.steps}"
              + "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in (("anchor_scale", args.anchor_scale),
                                                                       ("fov_margin", args.fov_margin)) if v is not None)
+             + (f" --slice-noise {args.slice_noise}" if args.slice_noise else "")
              + f"` on {platform.machine()} (cpu), "
              f"seg2med {seg2med.__version__}. Metrics inside the brain, each image in its own "
              f"{WINDOW_PERCENTILES[0]}-{WINDOW_PERCENTILES[1]}th percentile window; mean ± SD over {len(seeds)} seeds. "

@@ -204,6 +204,10 @@ def test_guidance_defaults_come_from_the_model_config_and_options_override_them(
     assert off.anchor(model) is None and off.fov_margin == 15.0
     assert off.record(model) == {"anchor": None, "fov_margin_mm": 15.0, "tri_planar": False}
     assert Guidance.of_model(_loaded_with_sampling({"tri_planar": True}), tri_planar=False).tri_planar is False
+    shared = _loaded_with_sampling({"slice_noise": "shared"})  # a model whose slices start from one noise
+    assert Guidance.of_model(model).slice_noise == "independent" and Guidance.of_model(shared).slice_noise == "shared"
+    assert Guidance.of_model(shared, slice_noise="correlated").slice_noise == "correlated"
+    assert Guidance.of_model(shared, tri_planar=True).slice_noise == "independent"  # gives way to tri-planar sampling
     window = model.spec.image_window()
     tol = Guidance.of_model(model, anchor_tolerance=50.0).anchor(model).tolerance
     assert tol == pytest.approx(100.0 / (window["high"] - window["low"]))  # 50 HU on the [-1, 1] scale
@@ -213,6 +217,7 @@ def test_guidance_defaults_come_from_the_model_config_and_options_override_them(
                                               ({"fov_margin": -1.0}, "--fov-margin must be a number >= 0"),
                                               ({"anchor_scale": "4"}, "--anchor-scale must be a number >= 0"),
                                               ({"tri_planar": 1}, "--tri-planar must be true or false"),
+                                              ({"slice_noise": "slerp"}, "--slice-noise must be one of independent"),
                                               ([4.0], "'sampling' must be a JSON object")])
 def test_a_bad_sampling_block_names_the_config_file(sampling, needle):
     from seg2med.errors import InputError

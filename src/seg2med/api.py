@@ -736,7 +736,7 @@ def generate(
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
-    slice_noise: str = "independent",
+    slice_noise: str | None = None,
     slice_correlation: float = DEFAULT_SLICE_CORRELATION,
     contrast_phase: str | None = None,
     scheme: str | LabelScheme | None = None,
@@ -760,7 +760,8 @@ def generate(
     whole volume denoised along another axis at each step (3D-consistent; :mod:`seg2med.sampling.planes`). None:
     the model's default (:class:`seg2med.inference.generate.Guidance`). ``slice_noise`` ``correlated``: the start noise of
     neighbouring slices correlated (``slice_correlation`` for slices one model spacing apart); ``shared``: every slice
-    starts from the same noise (slice-by-slice sampling).
+    starts from the same noise (slice-by-slice sampling); ``independent``; None: the model's default (independent
+    when its config.json ``sampling`` block has none).
     ``contrast_phase`` (CT models): simulate the prior in that phase (native, arterial, portal_venous).
     """
     from seg2med.inference import generate_volume, load_model
@@ -774,8 +775,8 @@ def generate(
     model_name = lm.path.name if isinstance(model, LoadedModel) else str(model)
     check_sampling(lm, steps, sampler, samples, batch, strength)  # before reading the labels
     guidance = Guidance.of_model(lm, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance, fov_margin=fov_margin,
-                                 tri_planar=tri_planar)
-    check_planes(lm, guidance.tri_planar, slice_noise, slice_correlation)
+                                 tri_planar=tri_planar, slice_noise=slice_noise)
+    check_planes(lm, guidance.tri_planar, guidance.slice_noise, slice_correlation)
     model_sequences(lm, contrast_phase)
     trained = lm.sequence_config["name"]
     if sequence is not None and sequence != trained:

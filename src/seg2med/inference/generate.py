@@ -533,16 +533,19 @@ class Guidance:
     draw a body outline at the edge of a scan cropped inside the body.
     ``tri_planar``: sample the whole volume on an isotropic canvas, each step along another axis
     (:mod:`seg2med.sampling.planes`; a model trained on axial, coronal and sagittal slices) instead of slice by
-    slice along one axis.
+    slice along one axis. ``slice_noise`` (slice-by-slice sampling): the start noise of the slices, ``independent``,
+    ``correlated`` or ``shared`` (:func:`slice_noise_correlation`); a model's default other than independent gives
+    way to tri-planar sampling asked for.
     """
 
     anchor_scale: float = 0.0
     anchor_tolerance: float = 0.0
     fov_margin: float = 0.0
     tri_planar: bool = False
+    slice_noise: str = "independent"
 
     OPTIONS = {"anchor_scale": "--anchor-scale", "anchor_tolerance": "--anchor-tolerance", "fov_margin": "--fov-margin",
-               "tri_planar": "--tri-planar"}
+               "tri_planar": "--tri-planar", "slice_noise": "--slice-noise"}
 
     def __post_init__(self) -> None:
         for name, flag in self.OPTIONS.items():
@@ -550,6 +553,9 @@ class Guidance:
             if name == "tri_planar":
                 if not isinstance(value, bool):
                     raise ConfigError(f"{flag} must be true or false, got {value!r}")
+            elif name == "slice_noise":
+                if value not in SLICE_NOISE:
+                    raise ConfigError(f"{flag} must be one of {', '.join(SLICE_NOISE)}, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(f"{flag} must be a number >= 0 (0: off), got {value!r}")
 
@@ -567,7 +573,11 @@ class Guidance:
             defaults = cls(**block)
         except ConfigError as exc:
             raise InputError(f"{where}: sampling: {exc}") from None
-        return replace(defaults, **{k: (v if isinstance(v, bool) else float(v)) for k, v in given.items() if v is not None})
+        out = replace(defaults, **{k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in given.items()
+                                   if v is not None})
+        if out.tri_planar and given.get("slice_noise") is None:
+            out = replace(out, slice_noise="independent")  # the model's slice-noise default is for slice-by-slice
+        return out
 
     def anchor(self, model: "LoadedModel") -> PriorAnchor | None:
         """The anchor on ``model``'s slice grid (sigma in pixels, tolerance mapped to [-1, 1] through its
@@ -660,7 +670,7 @@ def generate_volume(
     anchor_tolerance: float | None = None,
     fov_margin: float | None = None,
     tri_planar: bool | None = None,
-    slice_noise: str = "independent",
+    slice_noise: str | None = None,
     slice_correlation: float = DEFAULT_SLICE_CORRELATION,
     contrast_phase: str | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -668,7 +678,8 @@ def generate_volume(
     """Sample ``samples`` synthetic volumes for a canonical label volume (see module docstring).
 
     ``strength`` < 1: prior-anchored start (see :meth:`LoadedModel.slice_generator`). ``anchor_scale``,
-    ``anchor_tolerance``, ``fov_margin``, ``tri_planar``: see :class:`Guidance` (None: the model's default); tri-planar
+    ``anchor_tolerance``, ``fov_margin``, ``tri_planar``, ``slice_noise``: see :class:`Guidance` (None: the model's
+    default); tri-planar
     sampling ignores ``axis`` and samples on an isotropic canvas at the model's spacing. ``slice_noise``: ``correlated``
     correlates the start noise of neighbouring slices (``slice_correlation`` for slices one model spacing apart),
     ``shared`` starts every slice from the same noise (slice-by-slice sampling only; :func:`slice_noise_correlation`). ``contrast_phase``
@@ -681,7 +692,8 @@ def generate_volume(
     sampler = check_sampling(model, steps, sampler, samples, batch, strength)
     device = torch.device(device)
     guidance = Guidance.of_model(model, anchor_scale=anchor_scale, anchor_tolerance=anchor_tolerance,
-                                 fov_margin=fov_margin, tri_planar=tri_planar)
+                                 fov_margin=fov_margin, tri_planar=tri_planar, slice_noise=slice_noise)
+    slice_noise = guidance.slice_noise
     check_planes(model, guidance.tri_planar, slice_noise, slice_correlation)
     t0 = time.perf_counter()
     spec = model.spec
