@@ -95,7 +95,9 @@ def main() -> None:
     if seg is not None:
         add_dice(evaluate_brain(priors, labels, scheme, seg, contrasts=order), [("prior", "synthetic")])
     lines = [f"# Brain model on held-out slices ({_dt.date.today().isoformat()})", "",
-             f"`python benchmarks/brain_heldout.py --model {args.model} --seeds {args.seeds} --steps {args.steps}` on "
+             f"`python benchmarks/brain_heldout.py --model {args.model}"
+             + (f" --segmenter {args.segmenter}" if args.segmenter else "")
+             + f" --seeds {args.seeds} --steps {args.steps}` on "
              f"{platform.machine()} (cpu), seg2med {seg2med.__version__}; TCGA-DU-7294 z {HELD_OUT[0]}-{HELD_OUT[1] - 1} "
              f"({lab.shape[0]} x {lab.shape[1]} x {lab.shape[2]} voxels, 1 mm), never trained on; metrics inside the "
              f"brain, each image in its own {WINDOW_PERCENTILES[0]}-{WINDOW_PERCENTILES[1]}th percentile window; "
